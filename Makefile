@@ -1,0 +1,31 @@
+# Each target creates the virtual environment it needs, so both work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench parity clean-venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The main job on the embedded default.
+demo: $(STAMP)
+	$(PY) sample.py --config=configs/ti2v.py:tiny
+
+# The whole test suite (needs ../shared/fixtures/reference, or STEPVIDEO_FIXTURES).
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# Parity of every reference fixture through the converter.
+parity: $(STAMP)
+	$(PY) -m stepvideo_jax.tools.parity $(patsubst %.json,%,$(wildcard $${STEPVIDEO_FIXTURES:-../shared/fixtures/reference}/*.json))
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,69 @@
+"""One attention entry point for every network, behind a kernel registry.
+
+``dot_product_attention(q, k, v, kv_mask=..., kernel=name)`` with q [B, Sq, H, D], k/v [B, Sk, H, D]
+and an optional key-validity mask [B, Sk] (True = attend). Kernels register themselves by name;
+asking for one that is not registered, or not usable on the current backend, is an error that names
+the kernels that are.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["dot_product_attention", "register_kernel", "available_kernels", "KERNELS"]
+
+
+class AttentionKernel(Protocol):
+    def __call__(
+        self, q: jax.Array, k: jax.Array, v: jax.Array, *, kv_mask: jax.Array | None, scale: float
+    ) -> jax.Array: ...
+
+
+# name -> (kernel function, predicate telling whether it runs on the current default backend)
+KERNELS: dict[str, tuple[AttentionKernel, Callable[[], bool]]] = {}
+
+
+def register_kernel(name: str, *, available: Callable[[], bool] = lambda: True):
+    def wrap(fn: AttentionKernel) -> AttentionKernel:
+        KERNELS[name] = (fn, available)
+        return fn
+
+    return wrap
+
+
+def available_kernels() -> list[str]:
+    return sorted(name for name, (_, ok) in KERNELS.items() if ok())
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    kv_mask: jax.Array | None = None,
+    kernel: str = "xla",
+    scale: float | None = None,
+) -> jax.Array:
+    """Softmax attention. q [B, Sq, H, D], k/v [B, Sk, H, D], kv_mask [B, Sk] bool -> [B, Sq, H, D]."""
+    if kernel not in KERNELS or not KERNELS[kernel][1]():
+        raise ValueError(
+            f"attention kernel {kernel!r} is not available on backend {jax.default_backend()!r}; "
+            f"available kernels: {', '.join(available_kernels())}"
+        )
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    return KERNELS[kernel][0](q, k, v, kv_mask=kv_mask, scale=scale)
+
+
+@register_kernel("xla")
+def _xla_attention(q, k, v, *, kv_mask, scale):
+    """Reference: materialises the [B, H, Sq, Sk] logits; softmax in float32."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, precision=jax.lax.Precision.HIGHEST).astype(jnp.float32)
+    logits = logits * scale
+    if kv_mask is not None:
+        logits = jnp.where(kv_mask[:, None, None, :], logits, -jnp.inf)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=jax.lax.Precision.HIGHEST)

@@ -1,0 +1,128 @@
+"""Small building blocks shared by every network: logically-named parameters, norms, embeddings.
+
+Parameters are annotated with *logical* axis names only (``("embed", "heads")``); the mapping from
+logical names to mesh axes lives in one rules table (see ``stepvideo_jax.sharding``). Eager sharding
+is switched off per parameter so that building a model never needs a mesh: shardings are applied by
+jit out-shardings (``nnx.eval_shape`` + ``jax.jit``) or by the Orbax restore.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = [
+    "logical",
+    "dense",
+    "dense_general",
+    "layer_norm",
+    "rms_norm",
+    "sinusoidal_embedding",
+    "gelu_tanh",
+    "NORM_DTYPE",
+]
+
+# Norm statistics are always computed in float32, as the release does (`x.float()` in its RMSNorm
+# and LayerNorm in float32 parameters).
+NORM_DTYPE = jnp.float32
+
+
+def logical(init, names: Sequence[str | None]):
+    """Wraps an initializer so the created `nnx.Param` carries logical axis names (no eager sharding)."""
+    return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
+
+
+def dense(
+    in_features: int,
+    out_features: int,
+    *,
+    names: tuple[str | None, str | None],
+    use_bias: bool,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    kernel_init=nnx.initializers.lecun_normal(),
+) -> nnx.Linear:
+    """`nnx.Linear` with logical axis names on kernel (in, out) and bias (out,)."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=logical(kernel_init, names),
+        bias_init=logical(nnx.initializers.zeros_init(), (names[1],)),
+        precision=jax.lax.Precision.HIGHEST,
+        rngs=rngs,
+    )
+
+
+def dense_general(
+    in_features: int,
+    out_features: tuple[int, ...],
+    *,
+    names: tuple[str | None, ...],
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    axis: int = -1,
+    use_bias: bool = False,
+    kernel_init=nnx.initializers.lecun_normal(),
+) -> nnx.LinearGeneral:
+    """`nnx.LinearGeneral` from one input axis to several output axes (e.g. (heads, head_dim))."""
+    return nnx.LinearGeneral(
+        in_features,
+        out_features,
+        axis=axis,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=logical(kernel_init, names),
+        bias_init=logical(nnx.initializers.zeros_init(), names[1:]),
+        precision=jax.lax.Precision.HIGHEST,
+        rngs=rngs,
+    )
+
+
+def layer_norm(x: jax.Array, eps: float, scale: jax.Array | None = None, bias: jax.Array | None = None) -> jax.Array:
+    """LayerNorm over the last axis, statistics in float32, result in x's dtype."""
+    xf = x.astype(NORM_DTYPE)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
+    if scale is not None:
+        y = y * scale.astype(NORM_DTYPE)
+    if bias is not None:
+        y = y + bias.astype(NORM_DTYPE)
+    return y.astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, eps: float, weight: jax.Array | None = None) -> jax.Array:
+    """RMSNorm as released: normalise in float32, cast back to x's dtype, then multiply the weight."""
+    xf = x.astype(NORM_DTYPE)
+    y = (xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + eps)).astype(x.dtype)
+    if weight is not None:
+        y = y * weight.astype(x.dtype)
+    return y
+
+
+def sinusoidal_embedding(
+    t: jax.Array, dim: int, *, flip_sin_to_cos: bool = True, freq_shift: float = 0.0, max_period: float = 10000.0
+) -> jax.Array:
+    """Sinusoidal embedding of a [N] vector -> [N, dim] (float32); cos first when flip_sin_to_cos."""
+    half = dim // 2
+    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift)
+    args = t.astype(jnp.float32)[:, None] * jnp.exp(exponent)[None, :]  # [N, half]
+    sin, cos = jnp.sin(args), jnp.cos(args)
+    emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=True)

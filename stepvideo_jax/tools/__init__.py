@@ -1,0 +1,1 @@
+"""Command-line tools: parity (`python -m stepvideo_jax.tools.parity`)."""
