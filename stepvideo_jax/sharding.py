@@ -1,30 +1,200 @@
-"""Logical-axis sharding: model code names logical axes, one rules table maps them to mesh axes.
+"""Device mesh and logical-axis sharding: model code names logical axes, one rules table per network
+maps them to mesh axes.
 
-This module is the only place that knows about meshes. ``constrain(x, names)`` is what model code
-calls on activations; it is the identity unless a mesh and rules are active (``use_mesh_rules``).
+This module is the only place that knows about meshes.
+
+* ``MeshConfig`` / ``make_mesh``: a mesh of at most four axes, ``data``, ``fsdp``, ``sequence`` and
+  ``tensor`` (always present, size 1 when unused); one size may be ``-1`` to take the remaining
+  devices. Multi-slice pods split each axis into an ICI part (inside a slice) and a DCN part
+  (across slices).
+* ``ShardingRules``: one table for parameters and one for activations (the DiT names its hidden
+  width ``embed`` on both, and FSDP shards that axis of the parameters but not of the activations).
+  ``DIT_RULES``, ``TEXT_RULES`` and ``VAE_RULES`` are the tables of the three networks.
+* ``constrain(x, names)``: what model code calls on activations; the identity unless a mesh and
+  rules are active (``use_mesh_rules``).
+* ``create_sharded_model(make_model, mesh, rules)``: parameters created directly in their shardings
+  (``nnx.eval_shape`` + ``jax.jit`` with out-shardings), never whole on one device.
+  ``model_shardings(abstract_model, mesh, rules)``: the same shardings, for an Orbax restore.
+
+Mapping is shape-aware: a mesh axis is only used for a dimension it divides (a CFG batch of 2 is
+not split 8 ways); the axes a dimension cannot take stay free for the next logical name (so on an
+FSDP mesh a batch of 2 leaves ``fsdp`` to the sequence).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator, Sequence
+import dataclasses
+import math
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["constrain", "use_mesh_rules", "logical_to_spec", "current_mesh_rules"]
+__all__ = [
+    "MESH_AXES",
+    "MeshConfig",
+    "make_mesh",
+    "ShardingRules",
+    "DIT_RULES",
+    "TEXT_RULES",
+    "VAE_RULES",
+    "constrain",
+    "use_mesh_rules",
+    "logical_to_spec",
+    "current_mesh_rules",
+    "mesh_axes_for",
+    "create_sharded_model",
+    "model_shardings",
+    "replicated_fraction",
+]
+
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 
 LogicalRules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+
+
+# ---------------------------------------------------------------------------------------------- mesh
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Mesh axis sizes inside a slice (ICI) and across slices (DCN); one ICI size may be -1."""
+
+    data: int = 1
+    fsdp: int = -1
+    sequence: int = 1
+    tensor: int = 1
+    dcn_data: int = 1
+    dcn_fsdp: int = 1
+    dcn_sequence: int = 1
+    dcn_tensor: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "MeshConfig":
+        """``"fsdp=2,tensor=4"`` (unnamed axes are 1, fsdp fills unless another axis is -1)."""
+        fields: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or name.strip() not in {f.name for f in dataclasses.fields(cls)}:
+                raise ValueError(
+                    f"mesh spec part {part!r} is not AXIS=SIZE with AXIS in {[f.name for f in dataclasses.fields(cls)]}"
+                )
+            fields[name.strip()] = int(value)
+        if "fsdp" not in fields and -1 not in fields.values():
+            fields["fsdp"] = 1 if fields else -1
+        return cls(**fields)
+
+    def ici_sizes(self, num_devices: int) -> tuple[int, ...]:
+        """The four ICI axis sizes with the -1 resolved for ``num_devices`` devices per slice."""
+        sizes = [self.data, self.fsdp, self.sequence, self.tensor]
+        if sum(s == -1 for s in sizes) > 1:
+            raise ValueError(f"at most one mesh axis may be -1; got {dict(zip(MESH_AXES, sizes))}")
+        if any(s == 0 or s < -1 for s in sizes):
+            raise ValueError(f"mesh axis sizes must be positive or -1; got {dict(zip(MESH_AXES, sizes))}")
+        known = math.prod(s for s in sizes if s != -1)
+        if -1 in sizes:
+            if num_devices % known:
+                raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} cannot fill {num_devices} devices")
+            sizes[sizes.index(-1)] = num_devices // known
+        if math.prod(sizes) != num_devices:
+            raise ValueError(
+                f"mesh {dict(zip(MESH_AXES, sizes))} has {math.prod(sizes)} devices per slice; expected {num_devices}"
+            )
+        return tuple(sizes)
+
+    @property
+    def dcn_sizes(self) -> tuple[int, ...]:
+        return (self.dcn_data, self.dcn_fsdp, self.dcn_sequence, self.dcn_tensor)
+
+
+def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``Mesh`` with axes ("data", "fsdp", "sequence", "tensor") (GSPMD auto axes)."""
+    devices = list(jax.devices() if devices is None else devices)
+    num_slices = math.prod(cfg.dcn_sizes)
+    if len(devices) % num_slices:
+        raise ValueError(f"{len(devices)} devices cannot be split into {num_slices} slices (DCN sizes {cfg.dcn_sizes})")
+    ici = cfg.ici_sizes(len(devices) // num_slices)
+    if num_slices > 1:
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_hybrid_device_mesh(ici, cfg.dcn_sizes, devices=devices)
+    elif devices[0].platform == "cpu":
+        grid = np.asarray(devices).reshape(ici)
+    else:
+        from jax.experimental import mesh_utils
+
+        grid = mesh_utils.create_device_mesh(ici, devices=devices)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+# --------------------------------------------------------------------------------------------- rules
+@dataclasses.dataclass(frozen=True)
+class ShardingRules:
+    """Logical name -> mesh axes (tried in order), one table for parameters, one for activations."""
+
+    params: tuple[tuple[str, tuple[str, ...]], ...]
+    activations: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _rules(**table: str | tuple[str, ...] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for name, axes in table.items():
+        axes_t = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+        out.append((name, axes_t))
+    return tuple(out)
+
+
+# DiT: FSDP shards every weight on its model-width side, tensor parallelism on heads / FFN width;
+# activations are batch-sharded (CFG rows on `data`), sequence-sharded on `sequence` (and on `fsdp`
+# when the batch cannot use it), head-sharded on `tensor`.
+DIT_RULES = ShardingRules(
+    params=_rules(
+        layers=None, embed="fsdp", heads="tensor", kv=None, mlp="tensor", modulation="tensor",
+        caption="tensor", norm=None,
+    ),
+    activations=_rules(
+        batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv=None,
+        mlp="tensor", context=None,
+    ),
+)
+
+# Text encoders (Step-LLM, HunyuanCLIP): same scheme; vocabulary rows on fsdp and tensor.
+TEXT_RULES = ShardingRules(
+    params=_rules(
+        layers=None, embed="fsdp", heads="tensor", kv_heads="tensor", kv=None, mlp="tensor",
+        vocab=("tensor", "fsdp"), norm=None, position=None,
+    ),
+    activations=_rules(
+        batch=("data", "fsdp"), seq="sequence", embed=None, heads="tensor", kv_heads="tensor", kv=None,
+        mlp="tensor", vocab="tensor",
+    ),
+)
+
+# VAE (convolutional, ~0.5B params): weights replicated except along the channel axes on `tensor`;
+# work is spread over chunks of frames (`chunk`, every axis that divides) and the batch.
+VAE_RULES = ShardingRules(
+    params=_rules(conv_in=None, conv_out="tensor", channels="tensor", norm=None, layers=None),
+    activations=_rules(
+        chunk=("data", "fsdp", "sequence"), batch=("data", "fsdp"), frames=None, height="sequence",
+        width=None, channels="tensor",
+    ),
+)
 
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, LogicalRules] | None] = contextvars.ContextVar(
     "stepvideo_mesh_rules", default=None
 )
 
 
+def _activation_table(rules: ShardingRules | LogicalRules) -> tuple:
+    return rules.activations if isinstance(rules, ShardingRules) else tuple(rules)
+
+
 @contextlib.contextmanager
-def use_mesh_rules(mesh: Mesh, rules: LogicalRules) -> Iterator[None]:
-    token = _ACTIVE.set((mesh, tuple(rules)))
+def use_mesh_rules(mesh: Mesh, rules: ShardingRules | LogicalRules) -> Iterator[None]:
+    """Activates a mesh and the activation rules for ``constrain`` (and the attention wrappers)."""
+    token = _ACTIVE.set((mesh, _activation_table(rules)))
     try:
         yield
     finally:
@@ -35,29 +205,121 @@ def current_mesh_rules() -> tuple[Mesh, LogicalRules] | None:
     return _ACTIVE.get()
 
 
-def logical_to_spec(names: Sequence[str | None], rules: LogicalRules) -> PartitionSpec:
-    """Maps logical names to a PartitionSpec with the first matching rule; a mesh axis is used once."""
-    table = dict(rules)
+def _axes_tuple(axes) -> tuple[str, ...]:
+    return () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+
+
+def logical_to_spec(
+    names: Sequence[str | None],
+    rules: ShardingRules | LogicalRules,
+    *,
+    shape: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+) -> PartitionSpec:
+    """Maps logical names to a PartitionSpec; each mesh axis is used once. With ``shape`` and ``mesh``
+    an axis is only used where it divides the dimension (what is left over stays available) and
+    axes of size 1 are dropped."""
+    table = dict(_activation_table(rules)) if isinstance(rules, ShardingRules) else dict(rules)
     used: set[str] = set()
     out = []
-    for name in names:
-        axes = table.get(name) if name is not None else None
-        if axes is None:
-            out.append(None)
-            continue
-        axes_t = (axes,) if isinstance(axes, str) else tuple(axes)
-        axes_t = tuple(a for a in axes_t if a not in used)
-        used.update(axes_t)
-        out.append(axes_t[0] if len(axes_t) == 1 else (axes_t or None))
+    for i, name in enumerate(names):
+        axes = _axes_tuple(table.get(name)) if name is not None else ()
+        chosen: list[str] = []
+        for a in axes:
+            if a in used:
+                continue
+            if mesh is not None:
+                size = mesh.shape[a]
+                if size == 1:
+                    continue
+                if shape is not None and shape[i] % (math.prod(mesh.shape[c] for c in chosen) * size):
+                    continue
+            chosen.append(a)
+        used.update(chosen)
+        out.append(None if not chosen else (chosen[0] if len(chosen) == 1 else tuple(chosen)))
     return PartitionSpec(*out)
 
 
-def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """`with_sharding_constraint` through the active logical rules; identity when none are active."""
+def mesh_axes_for(name: str, size: int) -> tuple[str, ...]:
+    """Under the active mesh/rules: the mesh axes a lone dimension ``name`` of ``size`` maps to."""
+    active = _ACTIVE.get()
+    if active is None:
+        return ()
+    mesh, rules = active
+    return _axes_tuple(logical_to_spec((name,), rules, shape=(size,), mesh=mesh)[0])
+
+
+def constrain(
+    x: jax.Array,
+    names: Sequence[str | None],
+    *,
+    like: tuple[Sequence[str | None], Sequence[int]] | None = None,
+) -> jax.Array:
+    """`with_sharding_constraint` through the active logical rules; identity when none are active.
+
+    ``like=(names, shape)``: shard each named dimension of ``x`` as that dimension is sharded in an
+    activation of ``shape`` (e.g. RoPE tables [N, D] sharded like the tokens of [B, N, H, D]).
+    """
     active = _ACTIVE.get()
     if active is None:
         return x
     mesh, rules = active
     if len(names) != x.ndim:
         raise ValueError(f"logical names {tuple(names)} do not match array rank {x.ndim} (shape {x.shape})")
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(names, rules)))
+    if like is None:
+        spec = logical_to_spec(names, rules, shape=x.shape, mesh=mesh)
+    else:
+        like_names, like_shape = like
+        by_name = dict(zip(like_names, logical_to_spec(like_names, rules, shape=like_shape, mesh=mesh)))
+        spec = PartitionSpec(*(by_name.get(n) if n is not None else None for n in names))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+# ---------------------------------------------------------------------------------------- parameters
+def _variable_sharding(var: Any, mesh: Mesh, rules: ShardingRules) -> NamedSharding:
+    names = None
+    if isinstance(var, nnx.Variable):
+        names = var.get_metadata().get("out_sharding")
+        shape = var.shape
+    else:
+        shape = getattr(var, "shape", ())
+    if not names:
+        return NamedSharding(mesh, PartitionSpec())
+    if len(names) != len(shape):
+        raise ValueError(f"logical names {tuple(names)} do not match parameter shape {tuple(shape)}")
+    return NamedSharding(mesh, logical_to_spec(names, rules.params, shape=shape, mesh=mesh))
+
+
+def model_shardings(abstract_model: nnx.Module | nnx.State, mesh: Mesh, rules: ShardingRules) -> nnx.State:
+    """NamedSharding for every variable of a model (or state), from its logical names and
+    ``rules.params`` (e.g. the target of an Orbax restore)."""
+    state = abstract_model if isinstance(abstract_model, nnx.State) else nnx.state(abstract_model)
+    return jax.tree.map(
+        lambda v: _variable_sharding(v, mesh, rules), state, is_leaf=lambda v: isinstance(v, nnx.Variable)
+    )
+
+
+def create_sharded_model(make_model: Callable[[], nnx.Module], mesh: Mesh, rules: ShardingRules) -> nnx.Module:
+    """Builds ``make_model()`` with every parameter created directly in its sharding (one jit whose
+    out-shardings come from the logical names), so no device ever holds the whole model."""
+    abstract = nnx.eval_shape(make_model)
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = model_shardings(abstract_state, mesh, rules)
+
+    def init() -> nnx.State:
+        return nnx.split(make_model())[1]
+
+    state = jax.jit(init, out_shardings=shardings)()
+    return nnx.merge(graphdef, state)
+
+
+def replicated_fraction(model: nnx.Module) -> float:
+    """Fraction of parameter bytes held whole on every device (no dimension sharded)."""
+    total = replicated = 0
+    for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        arr = var[...]
+        nbytes = arr.size * arr.dtype.itemsize
+        total += nbytes
+        if arr.sharding.is_fully_replicated:
+            replicated += nbytes
+    return replicated / max(total, 1)

@@ -4,6 +4,12 @@
 and an optional key-validity mask [B, Sk] (True = attend). Kernels register themselves by name;
 asking for one that is not registered, or not usable on the current backend, is an error that names
 the kernels that are.
+
+Kernels: ``xla`` (reference, materialises the logits), ``chunked`` (query/key blocks with an online
+softmax in plain XLA, memory linear in tokens; the CPU default), ``splash`` (the Pallas TPU
+splash-attention kernel; interpreted on the CPU), ``cudnn`` (cuDNN flash attention on GPUs).
+``sharded_attention`` (``ulysses.py``) runs any of them on a device mesh (Ulysses sequence
+parallelism for self-attention).
 """
 
 from __future__ import annotations
@@ -13,7 +19,14 @@ from typing import Callable, Protocol
 import jax
 import jax.numpy as jnp
 
-__all__ = ["dot_product_attention", "register_kernel", "available_kernels", "KERNELS"]
+__all__ = [
+    "dot_product_attention",
+    "register_kernel",
+    "available_kernels",
+    "default_kernel",
+    "KERNELS",
+    "sharded_attention",
+]
 
 
 class AttentionKernel(Protocol):
@@ -38,6 +51,19 @@ def available_kernels() -> list[str]:
     return sorted(name for name, (_, ok) in KERNELS.items() if ok())
 
 
+def default_kernel() -> str:
+    """The kernel to use when the config does not say: splash on TPU, cudnn on GPU, chunked elsewhere."""
+    return {"tpu": "splash", "gpu": "cudnn"}.get(jax.default_backend(), "chunked")
+
+
+def check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS or not KERNELS[kernel][1]():
+        raise ValueError(
+            f"attention kernel {kernel!r} is not available on backend {jax.default_backend()!r}; "
+            f"available kernels: {', '.join(available_kernels())}"
+        )
+
+
 def dot_product_attention(
     q: jax.Array,
     k: jax.Array,
@@ -48,11 +74,13 @@ def dot_product_attention(
     scale: float | None = None,
 ) -> jax.Array:
     """Softmax attention. q [B, Sq, H, D], k/v [B, Sk, H, D], kv_mask [B, Sk] bool -> [B, Sq, H, D]."""
-    if kernel not in KERNELS or not KERNELS[kernel][1]():
+    check_kernel(kernel)
+    if q.ndim != 4 or k.shape != v.shape[:3] + (k.shape[-1],) or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
         raise ValueError(
-            f"attention kernel {kernel!r} is not available on backend {jax.default_backend()!r}; "
-            f"available kernels: {', '.join(available_kernels())}"
+            f"attention expects q [B, Sq, H, D] and k, v [B, Sk, H, D]; got q {q.shape}, k {k.shape}, v {v.shape}"
         )
+    if kv_mask is not None and tuple(kv_mask.shape) != (k.shape[0], k.shape[1]):
+        raise ValueError(f"kv_mask must be [B, Sk] = {(k.shape[0], k.shape[1])}; got {tuple(kv_mask.shape)}")
     if scale is None:
         scale = q.shape[-1] ** -0.5
     return KERNELS[kernel][0](q, k, v, kv_mask=kv_mask, scale=scale)
@@ -67,3 +95,10 @@ def _xla_attention(q, k, v, *, kv_mask, scale):
         logits = jnp.where(kv_mask[:, None, None, :], logits, -jnp.inf)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v, precision=jax.lax.Precision.HIGHEST)
+
+
+# Registration side effects of the other kernels (imported after the registry exists).
+from stepvideo_jax.attention import chunked as _chunked  # noqa: E402,F401
+from stepvideo_jax.attention import cudnn as _cudnn  # noqa: E402,F401
+from stepvideo_jax.attention import splash as _splash  # noqa: E402,F401
+from stepvideo_jax.attention.ulysses import sharded_attention  # noqa: E402

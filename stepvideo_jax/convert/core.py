@@ -194,59 +194,63 @@ def convert(
     out: dict[str, np.ndarray] = {}
     filled_layers: dict[str, set[int]] = {}
     for key in keys:
-        rule, m = _find_rule(rules, key)
+        where = f" in {tensors.file_of(key)}" if isinstance(tensors, TensorSource) else ""
+        rule, m = _find_rule(rules, key, where)
         groups = {k: v for k, v in m.groupdict().items() if k != "layer"}
         target = rule.target.format(**groups)
         if target not in targets:
-            raise ConversionError(f"key {key}: maps to parameter {target!r}, which the model does not have")
+            raise ConversionError(f"key {key}{where}: maps to parameter {target!r}, which the model does not have")
         full_shape, tdtype = targets[target]
-        tdtype = dtype or tdtype
+        tdtype = dtype if dtype is not None else tdtype
         layer = m.groupdict().get("layer")
         stacked = any(target.startswith(p) for p in stacked_prefixes)
         if stacked != (layer is not None):
-            raise ConversionError(f"key {key}: layer index and stacked parameter {target!r} disagree")
+            raise ConversionError(f"key {key}{where}: layer index and stacked parameter {target!r} disagree")
         shape = full_shape[1:] if stacked else full_shape
         src = tensors.get(key) if isinstance(tensors, TensorSource) else np.asarray(tensors[key])
         src_shape = tuple(src.shape)
         arr = rule.transform(src, shape)
         if tuple(arr.shape) != tuple(shape):
             raise ConversionError(
-                f"key {key}: shape {src_shape} -> {tuple(arr.shape)} after transform, but parameter {target!r} "
+                f"key {key}{where}: shape {src_shape} -> {tuple(arr.shape)} after transform, but parameter {target!r} "
                 f"expects {tuple(shape)}"
             )
+        # Cast as it is read (never a float32 copy of the whole model) and store C-contiguous so the
+        # checkpoint writer need not copy it again.
         arr = np.asarray(arr).astype(tdtype, copy=False)
         if stacked:
             i = int(layer)
             if i >= full_shape[0]:
-                raise ConversionError(f"key {key}: layer {i} out of range for {full_shape[0]} layers")
+                raise ConversionError(f"key {key}{where}: layer {i} out of range for {full_shape[0]} layers")
             if target not in out:
                 out[target] = np.empty(full_shape, dtype=tdtype)
                 filled_layers[target] = set()
             if i in filled_layers[target]:
-                raise ConversionError(f"key {key}: parameter {target!r} layer {i} given twice")
+                raise ConversionError(f"key {key}{where}: parameter {target!r} layer {i} given twice")
             out[target][i] = arr
             filled_layers[target].add(i)
         else:
             if target in out:
-                raise ConversionError(f"key {key}: parameter {target!r} given twice")
-            out[target] = arr
+                raise ConversionError(f"key {key}{where}: parameter {target!r} given twice")
+            out[target] = np.ascontiguousarray(arr)
+    source = f" {tensors.path}" if isinstance(tensors, TensorSource) else ""
     missing = sorted(set(targets) - set(out))
     if missing:
-        raise ConversionError(f"checkpoint is missing parameters: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+        raise ConversionError(f"checkpoint{source} is missing parameters: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
     for target, layers in filled_layers.items():
         n = targets[target][0][0]
         if len(layers) != n:
             absent = sorted(set(range(n)) - layers)
-            raise ConversionError(f"parameter {target!r}: checkpoint is missing layers {absent}")
+            raise ConversionError(f"parameter {target!r}: checkpoint{source} is missing layers {absent}")
     return out
 
 
-def _find_rule(rules: Sequence[Rule], key: str) -> tuple[Rule, re.Match]:
+def _find_rule(rules: Sequence[Rule], key: str, where: str = "") -> tuple[Rule, re.Match]:
     for rule in rules:
         m = rule.match(key)
         if m is not None:
             return rule, m
-    raise ConversionError(f"unexpected key {key}: no conversion rule maps it")
+    raise ConversionError(f"unexpected key {key}{where}: no conversion rule maps it")
 
 
 def load_state(model: nnx.Module, arrays: Mapping[str, np.ndarray]) -> None:

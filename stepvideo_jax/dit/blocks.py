@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stepvideo_jax.attention import dot_product_attention
+from stepvideo_jax.attention import sharded_attention
 from stepvideo_jax.dit.config import DiTConfig
 from stepvideo_jax.dit.rope import apply_rope
 from stepvideo_jax.layers import dense, dense_general, gelu_tanh, layer_norm, logical, rms_norm
@@ -44,7 +44,8 @@ class SelfAttention(nnx.Module):
         k = rms_norm(k, cfg.qk_norm_eps, self.k_norm[...])
         q = apply_rope(q, cos, sin, cfg.rope_split)
         k = apply_rope(k, cos, sin, cfg.rope_split)
-        out = dot_product_attention(q, k, v, kernel=cfg.attention_kernel)  # [B, N, H, hd]
+        # On a mesh with sequence shards: Ulysses all-to-all around the kernel.
+        out = sharded_attention(q, k, v, kernel=cfg.attention_kernel, self_attention=True)  # [B, N, H, hd]
         return constrain(self.wo(constrain(out, _HEADS_ACT)), _ACT)
 
 
@@ -68,7 +69,7 @@ class CrossAttention(nnx.Module):
         k = rms_norm(kv[..., :hd], cfg.qk_norm_eps, self.k_norm[...])
         v = kv[..., hd:]
         # The text mask only removes keys, so the query sequence stays free to be sharded.
-        out = dot_product_attention(q, k, v, kv_mask=context_mask, kernel=cfg.attention_kernel)
+        out = sharded_attention(q, k, v, kv_mask=context_mask, kernel=cfg.attention_kernel, self_attention=False)
         return constrain(self.wo(out), _ACT)
 
 

@@ -127,7 +127,11 @@ class StepVideoDiT(nnx.Module):
         context, context_mask = self._text_context(llm_states, text_mask, clip_states)
         if positions is None:
             positions = grid_positions(f, hp, wp)
+        # Sharded like the tokens, so each sequence shard computes the tables of its own slice.
+        tokens = (("batch", "seq", "heads", "kv"), (b, x.shape[1], cfg.num_heads, cfg.head_dim))
+        positions = constrain(positions, ("seq", None), like=tokens)
         cos, sin = rope_tables(positions, cfg.rope_split, cfg.rope_base)  # [N, head_dim]
+        cos, sin = (constrain(t, ("seq", "kv"), like=tokens) for t in (cos, sin))
 
         x = self._run_blocks(x, context, context_mask, modulation, cos, sin)
 

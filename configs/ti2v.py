@@ -1,0 +1,85 @@
+"""Sampling config for Step-Video-TI2V (text + first image -> video).
+
+    python sample.py --config=configs/ti2v.py          # the released 30B model (converted checkpoint)
+    python sample.py --config=configs/ti2v.py:tiny     # small random-weight models, runs on a laptop
+
+Any field can be overridden: `--config.prompt="..." --config.image=cat.png --config.seed=7`.
+"""
+
+from ml_collections import config_dict
+
+# The release's default magic strings (Step-Video-TI2V `stepvideo/config.py`): the positive one is
+# appended to the prompt, the negative one is the whole unconditional prompt.
+POSITIVE_MAGIC = (
+    "画面中的主体动作表现生动自然、画面流畅、生动细节、光线统一柔和、超真实动态捕捉、大师级运镜、整体不变形、"
+    "超高清、画面稳定、逼真的细节、专业级构图、超细节、清晰。"
+)
+NEGATIVE_MAGIC = (
+    "动画、模糊、变形、毁容、低质量、拼贴、粒状、标志、抽象、插图、计算机生成、扭曲、动作不流畅、面部有褶皱、"
+    "表情僵硬、畸形手指"
+)
+VARIANTS = ("", "tiny")
+
+
+def base_config(variant: str = "") -> config_dict.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
+    c = config_dict.ConfigDict()
+    c.variant = variant or "release"  # "release": converted 30B checkpoints; "tiny": random weights
+    c.task = "ti2v"
+    c.use_additional_conditions = True  # image condition + motion score (False: text-to-video)
+    c.checkpoint_dir = "checkpoints/stepvideo-ti2v"  # written by convert_torch_weights.py
+
+    c.prompt = "笑起来"
+    c.positive_magic = POSITIVE_MAGIC
+    c.negative_magic = NEGATIVE_MAGIC
+    c.image = ""  # first frame (PNG/JPEG path); "synthetic" = a built-in test pattern
+    c.frames = 102  # rounded down to a multiple of 17 (17 frames -> 3 latent frames)
+    c.height = 544  # rounded down to a multiple of 16
+    c.width = 992
+    c.steps = 50
+    c.cfg = 9.0
+    c.time_shift = 13.0  # the official README's recommendation (the release's config.py says 7.0)
+    c.motion_score = 5.0
+    c.seed = 1234
+
+    c.output_dir = "results"
+    c.fps = 25
+    c.denoise_filter = True  # the release's light temporal ffmpeg filter (atadenoise)
+    c.crop_540p = True  # the release crops 544x992 output to 540x960 (frames at least that big)
+    c.fused_loop = False  # run all steps in one compiled lax.fori_loop (no per-step progress)
+    c.progress = True
+
+    # Compute / parameter dtypes per component, attention kernel and device mesh.
+    c.dit_dtype = "bfloat16"
+    c.vae_dtype = "bfloat16"
+    c.text_dtype = "bfloat16"
+    c.param_dtype = ""  # "" = the dtype the checkpoint was converted to
+    c.attention_kernel = "xla"
+    c.mesh = ""  # "" = one device, no mesh; else axis sizes, e.g. "fsdp=-1" or "data=2,fsdp=4" (sharding.MeshConfig)
+    c.tokenizer_cache_dir = ""  # tiny: where the tiny tokenizers are built ("" = ~/.cache/stepvideo_jax/tiny_tokenizers)
+
+    if variant == "tiny":
+        c.image = "synthetic"
+        c.frames = 17
+        c.height = 64
+        c.width = 96
+        c.steps = 8
+        c.dit_dtype = c.vae_dtype = c.text_dtype = "float32"
+        c.param_dtype = "float32"
+        c.output_dir = "results/tiny"
+        c.denoise_filter = False
+        c.tiny = config_dict.ConfigDict(
+            dict(
+                seed=0,  # parameter init seed
+                z_channels=4,  # latent channels of the tiny VAE (and the DiT's in/out channels)
+                dit_layers=2,
+                dit_heads=2,
+                dit_head_dim=32,
+            )
+        )
+    return c
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    return base_config((arg or "").strip())

@@ -1,0 +1,355 @@
+"""AOT plan: lower and compile, on N simulated CPU devices with abstract inputs, one sampling step of
+the DiT (CFG batch 2), one training step and the Step-LLM prompt encoding, and print per-device
+memory (``memory_analysis()``) and FLOPs.
+
+    python -m stepvideo_jax.tools.plan --config=configs/ti2v.py --devices=8 --mesh=fsdp=8
+
+Nothing is allocated: parameters and inputs are ``ShapeDtypeStruct``s with their shardings. FLOPs:
+XLA's ``cost_analysis()`` counts a loop body once, so the FLOPs come from two small unrolled
+compiles (1 and 2 layers, ``xla`` attention) of the same sharded program, extrapolated to the full
+depth (per-device, as partitioned, so replicated work is counted); the model FLOPs (matmuls only,
+attention included) are printed beside them.
+
+``--devices`` must be set before jax starts: this module sets ``XLA_FLAGS`` itself when run as a
+program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import time
+
+
+def _set_device_count(argv: list[str]) -> None:
+    n = None
+    for i, a in enumerate(argv):
+        if a.startswith("--devices="):
+            n = a.split("=", 1)[1]
+        elif a == "--devices" and i + 1 < len(argv):
+            n = argv[i + 1]
+    if n is not None:  # read when the CPU backend starts (first device query), not at import
+        flags = os.environ.get("XLA_FLAGS", "")
+        flags = " ".join(f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count"))
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={int(n)}".strip()
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+if __name__ == "__main__":
+    _set_device_count(sys.argv[1:])
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+
+from stepvideo_jax.dit import DiTConfig, StepVideoDiT  # noqa: E402
+from stepvideo_jax.sharding import (  # noqa: E402
+    DIT_RULES,
+    TEXT_RULES,
+    MeshConfig,
+    logical_to_spec,
+    make_mesh,
+    model_shardings,
+    use_mesh_rules,
+)
+
+__all__ = ["PlanSizes", "plan", "main"]
+
+GiB = 1024**3
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSizes:
+    """Video and text sizes of the planned run (the release's defaults)."""
+
+    frames: int = 102
+    height: int = 544
+    width: int = 992
+    llm_tokens: int = 320
+    clip_tokens: int = 77
+    cfg_batch: int = 2
+    train_batch: int = 1
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (self.frames // 17 * 3, self.height // 16, self.width // 16)
+
+
+def _load_config(path: str):
+    """An ml_collections config file (``path[:arg]``) -> its ConfigDict."""
+    path, _, arg = path.partition(":")
+    spec = importlib.util.spec_from_file_location("_plan_config", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"--config {path!r} is not a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def _abstract(model_cfg_make, mesh, rules):
+    abstract = nnx.eval_shape(model_cfg_make)
+    graphdef, state = nnx.split(abstract)
+    shardings = model_shardings(state, mesh, rules)
+    sds = jax.tree.map(
+        lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
+        nnx.to_pure_dict(state),
+        nnx.to_pure_dict(shardings),
+    )
+    return graphdef, state, sds
+
+
+def _input(shape, dtype, mesh, names, rules):
+    spec = logical_to_spec(names, rules, shape=shape, mesh=mesh)
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec))
+
+
+def _dit_inputs(cfg: DiTConfig, sizes: PlanSizes, batch: int, mesh):
+    f, h, w = sizes.latent_shape
+    dt = cfg.jnp_dtype
+    r = DIT_RULES
+    lat = _input((batch, f, h, w, cfg.in_channels), dt, mesh, ("batch", None, None, None, None), r)
+    return dict(
+        latents=lat,
+        timestep=_input((batch,), jnp.float32, mesh, ("batch",), r),
+        llm_states=_input((batch, sizes.llm_tokens, cfg.caption_channels[0]), dt, mesh, ("batch", None, None), r),
+        text_mask=_input((batch, sizes.clip_tokens + sizes.llm_tokens), jnp.int32, mesh, ("batch", None), r),
+        clip_states=_input((batch, sizes.clip_tokens, cfg.caption_channels[1]), dt, mesh, ("batch", None, None), r),
+        condition=lat,
+        motion_score=jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec())),
+    )
+
+
+def _sample_step_fn(graphdef, state_template, cfg_scale: float = 9.0):
+    def step(params, latents, timestep, llm_states, text_mask, clip_states, condition, motion_score, dt):
+        state = nnx.replace_by_pure_dict(state_template, params) or state_template
+        model = nnx.merge(graphdef, state)
+        # One Euler step with CFG: rows [cond, uncond] share the latents.
+        v = model.forward(latents, timestep, llm_states, text_mask, clip_states, condition, motion_score)
+        v = v.astype(jnp.float32)
+        guided = v[1:] + cfg_scale * (v[:1] - v[1:])
+        x = latents[:1].astype(jnp.float32) + guided * dt
+        return jnp.concatenate([x, x], axis=0).astype(latents.dtype)
+
+    return step
+
+
+def _train_step_fn(graphdef, state_template, tx):
+    def step(params, opt_state, latents, timestep, llm_states, text_mask, clip_states, condition, motion_score):
+        def loss_fn(p):
+            state = nnx.replace_by_pure_dict(state_template, p) or state_template
+            model = nnx.merge(graphdef, state)
+            noise = jnp.zeros_like(latents)  # shapes only: the plan needs no real noise
+            t = timestep[:, None, None, None, None].astype(latents.dtype)
+            x_t = t * latents + (1 - t) * noise
+            v = model.forward(x_t, timestep, llm_states, text_mask, clip_states, condition, motion_score)
+            return jnp.mean(jnp.square(v.astype(jnp.float32) - (latents - noise).astype(jnp.float32)))
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def _stats(compiled) -> dict:
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return dict(
+        argument_bytes=int(mem.argument_size_in_bytes),
+        output_bytes=int(mem.output_size_in_bytes),
+        temp_bytes=int(mem.temp_size_in_bytes),
+        alias_bytes=int(getattr(mem, "alias_size_in_bytes", 0)),
+        xla_flops_loop_bodies_once=float(cost.get("flops", 0.0)) if cost else 0.0,
+    )
+
+
+def _peak(s: dict) -> int:
+    return s["argument_bytes"] + s["output_bytes"] + s["temp_bytes"] - s["alias_bytes"]
+
+
+def _dit_model_flops(cfg: DiTConfig, sizes: PlanSizes, batch: int, *, train: bool) -> float:
+    """Matmul FLOPs of one DiT forward (x3 for forward + backward): projections, FFN, attention."""
+    f, h, w = sizes.latent_shape
+    n, m, d, L = f * h * w, sizes.clip_tokens + sizes.llm_tokens, cfg.hidden_size, cfg.num_layers
+    per_layer = (
+        2 * n * d * 3 * d + 2 * n * d * d  # self-attn qkv + out
+        + 2 * 2 * n * n * d  # self-attn logits + values
+        + 2 * n * d * d + 2 * m * d * 2 * d + 2 * n * d * d + 2 * 2 * n * m * d  # cross-attn
+        + 2 * 2 * n * d * cfg.ffn_mult * d  # FFN
+    )  # fmt: skip
+    fwd = batch * L * per_layer
+    return 3 * fwd if train else fwd
+
+
+def _compile(fn, args, mesh, rules, donate=()):
+    with use_mesh_rules(mesh, rules):
+        lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
+    return lowered.compile()
+
+
+def plan(
+    dit_cfg: DiTConfig,
+    mesh_cfg: MeshConfig,
+    sizes: PlanSizes = PlanSizes(),
+    *,
+    what: tuple[str, ...] = ("sample", "train", "llm"),
+    train_cfg: DiTConfig | None = None,
+    llm_cfg=None,
+    flops: bool = True,
+) -> dict:
+    mesh = make_mesh(mesh_cfg)
+    report: dict = {"devices": len(jax.devices()), "mesh": dict(mesh.shape), "sizes": dataclasses.asdict(sizes)}
+
+    def dit_program(cfg: DiTConfig, kind: str):
+        graphdef, state, params = _abstract(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), mesh, DIT_RULES)
+        if kind == "sample":
+            inputs = _dit_inputs(cfg, sizes, sizes.cfg_batch, mesh)
+            dt = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
+            return _sample_step_fn(graphdef, state), (params, *inputs.values(), dt), ()
+        tx = optax.adamw(1e-5, b1=0.9, b2=0.95)
+        opt = jax.eval_shape(tx.init, params)
+        pshard = jax.tree.map(lambda s: s.sharding, params)
+        opt_shard = optax.tree_map_params(
+            tx, lambda _, s: s, opt, pshard, transform_non_params=lambda _: NamedSharding(mesh, PartitionSpec())
+        )
+        opt = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), opt, opt_shard)
+        inputs = _dit_inputs(cfg, sizes, sizes.train_batch, mesh)
+        return _train_step_fn(graphdef, state, tx), (params, opt, *inputs.values()), (0, 1)
+
+    def per_device_flops(cfg: DiTConfig, kind: str) -> float:
+        # Unrolled 1- and 2-layer programs without attention loops; per layer = difference.
+        small = [
+            dataclasses.replace(cfg, num_layers=n, scan_layers=False, attention_kernel="xla") for n in (1, 2)
+        ]
+        f1, f2 = (_stats(_compile(*dit_program(c, kind)[:2], mesh, DIT_RULES))["xla_flops_loop_bodies_once"] for c in small)
+        return f1 + (cfg.num_layers - 1) * (f2 - f1)
+
+    for kind in what:
+        t0 = time.time()
+        if kind in ("sample", "train"):
+            cfg = dit_cfg if kind == "sample" else (train_cfg or dit_cfg)
+            fn, args, donate = dit_program(cfg, kind)
+            stats = _stats(_compile(fn, args, mesh, DIT_RULES, donate))
+            batch = sizes.cfg_batch if kind == "sample" else sizes.train_batch
+            stats["model_flops_total"] = _dit_model_flops(cfg, sizes, batch, train=kind == "train")
+            if flops:
+                stats["flops_per_device"] = per_device_flops(cfg, kind)
+        elif kind == "llm":
+            from stepvideo_jax.text import StepLLM, StepLLMConfig
+
+            cfg = llm_cfg or StepLLMConfig(param_dtype="bfloat16", dtype="bfloat16")
+            graphdef, state, params = _abstract(lambda: StepLLM(cfg, rngs=nnx.Rngs(0)), mesh, TEXT_RULES)
+            ids = _input((sizes.cfg_batch, sizes.llm_tokens), jnp.int32, mesh, ("batch", None), TEXT_RULES)
+
+            def encode(params, ids):
+                state_ = nnx.replace_by_pure_dict(state, params) or state
+                return nnx.merge(graphdef, state_)(ids, jnp.ones_like(ids))
+
+            stats = _stats(_compile(encode, (params, ids), mesh, TEXT_RULES))
+            n_params = sum(x.size for x in jax.tree.leaves(params))
+            stats["model_flops_total"] = 2.0 * n_params * sizes.cfg_batch * sizes.llm_tokens
+        else:
+            raise ValueError(f"unknown plan part {kind!r}; expected sample, train or llm")
+        stats["peak_bytes"] = _peak(stats)
+        stats["compile_seconds"] = round(time.time() - t0, 1)
+        report[kind] = stats
+    return report
+
+
+def _dit_config_from(config, *, train: bool) -> DiTConfig:
+    if config is None:
+        return DiTConfig(
+            param_dtype="float32" if train else "bfloat16", dtype="bfloat16",
+            remat_policy="full" if train else "none", attention_kernel="chunked",
+        )  # fmt: skip
+    if "model" in config:  # a training config: DiTConfig fields under `model`
+        fields = dict(config.model)
+        fields["caption_channels"] = tuple(fields["caption_channels"])
+        fields["rope_split"] = tuple(fields["rope_split"])
+        fields["attention_kernel"] = "chunked"
+        return DiTConfig(**fields)
+    # A sampling config: the released 30B DiT (or its tiny variant) in the config's dtype.
+    variant = config.get("variant", "release")
+    dtype = config.get("dit_dtype", "bfloat16")
+    param_dtype = "float32" if train else (config.get("param_dtype") or dtype)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, attention_kernel="chunked",
+              remat_policy="full" if train else "none",
+              use_additional_conditions=bool(config.get("use_additional_conditions", True)))  # fmt: skip
+    if variant == "tiny":
+        t = config.tiny
+        kw.update(num_heads=t.dit_heads, head_dim=t.dit_head_dim, num_layers=t.dit_layers, in_channels=t.z_channels,
+                  out_channels=t.z_channels, caption_channels=(64, 32),
+                  rope_split=(t.dit_head_dim // 2, t.dit_head_dim // 4, t.dit_head_dim // 4))  # fmt: skip
+    return DiTConfig(**kw)
+
+
+def _fmt_gib(b: float) -> str:
+    return f"{b / GiB:8.2f}"
+
+
+def format_report(r: dict) -> str:
+    lines = [f"devices {r['devices']}  mesh {r['mesh']}  sizes {r['sizes']}"]
+    lines.append(f"{'part':<8}{'args GiB':>10}{'out GiB':>10}{'temp GiB':>10}{'peak GiB':>10}{'TFLOP/dev':>11}{'model TFLOP':>13}")
+    for kind in ("sample", "train", "llm"):
+        if kind not in r:
+            continue
+        s = r[kind]
+        fl = s.get("flops_per_device")
+        lines.append(
+            f"{kind:<8}{_fmt_gib(s['argument_bytes']):>10}{_fmt_gib(s['output_bytes']):>10}{_fmt_gib(s['temp_bytes']):>10}"
+            f"{_fmt_gib(s['peak_bytes']):>10}{(f'{fl / 1e12:.1f}' if fl else '-'):>11}{s['model_flops_total'] / 1e12:>13.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="", help="sampling or training config file (path[:variant]); default: the 30B release")
+    p.add_argument("--devices", type=int, default=None, help="simulated CPU devices (set before jax starts)")
+    p.add_argument("--mesh", default="fsdp=-1", help="MeshConfig spec, e.g. 'fsdp=2,tensor=4'")
+    p.add_argument("--parts", default="sample,train,llm", help="comma-separated: sample, train, llm")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--llm-layers", type=int, default=None, help="shrink the Step-LLM (smoke tests)")
+    p.add_argument("--no-flops", action="store_true", help="skip the extra unrolled compiles for FLOPs")
+    p.add_argument("--json", default="", help="also write the report as JSON here")
+    a = p.parse_args(argv)
+    if a.devices is not None and len(jax.devices()) != a.devices:
+        raise SystemExit(f"--devices={a.devices} but jax sees {len(jax.devices())} devices (jax started before the flag was read)")
+    config = _load_config(a.config) if a.config else None
+    sizes = PlanSizes()
+    if config is not None and "frames" in config:
+        sizes = dataclasses.replace(sizes, frames=config.frames, height=config.height, width=config.width)
+    sizes = dataclasses.replace(
+        sizes, **{k: v for k, v in dict(frames=a.frames, height=a.height, width=a.width).items() if v is not None}
+    )
+    llm_cfg = None
+    if a.llm_layers is not None:
+        from stepvideo_jax.text import StepLLMConfig
+
+        llm_cfg = StepLLMConfig(num_layers=a.llm_layers, hidden_size=256, num_heads=4, num_groups=2,
+                                ffn_hidden_size=512, vocab_size=1024, param_dtype="bfloat16", dtype="bfloat16")  # fmt: skip
+    report = plan(
+        _dit_config_from(config, train=False), MeshConfig.parse(a.mesh), sizes,
+        what=tuple(x.strip() for x in a.parts.split(",") if x.strip()),
+        train_cfg=_dit_config_from(config, train=True), llm_cfg=llm_cfg, flops=not a.no_flops,
+    )  # fmt: skip
+    print(format_report(report))
+    if a.json:
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(report, fh, indent=1)
+        os.replace(tmp, a.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The training loop: data -> (online encoding) -> sharded train step -> metrics and checkpoints.
+
+``train(config, workdir)`` runs ``config.train.steps`` steps, resuming from the latest checkpoint in
+``workdir/checkpoints`` if there is one (model, optimizer, step, rng and data-iterator state, so the
+resumed run continues exactly as an uninterrupted one). A non-finite loss or gradient norm stops the
+run with a ``FloatingPointError`` naming the step; the state of that step is never saved, so the last
+checkpoint on disk is the last good one. A TPU preemption notice forces a checkpoint and a clean stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from stepvideo_jax.data.pipeline import DataConfig, make_dataset
+from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh
+from stepvideo_jax.training.checkpointing import RunCheckpoints
+from stepvideo_jax.training.metrics import MetricsWriter
+from stepvideo_jax.training.objective import ObjectiveConfig
+from stepvideo_jax.training.optimizer import OptimConfig
+from stepvideo_jax.training.state import Trainer
+
+__all__ = ["TrainResult", "train", "load_null_text", "NULL_PROMPT_FILE"]
+
+# Written by tools/precompute.py next to its index: the text arrays of the prompt used for dropped captions.
+NULL_PROMPT_FILE = "null_prompt.npz"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    losses: dict[int, float]  # step (0-based index of the update) -> loss
+    final_step: int  # completed updates
+    data_summary: str
+    preempted: bool = False
+
+
+def _dataclass_from(cls, tree) -> Any:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(tree)
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(fields)}")
+    return cls(**{k: tuple(map(tuple, v)) if k == "buckets" else (tuple(v) if isinstance(v, list) else v)
+                  for k, v in values.items()})
+
+
+def load_null_text(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in ("llm_states", "llm_mask", "clip_states")}
+
+
+def _initial_params(config, trainer: Trainer, dit_cfg: DiTConfig):
+    """None for a random init, else parameters restored from a converted checkpoint (T2V ones widened)."""
+    init = config.get("init", ml_collections.ConfigDict({"kind": "random"}))
+    kind = init.get("kind", "random")
+    if kind == "random":
+        return None
+    from stepvideo_jax.checkpoint import restore_component
+
+    if kind == "converted":  # a converted TI2V transformer
+        model = restore_component(init.checkpoint, "transformer", config=dit_cfg)
+        return trainer.params_of(model)
+    if kind == "t2v":  # a converted T2V transformer, widened to TI2V
+        from stepvideo_jax.training.ti2v_init import widen_t2v_to_ti2v
+
+        t2v_cfg = dataclasses.replace(dit_cfg, use_additional_conditions=False)
+        t2v = restore_component(init.checkpoint, "transformer", config=t2v_cfg)
+        return trainer.params_of(widen_t2v_to_ti2v(t2v, seed=int(config.train.seed), cfg=dit_cfg))
+    raise ValueError(f"init.kind must be 'random', 'converted' or 't2v'; got {kind!r}")
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    make_encoder: Callable[[ObjectiveConfig], Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    dit_cfg = _dataclass_from(DiTConfig, config.model)
+    objective = _dataclass_from(ObjectiveConfig, config.objective)
+    optim = _dataclass_from(OptimConfig, config.optim)
+    data_cfg = _dataclass_from(DataConfig, {k: v for k, v in config.data.items() if k != "null_prompt"})
+    mesh = make_mesh(MeshConfig.parse(config.mesh))
+    seed = int(config.train.seed)
+    trainer = Trainer(lambda: StepVideoDiT(dit_cfg, rngs=nnx.Rngs(seed)), optim, objective, mesh, DIT_RULES)
+
+    # Data, and how batches become latents.
+    data_iter = iter(make_dataset(data_cfg))
+    encoder = None
+    if data_cfg.kind == "video":
+        if make_encoder is None:
+            raise ValueError("data.kind='video' needs the VAE and text encoders: pass make_encoder (train.py builds it)")
+        encoder = make_encoder(objective)
+        null_text = encoder.null_text(config.data.get("null_prompt", "") or "")
+    else:
+        null_path = config.data.get("null_prompt") or os.path.join(os.path.dirname(data_cfg.manifest), NULL_PROMPT_FILE)
+        null_text = load_null_text(null_path) if os.path.exists(null_path) else None
+    if null_text is None and objective.caption_dropout > 0:
+        raise ValueError(f"caption_dropout > 0 needs the null prompt's text states; {NULL_PROMPT_FILE} not found")
+    null_dev = None if null_text is None else trainer.device_replicated(null_text)
+
+    ckpt = config.checkpoint
+    checkpoints = RunCheckpoints(
+        os.path.join(workdir, "checkpoints"), save_every=int(ckpt.every), max_to_keep=int(ckpt.keep),
+        async_save=bool(ckpt.get("async_save", True)),
+    )
+    latest = checkpoints.latest_step()
+    if latest is not None:
+        state = checkpoints.restore(latest, trainer.abstract_state(), data_iter)
+        logging.info("resumed from step %d (%s)", latest, checkpoints.directory)
+    else:
+        state = trainer.init_state(seed, _initial_params(config, trainer, dit_cfg))
+    start = int(jax.device_get(state["step"]))
+    total = int(config.train.steps)
+
+    writer = MetricsWriter(os.path.join(workdir, "tensorboard") if config.train.get("tensorboard", True) else None,
+                           echo=None)
+    log_every = int(config.train.get("log_every", 10))
+    encode_key = jax.random.key(seed + 1)
+    result = TrainResult(losses={}, final_step=start, data_summary="")
+    bar = None
+    if progress and jax.process_index() == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
+        writer.echo = bar.write
+    flops = None
+    try:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            host_batch = next(data_iter)
+            if encoder is not None:
+                host_batch = encoder(host_batch, jax.random.fold_in(encode_key, step))
+            batch = trainer.device_batch(host_batch)
+            if flops is None:
+                flops = trainer.step_flops(state, batch, null_dev)
+            state, metrics = trainer.step(state, batch, null_dev)
+            loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                checkpoints.wait()
+                raise FloatingPointError(
+                    f"non-finite loss {loss} (grad norm {grad_norm}) at step {step}; stopping. The last good "
+                    f"checkpoint is step {checkpoints.latest_step()} in {checkpoints.directory}"
+                )
+            seconds = time.perf_counter() - t0
+            result.losses[step] = loss
+            result.final_step = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if (step + 1) % log_every == 0 or step == start:
+                examples = host_batch["latents"].shape[0] * jax.process_count()
+                writer.write(step + 1, {
+                    "loss": loss, "grad_norm": grad_norm, "lr": float(metrics["lr"]),
+                    "step_seconds": seconds, "examples_per_second": examples / seconds,
+                    "tflops_per_device": (flops or 0.0) / seconds / 1e12,
+                })
+            preempted = checkpoints.reached_preemption(step + 1)
+            checkpoints.save(step + 1, state, data_iter, force=preempted or step + 1 == total)
+            if preempted:
+                logging.warning("preemption notice at step %d: checkpoint saved, stopping", step + 1)
+                result.preempted = True
+                break
+    finally:
+        checkpoints.close()
+        writer.close()
+        if bar is not None:
+            bar.close()
+        result.data_summary = data_iter.summary()
+        logging.info("%s", result.data_summary)
+    return result

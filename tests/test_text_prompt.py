@@ -1,0 +1,78 @@
+"""Prompt encoding as released (layout of the outputs), the in-process cache and the on-disk cache."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stepvideo_jax.text import PromptEncoder
+from stepvideo_jax.text.tiny import build_tiny_prompt_encoder, tiny_clip_config, tiny_step_llm_config
+
+NEG = "low quality, blurry, distorted"
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    return build_tiny_prompt_encoder(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+def test_layout_matches_release(encoder):
+    prompts = ["a cat walks along the beach", NEG]
+    llm_states, mask, clip_states = encoder.encode_prompts(prompts)
+    llm_cfg, clip_cfg = tiny_step_llm_config(), tiny_clip_config()
+    assert llm_states.shape == (2, 320, llm_cfg.hidden_size) and clip_states.shape == (2, 77, clip_cfg.hidden_size)
+    assert mask.shape == (2, 77 + 320) and mask.dtype == jnp.int32
+    step_ids, step_mask = encoder.step_tokenizer(prompts)
+    clip_ids, clip_mask = encoder.clip_tokenizer(prompts)
+    assert clip_mask.sum() < 2 * 77  # CLIP has padding, yet every CLIP position is 1 in the mask
+    np.testing.assert_array_equal(np.asarray(mask[:, :77]), 1)
+    np.testing.assert_array_equal(np.asarray(mask[:, 77:]), step_mask)
+    # Same numbers as running the encoders directly on the whole batch.
+    direct_llm = encoder.step_llm(jnp.asarray(step_ids), jnp.asarray(step_mask))
+    direct_clip, _ = encoder.clip(jnp.asarray(clip_ids), jnp.asarray(clip_mask))
+    np.testing.assert_allclose(np.asarray(llm_states), np.asarray(direct_llm), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(clip_states), np.asarray(direct_clip), rtol=1e-5, atol=1e-5)
+
+
+def test_in_process_cache_is_identical_and_does_not_recompute(encoder, monkeypatch):
+    first = encoder.encode_prompts(["a dog runs", NEG])
+    count = encoder.num_encoded
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("a cached prompt was encoded again")
+
+    monkeypatch.setattr(encoder, "_encode", no_encoding)
+    again = encoder.encode_prompts(["a dog runs", NEG])
+    assert encoder.num_encoded == count
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    swapped = encoder.encode_prompts([NEG, NEG, "a dog runs"])  # any order, repeats, no recompute
+    np.testing.assert_array_equal(np.asarray(swapped[0][2]), np.asarray(first[0][0]))
+    np.testing.assert_array_equal(np.asarray(swapped[2][1]), np.asarray(first[2][1]))
+    monkeypatch.undo()
+    encoder.encode_prompts(["a new prompt", NEG])
+    assert encoder.num_encoded == count + 1  # only the new prompt, not the cached negative
+
+
+def test_disk_cache_round_trip_and_fingerprint(encoder, tmp_path):
+    cached = PromptEncoder(
+        encoder.step_llm, encoder.step_tokenizer, encoder.clip, encoder.clip_tokenizer, cache_dir=tmp_path
+    )
+    a = cached.encode_prompts(["the camera pans", NEG])
+    assert cached.num_encoded == 2 and len(list(tmp_path.glob("*.safetensors"))) == 2
+    cached.clear_cache()
+    b = cached.encode_prompts(["the camera pans", NEG])
+    assert cached.num_encoded == 2 and cached.num_disk_hits == 2
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    other = PromptEncoder(
+        encoder.step_llm, encoder.step_tokenizer, encoder.clip, encoder.clip_tokenizer, cache_dir=tmp_path, fingerprint="other-model"
+    )
+    assert other._disk_get(NEG) is None  # another model's fingerprint never reads these files
+    assert len(cached.fingerprint) == 64 and cached.fingerprint != other.fingerprint
+
+
+def test_bad_prompts(encoder):
+    with pytest.raises(ValueError, match="non-empty list"):
+        encoder.encode_prompts([])
+    with pytest.raises(ValueError, match="list of str"):
+        encoder.encode_prompts([None])

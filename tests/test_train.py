@@ -1,0 +1,216 @@
+"""Training on the CPU with a tiny DiT: precompute -> grain -> sharded step -> Orbax, end to end.
+
+The tiny model is the `tiny` variant of configs/train_ti2v.py (2 layers, 2 heads x 32, 8 latent channels).
+A stand-in VAE (16x16 average pooling + a fixed channel projection, 17 frames -> 3 latent frames) and a
+stand-in prompt encoder (hashing) let precompute run on generated videos without real weights.
+"""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+
+import cv2
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh
+from stepvideo_jax.training import ObjectiveConfig, OptimConfig, Trainer, widen_t2v_to_ti2v
+from stepvideo_jax.training.encode import ClipEncoder
+from stepvideo_jax.training.loop import train
+from stepvideo_jax.tools.precompute import precompute
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config() -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location("train_ti2v", os.path.join(ROOT, "configs", "train_ti2v.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("tiny")
+
+
+TINY = _tiny_config()
+DIT = DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY.model.items()})
+C, L_LLM, L_CLIP = DIT.in_channels, 8, 5
+
+
+class _PoolVAE:
+    """Stand-in VAE: (b, f, 3, H, W) -> (b, f', C, H/16, W/16); frame 0 alone, then chunks of 8 frames."""
+
+    def __init__(self):
+        self.proj = np.random.default_rng(0).standard_normal((3, C)).astype(np.float32)
+
+    def encode(self, video, rng=None):
+        v = np.asarray(video, np.float32)  # (b, f, 3, H, W)
+        b, f, _, h, w = v.shape
+        pooled = v.reshape(b, f, 3, h // 16, 16, w // 16, 16).mean(axis=(4, 6))  # (b, f, 3, h', w')
+        chunks = [pooled[:, :1]] + [pooled[:, i : i + 8].mean(1, keepdims=True) for i in range(1, f, 8)]
+        lat = np.concatenate(chunks, axis=1)  # (b, f', 3, h', w')
+        return jnp.asarray(np.einsum("bfchw,cd->bfdhw", lat, self.proj))
+
+
+class _HashPrompts:
+    def encode_prompts(self, prompts):
+        llm = np.zeros((len(prompts), L_LLM, DIT.caption_channels[0]), np.float32)
+        mask = np.zeros((len(prompts), L_LLM), np.int32)
+        clip = np.zeros((len(prompts), L_CLIP, DIT.caption_channels[1]), np.float32)
+        for i, p in enumerate(prompts):
+            words = (p.split() or [""])[: L_LLM]
+            for j, word in enumerate(words):
+                seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
+                llm[i, j] = np.random.default_rng(seed).standard_normal(llm.shape[-1])
+            mask[i, : len(words)] = 1
+            clip[i] = llm[i, : L_CLIP, : clip.shape[-1]]
+        return llm, mask, clip
+
+
+def _write_video(path, frames=20, height=40, width=40, seed=0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (width, height))
+    color = np.random.default_rng(seed).integers(60, 255, 3).tolist()
+    for i in range(frames):
+        f = np.full((height, width, 3), 20, np.uint8)
+        cv2.rectangle(f, (2 * i % width, 8), (2 * i % width + 10, 18), color, -1)
+        writer.write(f)
+    writer.release()
+
+
+@pytest.fixture(scope="module")
+def latents_dir(tmp_path_factory):
+    """Precomputed latents of 6 generated videos (one bucket) + one too-short video (skipped)."""
+    root = tmp_path_factory.mktemp("train_data")
+    rows = []
+    for i in range(6):
+        _write_video(root / f"v{i}.avi", seed=i)
+        rows.append({"video": f"v{i}.avi", "caption": f"a square number {i}", "motion_score": 2.0 + i})
+    _write_video(root / "short.avi", frames=9)
+    rows.append({"video": "short.avi", "caption": "short"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = root / "latents"
+    encoder = ClipEncoder(_PoolVAE(), _HashPrompts(), ObjectiveConfig())
+    counts = precompute(str(root / "manifest.jsonl"), str(out), encoder, num_frames=17, frame_stride=1,
+                        buckets=((32, 32),))
+    assert counts == {"written": 6, "skipped_too_short": 1}
+    return out
+
+
+def _run_config(latents_dir, steps, **data):
+    cfg = _tiny_config()
+    cfg.data.update(manifest=str(latents_dir / "index.jsonl"), kind="latents", buckets=((32, 32),), **data)
+    cfg.train.update(steps=steps, log_every=1)
+    cfg.checkpoint.update(every=2, keep=3, async_save=True)
+    return cfg
+
+
+def test_precompute_writes_arrays(latents_dir):
+    rows = [json.loads(l) for l in (latents_dir / "index.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    with np.load(latents_dir / rows[0]["latents"]) as z:
+        assert z["latents"].shape == (3, 2, 2, C) and z["condition"].shape == (1, 2, 2, C)
+        assert z["llm_states"].shape == (L_LLM, 16) and z["llm_mask"].shape == (L_LLM,)
+        assert z["clip_states"].shape == (L_CLIP, 12) and float(z["motion_score"]) == rows[0]["motion_score"]
+    with np.load(latents_dir / "null_prompt.npz") as z:
+        assert z["llm_mask"].sum() == 1  # the empty prompt
+
+
+def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path):
+    full = train(_run_config(latents_dir, 6), str(tmp_path / "full"), progress=False)
+    assert sorted(full.losses) == list(range(6)) and all(np.isfinite(list(full.losses.values())))
+    assert "1 items skipped" not in full.data_summary  # precompute already dropped the short video
+
+    part = train(_run_config(latents_dir, 3), str(tmp_path / "part"), progress=False)
+    assert part.final_step == 3
+    resumed = train(_run_config(latents_dir, 6), str(tmp_path / "part"), progress=False)
+    assert sorted(resumed.losses) == [3, 4, 5]
+    for step in range(6):  # the interrupted run sees the same losses, bit for bit
+        got = part.losses.get(step, resumed.losses.get(step))
+        assert got == full.losses[step], (step, got, full.losses[step])
+    assert (tmp_path / "full" / "tensorboard").is_dir()
+
+    # A non-finite batch at step 2 stops the run naming step 2; the checkpoint of step 2 is kept.
+    rows = [json.loads(l) for l in (latents_dir / "index.jsonl").read_text().splitlines()]
+    with np.load(latents_dir / rows[0]["latents"]) as z:
+        bad = {k: z[k] for k in z.files}
+    bad["latents"] = np.full_like(bad["latents"], np.nan)
+    np.savez(latents_dir / "bad.npz", **bad)
+    nan_index = latents_dir / "nan_index.jsonl"
+    bad_rows = rows[:4] + [dict(rows[0], latents="bad.npz")] * 2
+    nan_index.write_text("".join(json.dumps(r) + "\n" for r in bad_rows))
+    cfg = _run_config(latents_dir, 6, shuffle=False)
+    cfg.data.manifest = str(nan_index)
+    cfg.data.null_prompt = str(latents_dir / "null_prompt.npz")
+    with pytest.raises(FloatingPointError, match="at step 2;.*last good checkpoint is step 2"):
+        train(cfg, str(tmp_path / "nan"), progress=False)
+    steps = sorted(int(p) for p in os.listdir(tmp_path / "nan" / "checkpoints") if p.isdigit())
+    assert steps == [2]
+
+
+def _fixed_batch(batch_size=4):
+    r = np.random.default_rng(0)
+    batch = dict(
+        latents=r.standard_normal((batch_size, 3, 2, 2, C), np.float32),
+        condition=r.standard_normal((batch_size, 1, 2, 2, C), np.float32),
+        llm_states=r.standard_normal((batch_size, L_LLM, 16), np.float32),
+        llm_mask=np.tile((np.arange(L_LLM) < 5).astype(np.int32), (batch_size, 1)),
+        clip_states=r.standard_normal((batch_size, L_CLIP, 12), np.float32),
+        motion_score=np.linspace(1, 8, batch_size).astype(np.float32),
+    )
+    null = dict(llm_states=np.zeros((L_LLM, 16), np.float32), llm_mask=(np.arange(L_LLM) < 1).astype(np.int32),
+                clip_states=np.zeros((L_CLIP, 12), np.float32))
+    return batch, null
+
+
+def _trainer(mesh):
+    optim = OptimConfig(learning_rate=1e-3, warmup_steps=10, total_steps=300, ema_decay=0.99)
+    objective = ObjectiveConfig(fixed_noise=True, caption_dropout=0.25)
+    return Trainer(lambda: StepVideoDiT(DIT, rngs=nnx.Rngs(0)), optim, objective, mesh, DIT_RULES)
+
+
+def _steps(trainer, n, batch, null):
+    state = trainer.init_state(0)
+    b, nl = trainer.device_batch(batch), trainer.device_replicated(null)
+    losses = []
+    for _ in range(n):
+        state, m = trainer.step(state, b, nl)
+        losses.append(float(m["loss"]))
+    return state, losses
+
+
+def test_fixed_batch_loss_drops_10x():
+    batch, null = _fixed_batch()
+    _, losses = _steps(_trainer(make_mesh(MeshConfig(fsdp=1), jax.devices()[:1])), 200, batch, null)
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_sharded_step_equals_single_device():
+    batch, null = _fixed_batch()
+    single = _trainer(make_mesh(MeshConfig(fsdp=1), jax.devices()[:1]))
+    sharded = _trainer(make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)))
+    assert len(jax.devices()) == 8
+    kernel = sharded.param_shardings["blocks"]["ff"]["w_in"]["kernel"]
+    assert kernel.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+    s1, l1 = _steps(single, 3, batch, null)
+    s8, l8 = _steps(sharded, 3, batch, null)
+    np.testing.assert_allclose(l8, l1, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s8["params"]), jax.tree.leaves(s1["params"])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_t2v_to_ti2v_init_reproduces_t2v():
+    t2v_cfg = dataclasses.replace(DIT, use_additional_conditions=False, patch_size=2, num_layers=1)
+    t2v = StepVideoDiT(t2v_cfg, rngs=nnx.Rngs(1))
+    ti2v = widen_t2v_to_ti2v(t2v, seed=3)
+    assert ti2v.cfg.use_additional_conditions and ti2v.patch_embed.kernel[...].shape[0] == 4 * 2 * C
+    r = np.random.default_rng(0)
+    x = r.standard_normal((2, 2, 4, 4, C), np.float32)
+    args = (np.array([0.3, 0.8], np.float32), r.standard_normal((2, L_LLM, 16), np.float32),
+            np.ones((2, L_CLIP + L_LLM), np.int32), r.standard_normal((2, L_CLIP, 12), np.float32))
+    want = nnx.jit(lambda m: m.forward(x, *args))(t2v)
+    got = nnx.jit(lambda m: m.forward(x, *args, np.zeros_like(x), np.array([3.0, 50.0], np.float32)))(ti2v)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
