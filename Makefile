@@ -1,5 +1,6 @@
 # Each target creates the virtual environment it needs, so both work on a fresh machine.
 PYTHON ?= python3
+FIXTURES ?= $(or $(STEPVIDEO_FIXTURES),../shared/fixtures/reference)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -22,7 +23,7 @@ test: $(STAMP)
 
 # Parity of every reference fixture through the converter.
 parity: $(STAMP)
-	$(PY) -m stepvideo_jax.tools.parity $(patsubst %.json,%,$(wildcard $${STEPVIDEO_FIXTURES:-../shared/fixtures/reference}/*.json))
+	$(PY) -m stepvideo_jax.tools.parity $(patsubst %.json,%,$(wildcard $(FIXTURES)/*.json))
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

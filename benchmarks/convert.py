@@ -6,7 +6,8 @@ Writes a released-layout `transformer/` folder (config.json, N safetensors shard
 weights of a DiT sized to about `size_gb` into a temporary folder under /tmp, converts it in a child
 process, and prints one table row: peak RSS of the child (from `os.wait4`), the RSS of a child that
 only imports the converter stack, output bytes, their ratios, and GB/s (source bytes / wall time of
-the whole child, hashing included). Everything it wrote is deleted at the end.
+the whole child, hashing included; also per CPU-second, which a shared machine's load distorts
+less). Everything it wrote is deleted at the end.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def generate_release(root: str, size_gb: float, shards: int, src_dtype: str, hea
     return total
 
 
-def _run_child(cmd: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, output) of a child process."""
+def _run_child(cmd: list[str]) -> tuple[float, int, str, float]:
+    """(wall seconds, peak RSS bytes, output, CPU seconds) of a child process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout.read()
@@ -112,7 +113,7 @@ def _run_child(cmd: list[str]) -> tuple[float, int, str]:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}")
-    return wall, usage.ru_maxrss * 1024, out  # ru_maxrss is KiB on Linux
+    return wall, usage.ru_maxrss * 1024, out, usage.ru_utime + usage.ru_stime  # ru_maxrss is KiB on Linux
 
 
 def main(argv):
@@ -124,8 +125,8 @@ def main(argv):
         src_bytes = generate_release(src, _SIZE.value, _SHARDS.value, _SRC_DTYPE.value, _WIDTH.value)
         print(f"generated {src_bytes / 1e9:.2f} GB in {_SHARDS.value} shards ({_SRC_DTYPE.value}) in {time.perf_counter() - t:.0f}s")
         py = sys.executable
-        _, base_rss, _ = _run_child([py, "-c", "import stepvideo_jax.convert.release, orbax.checkpoint, jax; jax.numpy.zeros(1)"])
-        wall, rss, out = _run_child([
+        _, base_rss, _, _ = _run_child([py, "-c", "import stepvideo_jax.convert.release, orbax.checkpoint, jax; jax.numpy.zeros(1)"])
+        wall, rss, out, cpu = _run_child([
             py, "convert_torch_weights.py", f"--src={src}", f"--dst={dst}", "--components=transformer",
             f"--dtype={_DTYPE.value}",
         ])
@@ -140,7 +141,9 @@ def main(argv):
             ("peak RSS / output", f"{rss / out_bytes:.3f}"),
             ("(peak - import RSS) / output", f"{(rss - base_rss) / out_bytes:.3f}"),
             ("wall time", f"{wall:.1f} s"),
+            ("CPU time (user + sys)", f"{cpu:.1f} s"),
             ("throughput", f"{src_bytes / 1e9 / wall:.3f} GB/s (source bytes / wall)"),
+            ("throughput per CPU-second", f"{src_bytes / 1e9 / cpu:.3f} GB/s (source bytes / CPU time)"),
         ]
         width = max(len(r[0]) for r in rows)
         print("| " + "metric".ljust(width) + " | value |")

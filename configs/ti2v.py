@@ -73,6 +73,8 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
             dict(
                 seed=0,  # parameter init seed
                 z_channels=4,  # latent channels of the tiny VAE (and the DiT's in/out channels)
+                vae_width=8,  # VAE base width (levels x1, x1, x2, x2); decoding at full resolution dominates the time
+                vae_norm_groups=8,
                 dit_layers=2,
                 dit_heads=2,
                 dit_head_dim=32,

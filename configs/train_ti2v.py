@@ -23,7 +23,7 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.objective = ml_collections.ConfigDict(dict(
         timestep_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, time_shift=1.0,
         caption_dropout=0.1, cond_noise="lognormal", cond_noise_min=0.0, cond_noise_max=0.1,
-        cond_noise_mean=-3.0, cond_noise_std=0.5, fixed_noise=False,
+        cond_noise_mean=-3.0, cond_noise_std=0.5,
     ))
     # OptimConfig fields.
     c.optim = ml_collections.ConfigDict(dict(

@@ -130,6 +130,7 @@ def write_manifest(ckpt_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> 
 
 
 def _entry(manifest: Mapping[str, Any], ckpt_dir: str, name: str) -> Mapping[str, Any]:
+    component_model(name)  # an unknown name fails as such, not as "absent from this checkpoint"
     components = manifest["components"]
     if name not in components:
         raise ValueError(f"{ckpt_dir}: no component {name!r} in the manifest (has {', '.join(sorted(components))})")

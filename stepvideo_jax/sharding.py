@@ -30,6 +30,7 @@ import math
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -50,6 +51,7 @@ __all__ = [
     "create_sharded_model",
     "model_shardings",
     "replicated_fraction",
+    "sharded_vae_decode",
 ]
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")
@@ -167,19 +169,16 @@ TEXT_RULES = ShardingRules(
         vocab=("tensor", "fsdp"), norm=None, position=None,
     ),
     activations=_rules(
-        batch=("data", "fsdp"), seq="sequence", embed=None, heads="tensor", kv_heads="tensor", kv=None,
+        batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv_heads="tensor", kv=None,
         mlp="tensor", vocab="tensor",
     ),
 )
 
-# VAE (convolutional, ~0.5B params): weights replicated except along the channel axes on `tensor`;
-# work is spread over chunks of frames (`chunk`, every axis that divides) and the batch.
+# VAE (convolutional, ~0.5B params): weights replicated; the decode spreads its chunks of latent
+# frames (17 output frames each) over every mesh axis, as the release spreads them over ranks.
 VAE_RULES = ShardingRules(
-    params=_rules(conv_in=None, conv_out="tensor", channels="tensor", norm=None, layers=None),
-    activations=_rules(
-        chunk=("data", "fsdp", "sequence"), batch=("data", "fsdp"), frames=None, height="sequence",
-        width=None, channels="tensor",
-    ),
+    params=_rules(conv_in=None, conv_out=None, norm=None),
+    activations=_rules(chunk=("data", "fsdp", "sequence", "tensor"), batch=("data", "fsdp"), frames=None),
 )
 
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, LogicalRules] | None] = contextvars.ContextVar(
@@ -323,3 +322,37 @@ def replicated_fraction(model: nnx.Module) -> float:
         if arr.sharding.is_fully_replicated:
             replicated += nbytes
     return replicated / max(total, 1)
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+def sharded_vae_decode(vae: nnx.Module, latents: jax.Array, mesh: Mesh, rules: ShardingRules = VAE_RULES) -> jax.Array:
+    """``VideoVAE.decode_channels_last`` with its chunks of latent frames spread over the devices.
+
+    latents [B, F', h, w, z] (F' a multiple of the VAE's chunk length) -> video [B, F, H, W, C]. The
+    B x F'/chunk chunks are decoded as one batch sharded on ``chunk`` (padded with zero chunks up
+    to a multiple of the devices it spreads over, then dropped), and the chunk boundaries blended as
+    in the single-device decode. Weights are replicated (small).
+    """
+    from stepvideo_jax.vae.model import blend_chunk_boundaries
+
+    cfg = vae.cfg
+    vae.check_latent_shape(latents.shape, channels_last=True)
+    chunk = cfg.latent_len if latents.shape[1] % cfg.latent_len == 0 else latents.shape[1]
+    b, f = latents.shape[:2]
+    n = b * (f // chunk)
+    spread = math.prod(mesh.shape[a] for a in dict(rules.activations)["chunk"])
+    n_pad = -n % spread
+    graphdef, state = nnx.split(vae)
+    state = jax.device_put(state, model_shardings(state, mesh, rules))
+
+    def run(state, z):
+        model = nnx.merge(graphdef, state)
+        xs = z.reshape(b, f // chunk, chunk, *z.shape[2:]).reshape(n, chunk, *z.shape[2:])  # [n, chunk, h, w, z]
+        xs = jnp.concatenate([xs, jnp.zeros((n_pad, *xs.shape[1:]), xs.dtype)]) if n_pad else xs
+        xs = constrain(xs, ("chunk", None, None, None, None))
+        ys = constrain(model.decoder(xs), ("chunk", None, None, None, None))[:n]  # [n, frames, H, W, C]
+        ys = ys.reshape(b, (f // chunk) * ys.shape[1], *ys.shape[2:])
+        return blend_chunk_boundaries(ys, cfg.decoded_frames(chunk), cfg.blend_keep)
+
+    with use_mesh_rules(mesh, rules):
+        return jax.jit(run)(state, latents)

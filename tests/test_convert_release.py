@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -43,9 +44,54 @@ def converted(tmp_path_factory, fixture_prefix):
 
 
 # ------------------------------------------------------------------------------------ round trip
+def _params(model):
+    import jax
+    from flax import nnx
+
+    return {".".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+# component -> (config class, the key-table function the parity tool's loader runs)
+DIRECT = {
+    "transformer": ("stepvideo_jax.dit:DiTConfig", "stepvideo_jax.convert.dit:convert_dit"),
+    "vae": ("stepvideo_jax.vae:VAEConfig", "stepvideo_jax.convert.vae:convert_vae"),
+    "step_llm": ("stepvideo_jax.text:StepLLMConfig", "stepvideo_jax.convert.step_llm:convert_step_llm"),
+    "hunyuan_clip": ("stepvideo_jax.text:ClipConfig", "stepvideo_jax.convert.clip:convert_hunyuan_clip"),
+}
+
+
+def _resolve(ref):
+    import importlib
+
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 @pytest.mark.parametrize("name", list(COMPONENTS))
-def test_round_trip_matches_loading_safetensors_directly(converted, name, monkeypatch):
-    """convert -> restore -> the parity tool's outputs equal (bit for bit) those of the direct load."""
+def test_round_trip_restores_exactly_the_directly_loaded_model(converted, name):
+    """convert -> restore gives the model the parity tool's loader builds from the fixture's
+    safetensors: the same config, every parameter bit-identical (so every output is too)."""
+    from stepvideo_jax.convert.core import TensorSource
+
+    _, dst, prefixes, _ = converted
+    fx = load_fixture(prefixes[name])
+    config_class, convert_fn = map(_resolve, DIRECT[name])
+    cfg = config_class.from_release(fx.config)
+    restored = restore_component(dst, name)
+    assert restored.cfg == cfg
+    ref = convert_fn(TensorSource(fx.weights_path), cfg)
+    ours = _params(restored)
+    assert sorted(ours) == sorted(ref)
+    for k in ref:
+        assert ours[k].dtype == ref[k].dtype == np.float32, k
+        np.testing.assert_array_equal(ours[k], ref[k], err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["step_llm"])
+def test_round_trip_parity_tool_outputs(converted, name, monkeypatch):
+    """The parity tool's checker run on the restored model: outputs identical to the direct load's
+    and within the parity bound of the release's (Step-LLM: cheap enough to run twice here; for the
+    others the bit-identical parameters above imply it, and their own parity tests pin the forward)."""
     import importlib
 
     _, dst, prefixes, _ = converted
@@ -56,10 +102,9 @@ def test_round_trip_matches_loading_safetensors_directly(converted, name, monkey
     restored = restore_component(dst, name)
     monkeypatch.setattr(importlib.import_module(module), loader, lambda *a, **k: restored)
     via_orbax = check(fx)
-    assert [n for n, _, _ in via_orbax] == [n for n, _, _ in direct]
-    for (n, ours, expected), (_, ref, _) in zip(via_orbax, direct):
-        np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref), err_msg=f"{name}:{n}")
+    for i, (n, ours, expected) in enumerate(via_orbax):
         assert parity.compare(ours, expected)[1] <= 1e-5, f"{name}:{n}"
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(direct[i][1]), err_msg=f"{name}:{n}")
 
 
 def test_manifest_records_configs_dtypes_sources_and_tokenizers(converted):
@@ -156,46 +201,51 @@ def test_truncated_shard(tmp_path, fixture_prefix):
     _convert_fails(src, tmp_path / "out", f"{shard}: not a readable safetensors file")
 
 
-def _rewrite_shard(folder, edit):
-    """Applies `edit` to shard 1's tensors and rewrites it and the index."""
-    name = "diffusion_pytorch_model-00001-of-00003.safetensors"
+def _rewrite_shard(folder, key, edit, stem="diffusion_pytorch_model"):
+    """Applies `edit` to the tensors of the shard holding `key`; returns that shard's path."""
+    index = folder / f"{stem}.safetensors.index.json"
+    name = json.loads(index.read_text())["weight_map"][key]
     tensors = load_file(str(folder / name))
     edit(tensors)
     save_file(tensors, str(folder / name))
-    index = folder / "diffusion_pytorch_model.safetensors.index.json"
     meta = json.loads(index.read_text())
     meta["weight_map"] = {k: v for k, v in meta["weight_map"].items() if v != name} | {k: name for k in tensors}
     index.write_text(json.dumps(meta))
-    return folder / name, sorted(tensors)
+    return folder / name
 
 
 def test_unknown_key(tmp_path, fixture_prefix):
     src, folder = _dit_release(tmp_path, fixture_prefix)
-    shard, _ = _rewrite_shard(folder, lambda t: t.update({"transformer_blocks.0.attn1.bogus.weight": np.zeros(3, np.float32)}))
-    _convert_fails(src, tmp_path / "out", rf"unexpected key transformer_blocks\.0\.attn1\.bogus\.weight in {shard}")
+    bogus = "transformer_blocks.0.attn1.bogus.weight"
+    shard = _rewrite_shard(folder, "proj_out.bias", lambda t: t.update({bogus: np.zeros(3, np.float32)}))
+    _convert_fails(src, tmp_path / "out", rf"unexpected key {re.escape(bogus)} in {shard}")
 
 
 def test_missing_key(tmp_path, fixture_prefix):
     src, folder = _dit_release(tmp_path, fixture_prefix)
-    _, keys = _rewrite_shard(folder, lambda t: t.pop("scale_shift_table"))
-    assert "scale_shift_table" not in keys
+    _rewrite_shard(folder, "scale_shift_table", lambda t: t.pop("scale_shift_table"))
     _convert_fails(src, tmp_path / "out", rf"checkpoint {folder} is missing parameters: scale_shift_table")
 
 
 def test_shape_mismatch(tmp_path, fixture_prefix):
     src, folder = _dit_release(tmp_path, fixture_prefix)
-    shard, _ = _rewrite_shard(folder, lambda t: t.update({"proj_out.weight": np.zeros((8, 255), np.float32)}))
-    _convert_fails(src, tmp_path / "out", rf"key proj_out\.weight in {shard}: shape \(8, 255\) -> \(255, 8\) after transform, but parameter 'proj_out\.kernel' expects \(256, 8\)")
+    shard = _rewrite_shard(folder, "proj_out.weight", lambda t: t.update({"proj_out.weight": np.zeros((8, 255), np.float32)}))
+    _convert_fails(
+        src,
+        tmp_path / "out",
+        rf"key proj_out\.weight in {shard}: shape \(8, 255\) -> \(255, 8\) after transform, but parameter "
+        r"'proj_out\.kernel' expects \(256, 8\)",
+    )
 
 
 def test_failure_in_a_later_component_removes_the_earlier_ones(tmp_path, fixture_prefix):
     src = tmp_path / "release"
-    build_release(str(src), fixture_prefix, components=("transformer", "vae"))
-    vae = src / "vae" / "vae_v2.safetensors"
-    tensors = load_file(str(vae))
-    tensors["encoder.conv_in.conv.weight"] = tensors["encoder.conv_in.conv.weight"][:1]
-    save_file(tensors, str(vae))
-    _convert_fails(src, tmp_path / "out", rf"key encoder\.conv_in\.conv\.weight in {vae}: shape", components=("transformer", "vae"))
+    build_release(str(src), fixture_prefix, components=("transformer", "step_llm"))
+    key = "transformer.layers.1.ffn_norm.weight"
+    shard = _rewrite_shard(src / "step_llm", key, lambda t: t.update({key: np.ones(7, np.float32)}), stem="model")
+    _convert_fails(
+        src, tmp_path / "out", rf"key {re.escape(key)} in {shard}: shape \(7,\)", components=("transformer", "step_llm")
+    )
 
 
 def test_missing_component_and_unknown_names_fail_before_writing(tmp_path, fixture_prefix):

@@ -76,3 +76,40 @@ def test_bad_prompts(encoder):
         encoder.encode_prompts([])
     with pytest.raises(ValueError, match="list of str"):
         encoder.encode_prompts([None])
+
+
+def test_from_converted_checkpoint(tmp_path, fixture_prefix):
+    """PromptEncoder.from_checkpoint over a checkpoint converted from the fixtures' released layout:
+    its Step-LLM states equal the float64 reference forward of the fixture weights on the same tokens."""
+    import io
+
+    import sentencepiece as spm
+    from release_layout import build_release
+    from safetensors.numpy import load_file
+    from text_reference import step_llm_forward
+
+    from stepvideo_jax.tools.fixtures import load_fixture
+
+    from stepvideo_jax.convert.release import convert_release
+
+    src = tmp_path / "release"
+    build_release(str(src), fixture_prefix, components=("step_llm", "hunyuan_clip"))
+    model = io.BytesIO()  # a real (tiny) sentencepiece model in place of the stand-in bytes; ids < 300
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["a cat walks on the beach", "a dog runs in a field"]),
+        model_writer=model, vocab_size=30, hard_vocab_limit=False, model_type="bpe", num_threads=1, minloglevel=2,
+    )
+    (src / "step_llm" / "step1_chat_tokenizer.model").write_bytes(model.getvalue())
+    convert_release(str(src), str(tmp_path / "out"), components=["step_llm", "hunyuan_clip"], dtype="float32")
+    enc = PromptEncoder.from_checkpoint(tmp_path / "out")
+    llm_states, mask, clip_states = enc.encode_prompts(["a cat walks", "hello"])
+    llm_len, clip_len = enc.step_tokenizer.max_length, enc.clip_tokenizer.max_length
+    assert (llm_len, clip_len) == (320, 77)
+    assert llm_states.shape == (2, 320, 384) and clip_states.shape == (2, 77, 64) and mask.shape == (2, 397)
+    step_ids, step_mask = enc.step_tokenizer(["a cat walks", "hello"])
+    np.testing.assert_array_equal(np.asarray(mask[:, 77:]), step_mask)
+    assert step_ids.max() < 300 and step_mask[0].sum() > 3
+    fx = load_fixture(fixture_prefix("step_llm"))
+    expected = step_llm_forward(load_file(fx.weights_path), fx.config, step_ids)
+    rel = np.linalg.norm(np.asarray(llm_states, np.float64) - expected) / np.linalg.norm(expected)
+    assert rel <= 1e-5, rel

@@ -105,6 +105,7 @@ def test_parity_tool_on_other_widths_against_numpy_reference(tmp_path, capsys):
         "image": image,
         "image_moments": vae_reference.encode_moments(weights, rel_cfg, image).astype(np.float32),
     }
+    io = {k: np.ascontiguousarray(v) for k, v in io.items()}  # safetensors writes the raw buffer
     assert io["moments"].shape == (1, 6, 4, 2, 3) and io["decoded"].shape == video.shape
     prefix = str(tmp_path / "vae_other")
     with open(prefix + ".json", "w") as f:

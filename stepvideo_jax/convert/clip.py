@@ -8,6 +8,7 @@ loads without torch. Keys are accepted with or without a `bert.` prefix; the `po
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Iterator, Mapping
@@ -88,6 +89,10 @@ class _BertKeys(Mapping):
 
     def keys(self):
         return list(self._map)
+
+    def file_of(self, name: str) -> str | None:  # lets the core's errors name the file
+        file_of = getattr(self._tensors, "file_of", None)
+        return file_of(self._map[name]) if file_of is not None else None
 
 
 def _import_torch():
@@ -173,7 +178,7 @@ def load_hunyuan_clip(
                 config = json.load(f)
         tensors = _open_weights(file)
     if isinstance(config, ClipConfig):
-        cfg = config if not overrides else ClipConfig(**{**vars(config), **overrides})
+        cfg = dataclasses.replace(config, **overrides)
     else:
         cfg = ClipConfig.from_release(config, **overrides)
     arrays = convert_hunyuan_clip(tensors, cfg)

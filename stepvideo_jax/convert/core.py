@@ -194,7 +194,7 @@ def convert(
     out: dict[str, np.ndarray] = {}
     filled_layers: dict[str, set[int]] = {}
     for key in keys:
-        where = f" in {tensors.file_of(key)}" if isinstance(tensors, TensorSource) else ""
+        where = _where(tensors, key)
         rule, m = _find_rule(rules, key, where)
         groups = {k: v for k, v in m.groupdict().items() if k != "layer"}
         target = rule.target.format(**groups)
@@ -233,7 +233,7 @@ def convert(
             if target in out:
                 raise ConversionError(f"key {key}{where}: parameter {target!r} given twice")
             out[target] = np.ascontiguousarray(arr)
-    source = f" {tensors.path}" if isinstance(tensors, TensorSource) else ""
+    source = f" {tensors.path}" if getattr(tensors, "path", None) else ""
     missing = sorted(set(targets) - set(out))
     if missing:
         raise ConversionError(f"checkpoint{source} is missing parameters: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
@@ -243,6 +243,14 @@ def convert(
             absent = sorted(set(range(n)) - layers)
             raise ConversionError(f"parameter {target!r}: checkpoint{source} is missing layers {absent}")
     return out
+
+
+def _where(tensors, key: str) -> str:
+    """" in FILE" for a source that knows which file holds `key` (a TensorSource, or a view over one
+    with a `file_of` method), else ""."""
+    file_of = getattr(tensors, "file_of", None)
+    file = file_of(key) if file_of is not None else None
+    return f" in {file}" if file else ""
 
 
 def _find_rule(rules: Sequence[Rule], key: str, where: str = "") -> tuple[Rule, re.Match]:

@@ -8,6 +8,7 @@ virtual keys (`wq`, `wkv`, `w_gate`, `w_up`), read lazily one tensor at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -103,6 +104,10 @@ class _SplitFused(Mapping):
     def keys(self):  # list, in checkpoint order (the core iterates it once)
         return list(self._keys)
 
+    def file_of(self, key: str) -> str | None:  # lets the core's errors name the file
+        file_of = getattr(self._tensors, "file_of", None)
+        return file_of(self._virtual.get(key, (key, 0))[0]) if file_of is not None else None
+
 
 def read_step_llm_config(path: str | os.PathLike) -> dict[str, Any]:
     """Reads `config.json` from a released `step_llm/` folder (or the file itself)."""
@@ -135,7 +140,7 @@ def load_step_llm(
             raise ValueError("load_step_llm needs a config when weights are given as a mapping")
         config = read_step_llm_config(weights)
     if isinstance(config, StepLLMConfig):
-        cfg = config if not overrides else StepLLMConfig(**{**vars(config), **overrides})
+        cfg = dataclasses.replace(config, **overrides)
     else:
         cfg = StepLLMConfig.from_release(config, **overrides)
     tensors = weights if isinstance(weights, Mapping) else TensorSource(weights)

@@ -34,6 +34,7 @@ __all__ = [
     "VideoPipeline",
     "GenerationResult",
     "load_components",
+    "random_model",
     "latent_grid",
     "prepare_image",
     "save_video",
@@ -185,7 +186,7 @@ def _tiny_cache_dir(config) -> str:
     return os.path.join(base, "stepvideo_jax", "tiny_tokenizers")
 
 
-def _random_model(make_model, seed: int):
+def random_model(make_model, seed: int):
     """`make_model()` with random parameters drawn on the host with NumPy, by name: biases 0, norm
     scales 1, embeddings N(0, 0.02), other weights N(0, 1/fan_in) (fan_in: every axis but the last and
     the stacked-layers axis). Building tiny models this way takes milliseconds, where running their
@@ -235,11 +236,18 @@ def _tiny_components(config, mesh):
             f"tiny tokenizer vocabs ({step_tok.vocab_size}, {clip_tok.vocab_size}) exceed the tiny encoders' "
             f"({llm_cfg.vocab_size}, {clip_cfg.vocab_size})"
         )
-    llm = _random_model(lambda: StepLLM(llm_cfg, rngs=nnx.Rngs(0)), seed)
-    clip = _random_model(lambda: HunyuanCLIP(clip_cfg, rngs=nnx.Rngs(0)), seed + 1)
+    llm = random_model(lambda: StepLLM(llm_cfg, rngs=nnx.Rngs(0)), seed)
+    clip = random_model(lambda: HunyuanCLIP(clip_cfg, rngs=nnx.Rngs(0)), seed + 1)
     encoder = PromptEncoder(llm, step_tok, clip, clip_tok, fingerprint=f"tiny-random-seed{seed}")
-    vae_cfg = VAEConfig.tiny(z_channels=t.z_channels, param_dtype=pdt, dtype=config.vae_dtype)
-    vae = _random_model(lambda: VideoVAE(vae_cfg, rngs=nnx.Rngs(0)), seed + 2)
+    vae_cfg = VAEConfig.tiny(
+        z_channels=t.z_channels,
+        encoder_ch=t.vae_width,
+        decoder_ch=t.vae_width,
+        norm_groups=t.vae_norm_groups,
+        param_dtype=pdt,
+        dtype=config.vae_dtype,
+    )
+    vae = random_model(lambda: VideoVAE(vae_cfg, rngs=nnx.Rngs(0)), seed + 2)
     frame_ch = t.dit_head_dim // 4 * 2  # RoPE channels: half (rounded to even) on frames, the rest on height/width
     hw_ch = (t.dit_head_dim - frame_ch) // 2
     dit_cfg = DiTConfig(
@@ -255,7 +263,7 @@ def _tiny_components(config, mesh):
         dtype=config.dit_dtype,
         attention_kernel=config.attention_kernel,
     )
-    dit = _random_model(lambda: StepVideoDiT(dit_cfg, rngs=nnx.Rngs(0)), seed + 3)
+    dit = random_model(lambda: StepVideoDiT(dit_cfg, rngs=nnx.Rngs(0)), seed + 3)
     if mesh is not None:
         from stepvideo_jax.sharding import DIT_RULES, model_shardings
 

@@ -78,9 +78,11 @@ class Sampler:
             return denoise_step(m, latents, sigma, sigma_next, text, condition, motion_score, guidance_scale)
 
         def loop(state, latents, sigmas, text, condition, motion_score, guidance_scale):
-            m = nnx.merge(graphdef, state)
+            leaves, treedef = jax.tree.flatten(state)
 
             def body(i, x):
+                # NNX variables do not cross trace levels: rebuild fresh ones from the arrays in the body.
+                m = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
                 return denoise_step(m, x, sigmas[i], sigmas[i + 1], text, condition, motion_score, guidance_scale)
 
             return jax.lax.fori_loop(0, sigmas.shape[0] - 1, body, latents.astype(jnp.float32))

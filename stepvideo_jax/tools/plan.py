@@ -74,7 +74,7 @@ class PlanSizes:
     llm_tokens: int = 320
     clip_tokens: int = 77
     cfg_batch: int = 2
-    train_batch: int = 1
+    train_batch: int = 2
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -92,7 +92,7 @@ def train(
     data_cfg = _dataclass_from(DataConfig, {k: v for k, v in config.data.items() if k != "null_prompt"})
     mesh = make_mesh(MeshConfig.parse(config.mesh))
     seed = int(config.train.seed)
-    trainer = Trainer(lambda: StepVideoDiT(dit_cfg, rngs=nnx.Rngs(seed)), optim, objective, mesh, DIT_RULES)
+    trainer = Trainer(lambda rngs: StepVideoDiT(dit_cfg, rngs=rngs), optim, objective, mesh, DIT_RULES)
 
     # Data, and how batches become latents.
     data_iter = iter(make_dataset(data_cfg))

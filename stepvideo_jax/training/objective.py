@@ -47,8 +47,6 @@ class ObjectiveConfig:
     cond_noise_max: float = 0.1
     cond_noise_mean: float = -3.0
     cond_noise_std: float = 0.5
-    # Debugging: the same t, noise and dropout at every step (to check that a fixed batch is learnt).
-    fixed_noise: bool = False
 
     def __post_init__(self):
         if self.timestep_sampling not in ("uniform", "logit_normal"):

@@ -39,7 +39,7 @@ class Trainer:
 
     def __init__(
         self,
-        make_model: Callable[[], nnx.Module],
+        make_model: Callable[[nnx.Rngs], nnx.Module],
         optim: OptimConfig,
         objective: ObjectiveConfig,
         mesh: Mesh,
@@ -49,7 +49,7 @@ class Trainer:
         self.mesh, self.rules = mesh, rules
         self.tx = make_optimizer(optim)
         self.schedule = make_schedule(optim)
-        abstract = nnx.eval_shape(make_model)
+        abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
         self.graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
         others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
         if others:
@@ -83,22 +83,31 @@ class Trainer:
         return nnx.merge(self.graphdef, params, self.rest)
 
     def init_state(self, seed: int, params: Mapping | None = None) -> dict:
-        """A fresh state: parameters from ``make_model()`` (or the given ones), built in their shardings."""
+        """A fresh state: parameters from ``make_model(nnx.Rngs(seed))`` (or the given ones), built
+        directly in their shardings; the train rng is ``key(seed)`` too."""
 
-        def build(params):
+        def build(seed, params):
+            key = jax.random.key(seed, impl="threefry2x32")
             if params is None:
-                params = self.params_of(self.make_model())
+                params = self.params_of(self.make_model(nnx.Rngs(key)))
             state = {
                 "step": jnp.zeros((), jnp.int32),
                 "params": params,
                 "opt_state": self.tx.init(params),
-                "rng": jax.random.key_data(jax.random.key(seed, impl="threefry2x32")),
+                "rng": jax.random.key_data(key),
             }
             if self.optim.ema_decay > 0:
                 state["ema"] = jax.tree.map(jnp.copy, params)
             return state
 
-        return jax.jit(build, out_shardings=self.state_shardings)(params)
+        seed = np.uint32(seed)
+        if params is not None:
+            return jax.jit(build, out_shardings=self.state_shardings)(seed, params)
+        # A random init compiles once per model graph, optimizer and mesh (the seed is traced).
+        key = ("init", self.graphdef, self.optim, self.mesh, self.rules)
+        if key not in _COMPILED_STEPS:
+            _COMPILED_STEPS[key] = jax.jit(lambda s: build(s, None), out_shardings=self.state_shardings)
+        return _COMPILED_STEPS[key](seed)
 
     def abstract_state(self) -> dict:
         """Shapes, dtypes and shardings of a state (the target of an Orbax restore)."""
@@ -140,16 +149,16 @@ class Trainer:
         return jax.tree.map(lambda a: jax.device_put(np.asarray(a), self.replicated), tree)
 
     # ------------------------------------------------------------------ the step
-    def _step_fn(self, state: dict, batch: dict, null_text: dict | None):
+    def _step_fn(self, state: dict, batch: dict, null_text: dict | None, fixed_noise: jax.Array):
         objective, tx, optim = self.objective, self.tx, self.optim
         key = jax.random.wrap_key_data(state["rng"], impl="threefry2x32")
-        key = jax.random.fold_in(key, 0 if objective.fixed_noise else state["step"])
+        key = jax.random.fold_in(key, jnp.where(fixed_noise, 0, state["step"]))
 
         def loss_fn(params):
             return flow_matching_loss(self.model_of(params), batch, key, objective, null_text)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
@@ -171,16 +180,21 @@ class Trainer:
             null_shardings = None if null_text is None else jax.tree.map(lambda _: self.replicated, null_text)
             jitted = jax.jit(
                 self._step_fn,
-                in_shardings=(self.state_shardings, batch_shardings, null_shardings),
+                in_shardings=(self.state_shardings, batch_shardings, null_shardings, self.replicated),
                 out_shardings=(self.state_shardings, self.replicated),
                 donate_argnums=(0,),
             )
             with use_mesh_rules(self.mesh, self.rules):
-                _COMPILED_STEPS[key] = jitted.lower(state, batch, null_text).compile()
+                _COMPILED_STEPS[key] = jitted.lower(state, batch, null_text, np.bool_(False)).compile()
         return _COMPILED_STEPS[key]
 
-    def step(self, state: dict, batch: dict, null_text: dict | None = None):
-        return self.compiled_step(state, batch, null_text)(state, batch, null_text)
+    def step(self, state: dict, batch: dict, null_text: dict | None = None, *, fixed_noise: bool = False):
+        """One update; returns (new state, metrics). The old state is donated.
+
+        fixed_noise: draw t, noise and caption dropout from the step-0 stream at every step (to check
+        that a fixed batch is learnt); normally step s uses ``fold_in(rng, s)``.
+        """
+        return self.compiled_step(state, batch, null_text)(state, batch, null_text, np.bool_(fixed_noise))
 
     def step_flops(self, state: dict, batch: dict, null_text: dict | None = None) -> float:
         """FLOPs of one step's per-device program, from XLA's cost analysis of the compiled step."""

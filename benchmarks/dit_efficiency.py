@@ -1,0 +1,92 @@
+"""DiT efficiency on this machine: achieved FLOP/s of a matmul-bound forward over the measured peak
+of a large `jnp.dot` in the same run (float32).
+
+    python -m benchmarks.dit_efficiency
+
+Config: 16 heads x 128 (width 2048), 4 layers, 3x16x16 latents (768 tokens), CFG batch 2, 64 text
+tokens. FLOPs are counted analytically (matmuls and attention) and checked against XLA's
+`cost_analysis()`. The second row is one full sampling step: both CFG rows through the model,
+guidance and the Euler update, in one jitted function.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from benchmarks.common import machine_description, matmul_peak_flops, md_table, median_seconds
+from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+
+HEADS, HEAD_DIM, LAYERS = 16, 128, 4
+F, H, W, C = 3, 16, 16, 64
+BATCH = 2
+LLM_TOKENS, CLIP_TOKENS = 48, 16
+
+
+def analytic_flops(cfg: DiTConfig, batch: int, n: int, m: int) -> float:
+    """Matmul + attention FLOPs (2 per multiply-add) of one forward."""
+    d = cfg.hidden_size
+    per_layer = (
+        2 * n * d * 3 * d  # wqkv
+        + 2 * 2 * n * n * d  # QK^T and PV
+        + 2 * n * d * d  # self wo
+        + 2 * n * d * d  # cross wq
+        + 2 * m * d * 2 * d  # cross wkv
+        + 2 * 2 * n * m * d  # cross QK^T and PV
+        + 2 * n * d * d  # cross wo
+        + 2 * 2 * n * d * cfg.ffn_mult * d  # FFN
+    )
+    embed = 2 * n * cfg.patch_in_channels * d + 2 * n * d * cfg.out_channels
+    text = 2 * (LLM_TOKENS * cfg.caption_channels[0] * d + LLM_TOKENS * d * d + CLIP_TOKENS * cfg.caption_channels[1] * d)
+    adaln = 2 * (256 * d + d * d) * 2 + 2 * d * 6 * d
+    return batch * (cfg.num_layers * per_layer + embed + text + adaln)
+
+
+def main() -> None:
+    cfg = DiTConfig(num_heads=HEADS, head_dim=HEAD_DIM, num_layers=LAYERS, in_channels=C, out_channels=C,
+                    caption_channels=(1024, 256), attention_kernel="xla")
+    model = StepVideoDiT(cfg, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    key = jax.random.key(1)
+    x = jax.random.normal(key, (BATCH, F, H, W, C))
+    cond = jnp.zeros_like(x)
+    llm = jax.random.normal(key, (BATCH, LLM_TOKENS, 1024))
+    clip = jax.random.normal(key, (BATCH, CLIP_TOKENS, 256))
+    mask = jnp.ones((BATCH, CLIP_TOKENS + LLM_TOKENS))
+    t = jnp.full((BATCH,), 0.5)
+
+    @jax.jit
+    def forward(state, x):
+        m = nnx.merge(graphdef, state)
+        return m.forward(x, t, llm, mask, clip, cond, 5.0)
+
+    @jax.jit
+    def sampling_step(state, latents, sigma, sigma_next):
+        m = nnx.merge(graphdef, state)
+        v = m.forward(jnp.concatenate([latents, latents]), jnp.full((2,), sigma), llm, mask, clip, cond, 5.0)
+        v = v[1] + 9.0 * (v[0] - v[1])
+        return (latents[0] + (sigma_next - sigma) * v.astype(jnp.float32))[None]
+
+    n, m = F * H * W, CLIP_TOKENS + LLM_TOKENS
+    flops = analytic_flops(cfg, BATCH, n, m)
+    xla_flops = forward.lower(state, x).compile().cost_analysis()
+    xla_flops = (xla_flops[0] if isinstance(xla_flops, list) else xla_flops).get("flops", float("nan"))
+    peak = matmul_peak_flops()
+    fwd_s = median_seconds(lambda: forward(state, x), warmup=2, repeats=7)
+    lat = x[:1]
+    step_s = median_seconds(lambda: sampling_step(state, lat, 0.3, 0.35), warmup=2, repeats=7)
+    step_flops = flops + 10 * lat.size
+    rows = [
+        ["DiT forward (CFG batch 2)", f"{flops / 1e9:.1f}", f"{xla_flops / 1e9:.1f}", f"{fwd_s * 1e3:.1f}",
+         f"{flops / fwd_s / 1e9:.1f}", f"{peak / 1e9:.1f}", f"{flops / fwd_s / peak:.2f}"],
+        ["sampling step (2 CFG rows + guidance + Euler)", f"{step_flops / 1e9:.1f}", "", f"{step_s * 1e3:.1f}",
+         f"{step_flops / step_s / 1e9:.1f}", f"{peak / 1e9:.1f}", f"{step_flops / step_s / peak:.2f}"],
+    ]
+    print(f"Machine: {machine_description()}\n")
+    print(md_table(["what", "GFLOP (analytic)", "GFLOP (XLA cost_analysis)", "ms (median)", "GFLOP/s",
+                    "matmul peak GFLOP/s (2048^3 f32 dot)", "fraction of peak (target >= 0.85)"], rows))
+
+
+if __name__ == "__main__":
+    main()
