@@ -8,7 +8,7 @@ Every field of the config can be overridden with --config.FIELD=VALUE. Bad setti
 one-line error before anything is loaded or written.
 """
 
-from absl import app, flags
+from absl import app
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ti2v.py", "Sampling config (FILE or FILE:VARIANT).")
@@ -17,8 +17,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/ti2v.py", "Sampling
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax
+
     from stepvideo_jax.diffusion.pipeline import run
 
+    if _CONFIG.value.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", _CONFIG.value.compilation_cache_dir)
     try:
         out = run(_CONFIG.value)
     except ValueError as e:

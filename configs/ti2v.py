@@ -43,7 +43,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.motion_score = 5.0
     c.seed = 1234
 
-    c.output_dir = "results"
+    c.output_dir = "outputs"
     c.fps = 25
     c.denoise_filter = True  # the release's light temporal ffmpeg filter (atadenoise)
     c.crop_540p = True  # the release crops 544x992 output to 540x960 (frames at least that big)
@@ -57,6 +57,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.param_dtype = ""  # "" = the dtype the checkpoint was converted to
     c.attention_kernel = "xla"
     c.mesh = ""  # "" = one device, no mesh; else axis sizes, e.g. "fsdp=-1" or "data=2,fsdp=4" (sharding.MeshConfig)
+    c.compilation_cache_dir = ""  # JAX persistent compilation cache folder ("" = off); repeat runs skip compiling
     c.tokenizer_cache_dir = ""  # tiny: where the tiny tokenizers are built ("" = ~/.cache/stepvideo_jax/tiny_tokenizers)
 
     if variant == "tiny":
@@ -67,7 +68,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
         c.steps = 8
         c.dit_dtype = c.vae_dtype = c.text_dtype = "float32"
         c.param_dtype = "float32"
-        c.output_dir = "results/tiny"
+        c.output_dir = "outputs/tiny"
         c.denoise_filter = False
         c.tiny = config_dict.ConfigDict(
             dict(

@@ -220,10 +220,10 @@ def abstract_component(ckpt_dir: str | os.PathLike, name: str, *, config=None):
     return nnx.eval_shape(lambda: model_cls(cfg, rngs=nnx.Rngs(0))), cfg
 
 
-def _param_shardings(abstract: nnx.Module, params: nnx.State, mesh, rules) -> dict[str, Any]:
+def _param_shardings(params: nnx.State, mesh, rules) -> dict[str, Any]:
     """{"a.b.kernel": sharding} for every parameter: one device without a mesh, else the logical rules."""
     if mesh is None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return {".".join(map(str, p)): device for p, _ in nnx.to_flat_state(params)}
     from stepvideo_jax.sharding import model_shardings
 
@@ -288,7 +288,7 @@ def restore_component(
 
     if mesh is not None and rules is None:
         rules = _resolve(component_model(name).sharding_rules, f"sharding component {name!r}")
-    shardings = _param_shardings(abstract, params, mesh, rules)
+    shardings = _param_shardings(params, mesh, rules)
     target = {k: jax.ShapeDtypeStruct(_value(v).shape, _value(v).dtype, sharding=shardings[k]) for k, v in flat.items()}
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     with _checkpointer() as ckptr:

@@ -148,12 +148,13 @@ def _rules(**table: str | tuple[str, ...] | None) -> tuple[tuple[str, tuple[str,
     return tuple(out)
 
 
-# DiT: FSDP shards every weight on its model-width side, tensor parallelism on heads / FFN width;
+# DiT: FSDP shards every weight on its model-width side (over `data` too: ZeRO-3 across the CFG /
+# data-parallel replicas), tensor parallelism on heads / FFN width;
 # activations are batch-sharded (CFG rows on `data`), sequence-sharded on `sequence` (and on `fsdp`
 # when the batch cannot use it), head-sharded on `tensor`.
 DIT_RULES = ShardingRules(
     params=_rules(
-        layers=None, embed="fsdp", heads="tensor", kv=None, mlp="tensor", modulation="tensor",
+        layers=None, embed=("fsdp", "data"), heads="tensor", kv=None, mlp="tensor", modulation="tensor",
         caption="tensor", norm=None,
     ),
     activations=_rules(

@@ -48,7 +48,7 @@ def test_restore_goes_straight_into_mesh_shardings(dit_ckpt):
     for k, a in got.items():
         assert a.sharding == expected[k], k
         np.testing.assert_array_equal(np.asarray(a), np.asarray(ref[k]), err_msg=k)
-        assert ref[k].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        assert ref[k].sharding == jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         split += a.addressable_shards[0].data.size < a.size
     # Each device holds only its part of the sharded weights (e.g. the stacked wqkv kernel).
     wqkv = got["blocks.attn1.wqkv.kernel"]

@@ -45,7 +45,6 @@ def converted(tmp_path_factory, fixture_prefix):
 
 # ------------------------------------------------------------------------------------ round trip
 def _params(model):
-    import jax
     from flax import nnx
 
     return {".".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -294,3 +293,32 @@ def test_bin_weights_are_read_weights_only(tmp_path, fixture_prefix, monkeypatch
 
     for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(direct, nnx.Param))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_vae_without_config_file_is_the_released_model(tmp_path):
+    """The release ships no VAE config: the real model's (version 2, z 64) is recorded."""
+    from stepvideo_jax.convert.release import read_component_config
+    from stepvideo_jax.vae import VAEConfig
+
+    (tmp_path / "vae").mkdir()
+    cfg = read_component_config(tmp_path, "vae")
+    assert cfg["version"] == 2 and cfg["z_channels"] == 64
+    assert VAEConfig.from_release(cfg) == VAEConfig.real()
+
+
+def test_bin_without_torch_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ConversionError, match=rf"{tmp_path / 'pytorch_model.bin'}: reading a PyTorch \.bin checkpoint needs torch"):
+        open_weights(tmp_path)
+
+
+def test_unreadable_bin_names_the_file(tmp_path, monkeypatch):
+    def load(path, **kwargs):
+        assert kwargs["weights_only"] is True
+        raise RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory")
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, bfloat16="bfloat16"))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(ConversionError, match=rf"{tmp_path / 'pytorch_model.bin'}: not a readable weights-only PyTorch state dict \(RuntimeError: PytorchStreamReader"):
+        open_weights(tmp_path / "pytorch_model.bin")

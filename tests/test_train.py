@@ -68,7 +68,8 @@ class _HashPrompts:
                 llm[i, j] = np.random.default_rng(seed).standard_normal(llm.shape[-1])
             mask[i, : len(words)] = 1
             clip[i] = llm[i, : L_CLIP, : clip.shape[-1]]
-        return llm, mask, clip
+        # As PromptEncoder: the model's mask, CLIP ones then the LLM mask.
+        return llm, np.concatenate([np.ones((len(prompts), L_CLIP), np.int32), mask], axis=1), clip
 
 
 def _write_video(path, frames=20, height=40, width=40, seed=0):
@@ -145,10 +146,20 @@ def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path):
     cfg = _run_config(latents_dir, 6, shuffle=False)
     cfg.data.manifest = str(nan_index)
     cfg.data.null_prompt = str(latents_dir / "null_prompt.npz")
-    with pytest.raises(FloatingPointError, match="at step 2;.*last good checkpoint is step 2"):
+    with pytest.raises(FloatingPointError, match="at step 2; stopping; the last good checkpoint is step 2"):
         train(cfg, str(tmp_path / "nan"), progress=False)
     steps = sorted(int(p) for p in os.listdir(tmp_path / "nan" / "checkpoints") if p.isdigit())
     assert max(steps) == 2
+
+
+def test_online_encoding_from_raw_videos(latents_dir, tmp_path):
+    """data.kind='video': clips decoded by grain, encoded in the loop (noise-augmented first frame)."""
+    cfg = _run_config(latents_dir, 2)
+    cfg.data.update(manifest=str(latents_dir.parent / "manifest.jsonl"), kind="video", null_prompt="")
+    result = train(cfg, str(tmp_path / "online"), progress=False,
+                   make_encoder=lambda objective: ClipEncoder(_PoolVAE(), _HashPrompts(), objective))
+    assert sorted(result.losses) == [0, 1] and all(np.isfinite(list(result.losses.values())))
+    assert "(too_short: 1)" in result.data_summary
 
 
 def _fixed_batch(batch_size=TINY.data.batch_size):

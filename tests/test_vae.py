@@ -7,15 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 import vae_reference
 from stepvideo_jax.convert import ConversionError
-from stepvideo_jax.convert.vae import to_release_keys
+from stepvideo_jax.convert.vae import convert_vae, release_shapes, to_release_keys
 from stepvideo_jax.tools import parity
 from stepvideo_jax.tools.fixtures import load_fixture
-from stepvideo_jax.vae import VAEConfig, VideoVAE, load_vae
+from stepvideo_jax.vae import VAEConfig, load_vae
 from stepvideo_jax.vae.model import blend_chunk_boundaries, tiled_map
 
 
@@ -71,17 +70,15 @@ def _other_config() -> VAEConfig:
 
 def _random_release_weights(cfg: VAEConfig, seed: int) -> dict:
     """Random weights under the release's key names (biases and norm affines non-trivial)."""
-    shapes = to_release_keys(VideoVAE(cfg, rngs=nnx.Rngs(0)))
     rng = np.random.default_rng(seed)
     out = {}
-    for key, a in shapes.items():
-        if a.ndim >= 4:
-            fan_in = int(np.prod(a.shape[1:]))
-            v = rng.normal(size=a.shape) / np.sqrt(fan_in)
+    for key, shape in release_shapes(cfg).items():
+        if len(shape) >= 4:
+            v = rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))
         elif ".norm" in key and key.endswith("weight"):
-            v = 1.0 + 0.2 * rng.normal(size=a.shape)
+            v = 1.0 + 0.2 * rng.normal(size=shape)
         else:
-            v = 0.1 * rng.normal(size=a.shape)
+            v = 0.1 * rng.normal(size=shape)
         out[key] = v.astype(np.float32)
     return out
 
@@ -93,8 +90,7 @@ def test_parity_tool_on_other_widths_against_numpy_reference(tmp_path, capsys):
     weights = _random_release_weights(cfg, seed=3)
     rel_cfg = cfg.to_release()
     rng = np.random.default_rng(4)
-    video = rng.uniform(-1, 1, size=(1, 34, 3, 16, 24)).astype(np.float32)
-    image = rng.uniform(-1, 1, size=(1, 1, 3, 16, 24)).astype(np.float32)
+    video = rng.uniform(-1, 1, size=(1, 34, 3, 8, 24)).astype(np.float32)  # 2 chunks, 8x24 pixels
     moments = vae_reference.encode_moments(weights, rel_cfg, video)
     mean = moments[:, :, : cfg.z_channels].astype(np.float32)
     io = {
@@ -102,18 +98,16 @@ def test_parity_tool_on_other_widths_against_numpy_reference(tmp_path, capsys):
         "moments": moments.astype(np.float32),
         "mean": mean,
         "decoded": vae_reference.decode(weights, rel_cfg, mean).astype(np.float32),
-        "image": image,
-        "image_moments": vae_reference.encode_moments(weights, rel_cfg, image).astype(np.float32),
     }
     io = {k: np.ascontiguousarray(v) for k, v in io.items()}  # safetensors writes the raw buffer
-    assert io["moments"].shape == (1, 6, 4, 2, 3) and io["decoded"].shape == video.shape
+    assert io["moments"].shape == (1, 6, 4, 1, 3) and io["decoded"].shape == video.shape
     prefix = str(tmp_path / "vae_other")
     with open(prefix + ".json", "w") as f:
         json.dump({"kind": "vae_v2", "config": rel_cfg}, f)
     save_file(weights, prefix + ".weights.safetensors")
     save_file(io, prefix + ".io.safetensors")
     results = {n: rel for n, _, rel in parity.check_fixture(prefix)}
-    assert set(results) == {"moments", "mean", "decoded", "image_moments"}
+    assert set(results) == {"moments", "mean", "decoded"}
     assert max(results.values()) <= 1e-5, results
     # The converter's inverse gives back the same file.
     back = to_release_keys(load_vae(weights, rel_cfg))
@@ -212,28 +206,31 @@ def test_bad_latent_shapes_raise(model):
 # ---------------------------------------------------------------------------------------- converter
 def test_converter_key_table(fixture):
     weights = load_file(fixture.weights_path)
+    cfg = VAEConfig.from_release(fixture.config)
     assert "decoder.conv_out.weight" in weights  # the released file's spelling
-    # The torch module's spelling is accepted too, and gives the same kernel.
+    arrays = convert_vae(weights, cfg)
+    np.testing.assert_array_equal(arrays["decoder.conv_out.kernel"], weights["decoder.conv_out.weight"].transpose(2, 3, 4, 1, 0))
+    np.testing.assert_array_equal(
+        arrays["encoder.down.0.resample.conv.kernel"], weights["encoder.down.0.downsample.conv.weight"].transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_array_equal(
+        arrays["encoder.down.1.resample.conv.kernel"], weights["encoder.down.1.downsample.conv.conv.weight"].transpose(2, 3, 4, 1, 0)
+    )
+    # The torch module's spelling `decoder.conv_out.conv.*` is accepted too.
     renamed = {k.replace("decoder.conv_out.", "decoder.conv_out.conv."): v for k, v in weights.items()}
-    m = load_vae(renamed, fixture.config)
-    np.testing.assert_array_equal(
-        np.asarray(m.decoder.conv_out.kernel[...]), weights["decoder.conv_out.weight"].transpose(2, 3, 4, 1, 0)
-    )
-    np.testing.assert_array_equal(
-        np.asarray(m.encoder.down[0].resample.conv.kernel[...]),
-        weights["encoder.down.0.downsample.conv.weight"].transpose(2, 3, 1, 0),
-    )
+    np.testing.assert_array_equal(convert_vae(renamed, cfg)["decoder.conv_out.kernel"], arrays["decoder.conv_out.kernel"])
+    assert release_shapes(cfg) == {k: v.shape for k, v in weights.items()}
     missing = dict(weights)
     del missing["encoder.mid.attn_1.q.conv.weight"]
     with pytest.raises(ConversionError, match="encoder.mid.attn_1.q.kernel"):
-        load_vae(missing, fixture.config)
+        convert_vae(missing, cfg)
     extra = dict(weights, **{"encoder.mystery.weight": np.zeros(3, np.float32)})
     with pytest.raises(ConversionError, match="encoder.mystery"):
-        load_vae(extra, fixture.config)
+        convert_vae(extra, cfg)
 
 
-def test_logical_axis_names():
-    m = nnx.eval_shape(lambda: VideoVAE(VAEConfig.tiny(), rngs=nnx.Rngs(0)))
+def test_logical_axis_names(model):
+    m = model  # built by the converter: the names survive loading
     names = lambda v: tuple(v.get_metadata().get("out_sharding") or v.get_metadata().get("sharding_names") or ())
     assert names(m.encoder.conv_in.kernel) == (None, None, None, "conv_in", "conv_out")
     assert names(m.encoder.down[0].resample.conv.kernel) == (None, None, "conv_in", "conv_out")

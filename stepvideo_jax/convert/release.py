@@ -111,8 +111,12 @@ def _read_torch_bin(path: str) -> Mapping[str, np.ndarray]:
     read = _resolve("stepvideo_jax.convert.clip:read_torch_bin", f"reading {path}")
     try:
         return read(path)
+    except ConversionError:
+        raise
     except ImportError as e:  # torch is optional; say which file needed it
         raise ConversionError(f"{path}: {e}") from e
+    except Exception as e:  # torch raises many types for truncated archives and refused pickles
+        raise ConversionError(f"{path}: not a readable weights-only PyTorch state dict ({type(e).__name__}: {e})") from e
 
 
 def open_weights(path: str | os.PathLike) -> TensorSource | Mapping[str, np.ndarray]:

@@ -9,6 +9,7 @@ are accepted. Resamplers are `down.N.downsample` / `up.N.upsample` there, `down.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Mapping
 
@@ -19,7 +20,7 @@ from stepvideo_jax.convert.core import ConversionError, Rule, TensorSource, buil
 from stepvideo_jax.vae.config import VAEConfig
 from stepvideo_jax.vae.model import VideoVAE
 
-__all__ = ["VAE_RULES", "conv_kernel", "convert_vae", "load_vae", "to_release_keys"]
+__all__ = ["VAE_RULES", "conv_kernel", "convert_vae", "load_vae", "release_shapes", "to_release_keys"]
 
 
 def conv_kernel(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -56,10 +57,14 @@ VAE_RULES: list[Rule] = [
 ]
 
 
+@functools.lru_cache(maxsize=8)
+def _param_paths(cfg: VAEConfig) -> dict:
+    return flat_param_paths(nnx.eval_shape(lambda: VideoVAE(cfg, rngs=nnx.Rngs(0))))
+
+
 def convert_vae(tensors, cfg: VAEConfig, *, dtype=None) -> dict:
     """Released VAE tensors -> {nnx path: array} for `VideoVAE(cfg)`."""
-    abstract = nnx.eval_shape(lambda: VideoVAE(cfg, rngs=nnx.Rngs(0)))
-    return convert(tensors, VAE_RULES, flat_param_paths(abstract), dtype=dtype)
+    return convert(tensors, VAE_RULES, _param_paths(cfg), dtype=dtype)
 
 
 def load_vae(
@@ -87,26 +92,43 @@ def load_vae(
     return build_model(lambda: VideoVAE(cfg, rngs=nnx.Rngs(0)), arrays)
 
 
+def _release_key(name: str, kernel_ndim: dict[str, int]) -> str:
+    """Our parameter path -> the released file's key (the inverse of VAE_RULES)."""
+    stem, leaf = name.rsplit(".", 1)
+    key_stem = stem.replace(".resample", ".downsample" if stem.startswith("encoder.") else ".upsample")
+    if stem.rsplit(".", 1)[-1].startswith("norm"):
+        return f"{key_stem}.{'weight' if leaf == 'scale' else 'bias'}"
+    suffix = "weight" if leaf == "kernel" else "bias"
+    plain = stem == "decoder.conv_out" or kernel_ndim[stem] == 4  # no causal wrapper in the release
+    return f"{key_stem}.{suffix}" if plain else f"{key_stem}.conv.{suffix}"
+
+
+def _release_table(flat: dict[str, tuple[int, ...]]) -> dict[str, str]:
+    kernel_ndim = {n.rsplit(".", 1)[0]: len(shape) for n, shape in flat.items() if n.endswith(".kernel")}
+    table = {name: _release_key(name, kernel_ndim) for name in flat}
+    if len(set(table.values())) != len(table):
+        raise ConversionError("two parameters map to the same release key")
+    return table
+
+
+def _torch_layout(a, name: str):
+    if not name.endswith(".kernel"):
+        return a
+    return a.transpose(4, 3, 0, 1, 2) if a.ndim == 5 else a.transpose(3, 2, 0, 1)
+
+
+def release_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
+    """{release key: torch shape} of the released file for `cfg` (no weights are built)."""
+    flat = {n: shape for n, (shape, _) in _param_paths(cfg).items()}
+    return {key: tuple(_torch_layout(np.empty(flat[n], np.int8), n).shape) for n, key in _release_table(flat).items()}
+
+
 def to_release_keys(model: VideoVAE) -> dict[str, np.ndarray]:
-    """The inverse table: our parameters under the released file's key names and torch layouts
-    (writes test fixtures with other widths; `load_vae` of the result gives the same model)."""
+    """Our parameters under the released file's key names and torch layouts (writes test fixtures
+    with other widths; `load_vae` of the result gives the same model)."""
     flat = {
         ".".join(str(p) for p in path): np.asarray(var.get_value())
         for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
     }
-    out = {}
-    for name, a in flat.items():
-        stem, leaf = name.rsplit(".", 1)
-        key_stem = stem.replace(".resample", ".downsample" if stem.startswith("encoder.") else ".upsample")
-        if stem.rsplit(".", 1)[-1].startswith("norm"):
-            key = f"{key_stem}.{'weight' if leaf == 'scale' else 'bias'}"
-        else:
-            if leaf == "kernel":
-                a = a.transpose(4, 3, 0, 1, 2) if a.ndim == 5 else a.transpose(3, 2, 0, 1)
-            suffix = "weight" if leaf == "kernel" else "bias"
-            plain = stem == "decoder.conv_out" or flat[stem + ".kernel"].ndim == 4  # no causal wrapper
-            key = f"{key_stem}.{suffix}" if plain else f"{key_stem}.conv.{suffix}"
-        if key in out:
-            raise ConversionError(f"two parameters map to release key {key}")
-        out[key] = np.ascontiguousarray(a)
-    return out
+    table = _release_table({n: a.shape for n, a in flat.items()})
+    return {table[n]: np.ascontiguousarray(_torch_layout(a, n)) for n, a in flat.items()}

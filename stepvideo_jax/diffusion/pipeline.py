@@ -404,8 +404,14 @@ def save_video(video: np.ndarray, settings: SampleSettings) -> dict[str, str]:
         frames = video_io.crop_standard_540p(frames)
     stem = video_io.output_stem(settings.prompt, settings.seed)
     mp4, png = video_io.reserve_output_paths(settings.output_dir, stem, [".mp4", ".png"])
-    video_io.write_mp4(mp4, frames, fps=settings.fps, denoise=settings.denoise_filter)
-    video_io.write_png(png, np.concatenate([frames[0], frames[-1]], axis=1))
+    try:
+        video_io.write_mp4(mp4, frames, fps=settings.fps, denoise=settings.denoise_filter)
+        video_io.write_png(png, np.concatenate([frames[0], frames[-1]], axis=1))
+    except BaseException:
+        for path in (mp4, png):  # drop our still-empty placeholders, then re-raise
+            if os.path.isfile(path) and os.path.getsize(path) == 0:
+                os.remove(path)
+        raise
     return {"mp4": mp4, "png": png}
 
 

@@ -58,16 +58,16 @@ def score_folder(video_dir: str, manifest: str) -> dict[str, int]:
     return counts
 
 
-_MANIFEST = flags.DEFINE_string("manifest", None, "JSONL manifest to update (created if absent)", required=True)
-
-
 def main(argv):
     if len(argv) != 2:
         raise app.UsageError("usage: python -m stepvideo_jax.tools.motion_scores VIDEO_DIR --manifest FILE")
-    counts = score_folder(argv[1], _MANIFEST.value)
+    manifest = flags.FLAGS.manifest
+    counts = score_folder(argv[1], manifest)
     print(f"motion scores: {counts['scored']} scored, {counts['failed']} failed, {counts['added']} new entries "
-          f"-> {_MANIFEST.value}", file=sys.stdout)
+          f"-> {manifest}", file=sys.stdout)
 
 
 if __name__ == "__main__":
+    # Defined here, not at import, so that importing the module defines no global flags.
+    flags.DEFINE_string("manifest", None, "JSONL manifest to update (created if absent)", required=True)
     app.run(main)

@@ -1,7 +1,7 @@
 """Precomputes training inputs so that neither the VAE nor the text encoders run during training.
 
-    python -m stepvideo_jax.tools.precompute --manifest data/manifest.jsonl --out data/latents \
-        --checkpoint converted/ --num_frames 102 --buckets 544x992,992x544,768x768
+    python -m stepvideo_jax.tools.precompute --manifest data/manifest.jsonl --out data/latents
+        --checkpoint converted/ --num_frames 102 --buckets 544x992,992x544,768x768   (one command line)
 
 For every usable manifest item it writes ``OUT/items/NNNNNN.npz`` with, channels-last:
 ``latents`` [f', h, w, C] (VAE posterior sample of the clip), ``condition`` [1, h, w, C] (the first
@@ -78,30 +78,33 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
     return counts
 
 
-_MANIFEST = flags.DEFINE_string("manifest", None, "JSONL manifest of videos", required=True)
-_OUT = flags.DEFINE_string("out", None, "output folder", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "converted checkpoint folder (VAE, text encoders)", required=True)
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 102 // 17 * 17, "frames per clip (a multiple of 17)")
-_STRIDE = flags.DEFINE_integer("frame_stride", 1, "take every n-th frame")
-_BUCKETS = flags.DEFINE_string("buckets", "544x992,992x544,768x768", "resolution buckets HxW,...")
-_NULL_PROMPT = flags.DEFINE_string("null_prompt", "", "prompt whose states replace dropped captions")
-_SEED = flags.DEFINE_integer("seed", 0, "seed of the VAE posterior samples and condition noise")
-
-
 def main(argv):
     del argv
+    f = flags.FLAGS
     from stepvideo_jax.checkpoint import restore_component
     from stepvideo_jax.text import PromptEncoder
     from stepvideo_jax.training.encode import ClipEncoder
     from stepvideo_jax.training.objective import ObjectiveConfig
 
-    encoder = ClipEncoder(restore_component(_CHECKPOINT.value, "vae"), PromptEncoder.from_checkpoint(_CHECKPOINT.value),
+    encoder = ClipEncoder(restore_component(f.checkpoint, "vae"), PromptEncoder.from_checkpoint(f.checkpoint),
                           ObjectiveConfig())
-    counts = precompute(_MANIFEST.value, _OUT.value, encoder, num_frames=_NUM_FRAMES.value,
-                        frame_stride=_STRIDE.value, buckets=_BUCKETS.value, seed=_SEED.value,
-                        null_prompt=_NULL_PROMPT.value)
-    print(f"precompute: {counts} -> {_OUT.value}", file=sys.stdout)
+    counts = precompute(f.manifest, f.out, encoder, num_frames=f.num_frames, frame_stride=f.frame_stride,
+                        buckets=f.buckets, seed=f.seed, null_prompt=f.null_prompt)
+    print(f"precompute: {counts} -> {f.out}", file=sys.stdout)
+
+
+def _define_flags() -> None:
+    """Command-line flags (defined only when run as a program, so importing this module is free)."""
+    flags.DEFINE_string("manifest", None, "JSONL manifest of videos", required=True)
+    flags.DEFINE_string("out", None, "output folder", required=True)
+    flags.DEFINE_string("checkpoint", None, "converted checkpoint folder (VAE, text encoders)", required=True)
+    flags.DEFINE_integer("num_frames", 102 // 17 * 17, "frames per clip (a multiple of 17)")
+    flags.DEFINE_integer("frame_stride", 1, "take every n-th frame")
+    flags.DEFINE_string("buckets", "544x992,992x544,768x768", "resolution buckets HxW,...")
+    flags.DEFINE_string("null_prompt", "", "prompt whose states replace dropped captions")
+    flags.DEFINE_integer("seed", 0, "seed of the VAE posterior samples and condition noise")
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

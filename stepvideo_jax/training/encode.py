@@ -3,7 +3,8 @@
 Used by the training loop when it reads raw videos, and by ``tools/precompute.py`` to write the same
 arrays to files once. ``vae.encode(video (b, f, 3, H, W), rng)`` returns latents in the release layout
 (b, f', C, h, w); ``prompts.encode_prompts(list[str])`` returns (llm_states [b, L, C_llm],
-llm_mask [b, L], clip_states [b, 77, C_clip]). Results here are channels-last.
+mask [b, 77 + L] (CLIP ones then the LLM mask; an LLM-only [b, L] mask is accepted too),
+clip_states [b, 77, C_clip]); the files and batches keep only the LLM mask. Results here are channels-last.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ def _to_channels_last(latents: jax.Array) -> jax.Array:
 
 
 def encode_text(prompts, captions: Sequence[str]) -> dict[str, np.ndarray]:
-    llm_states, llm_mask, clip_states = prompts.encode_prompts(list(captions))
+    """Text arrays of the captions; the LLM part of the mask is kept (the CLIP part is all ones)."""
+    llm_states, mask, clip_states = prompts.encode_prompts(list(captions))
+    llm_len, clip_len = llm_states.shape[1], clip_states.shape[1]
+    if mask.shape[1] == clip_len + llm_len:  # PromptEncoder's model mask: [CLIP ones | LLM mask]
+        llm_mask = mask[:, clip_len:]
+    elif mask.shape[1] == llm_len:
+        llm_mask = mask
+    else:
+        raise ValueError(
+            f"text mask must be (batch, {clip_len} + {llm_len}) or (batch, {llm_len}); got {tuple(mask.shape)}"
+        )
     return {
         "llm_states": np.asarray(llm_states, np.float32),
         "llm_mask": np.asarray(llm_mask, np.int32),

@@ -142,15 +142,18 @@ def train(
             if encoder is not None:
                 host_batch = encoder(host_batch, jax.random.fold_in(encode_key, step))
             batch = trainer.device_batch(host_batch)
-            if flops is None:
+            if flops is None:  # compiles the step; not counted in the step time
                 flops = trainer.step_flops(state, batch, null_dev)
+                t0 = time.perf_counter()
             state, metrics = trainer.step(state, batch, null_dev)
             loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 checkpoints.wait()
+                last = checkpoints.latest_step()
+                where = "no checkpoint was saved yet" if last is None else (
+                    f"the last good checkpoint is step {last} in {checkpoints.directory}")
                 raise FloatingPointError(
-                    f"non-finite loss {loss} (grad norm {grad_norm}) at step {step}; stopping. The last good "
-                    f"checkpoint is step {checkpoints.latest_step()} in {checkpoints.directory}"
+                    f"non-finite loss {loss} (grad norm {grad_norm}) at step {step}; stopping; {where}"
                 )
             seconds = time.perf_counter() - t0
             result.losses[step] = loss

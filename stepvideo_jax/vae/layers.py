@@ -56,9 +56,10 @@ class CausalConv3d(nnx.Module):
         if k == 1 and s == 1:
             y = jnp.einsum("bthwc,cd->bthwd", x, w[0, 0, 0], precision=_HIGHEST)
         else:
-            pad = ((0, 0), (k - 1, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0))
+            # Padding inside the conv: no padded copy of the (largest) activations is materialised.
+            pad = ((k - 1, 0), (k // 2, k // 2), (k // 2, k // 2))
             y = jax.lax.conv_general_dilated(
-                jnp.pad(x, pad), w, (s, s, s), "VALID",
+                x, w, (s, s, s), pad,
                 dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=_HIGHEST,
             )
         return y + self.bias[...].astype(self.dtype)

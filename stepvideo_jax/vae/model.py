@@ -96,6 +96,13 @@ class _Upsample2D(nnx.Module):
         return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3))
 
 
+class _ConvHolder(nnx.Module):
+    """Holds the causal conv of a pixel-(un)shuffle layer under `.conv`, where the release keeps it."""
+
+    def __init__(self, c_in: int, c_out: int, cfg: VAEConfig, *, rngs: nnx.Rngs):
+        self.conv = CausalConv3d(c_in, c_out, 3, cfg, rngs=rngs)
+
+
 class VideoEncoder(nnx.Module):
     """One chunk of frames [B, T, H, W, Cin] -> moments [B, T', H/s, W/s, 2z] ([mean | logvar])."""
 
@@ -133,13 +140,6 @@ class VideoEncoder(nnx.Module):
         shortcut = channel_average(pixel_unshuffle_3d(h, 2), cfg.patch_channels)
         h = pixel_unshuffle_3d(self.conv_patchify.conv(h), 2) + shortcut  # [B, T'', H/s, W/s, 32z]
         return self.conv_out(h) + channel_average(h, 2 * cfg.z_channels)
-
-
-class _ConvHolder(nnx.Module):
-    """Holds the causal conv of a pixel-(un)shuffle layer under `.conv`, where the release keeps it."""
-
-    def __init__(self, c_in: int, c_out: int, cfg: VAEConfig, *, rngs: nnx.Rngs):
-        self.conv = CausalConv3d(c_in, c_out, 3, cfg, rngs=rngs)
 
 
 class VideoDecoder(nnx.Module):
