@@ -24,8 +24,9 @@ BATCH = 2
 LLM_TOKENS, CLIP_TOKENS = 48, 16
 
 
-def analytic_flops(cfg: DiTConfig, batch: int, n: int, m: int) -> float:
-    """Matmul + attention FLOPs (2 per multiply-add) of one forward."""
+def analytic_flops(cfg: DiTConfig, batch: int, n: int, llm_tokens: int = LLM_TOKENS, clip_tokens: int = CLIP_TOKENS) -> float:
+    """Matmul + attention FLOPs (2 per multiply-add) of one forward with n video tokens."""
+    m = llm_tokens + clip_tokens
     d = cfg.hidden_size
     per_layer = (
         2 * n * d * 3 * d  # wqkv
@@ -38,7 +39,7 @@ def analytic_flops(cfg: DiTConfig, batch: int, n: int, m: int) -> float:
         + 2 * 2 * n * d * cfg.ffn_mult * d  # FFN
     )
     embed = 2 * n * cfg.patch_in_channels * d + 2 * n * d * cfg.out_channels
-    text = 2 * (LLM_TOKENS * cfg.caption_channels[0] * d + LLM_TOKENS * d * d + CLIP_TOKENS * cfg.caption_channels[1] * d)
+    text = 2 * (llm_tokens * cfg.caption_channels[0] * d + llm_tokens * d * d + clip_tokens * cfg.caption_channels[1] * d)
     adaln = 2 * (256 * d + d * d) * 2 + 2 * d * 6 * d
     return batch * (cfg.num_layers * per_layer + embed + text + adaln)
 
@@ -69,7 +70,7 @@ def main() -> None:
         return (latents[0] + (sigma_next - sigma) * v.astype(jnp.float32))[None]
 
     n, m = F * H * W, CLIP_TOKENS + LLM_TOKENS
-    flops = analytic_flops(cfg, BATCH, n, m)
+    flops = analytic_flops(cfg, BATCH, n)
     xla_flops = forward.lower(state, x).compile().cost_analysis()
     xla_flops = (xla_flops[0] if isinstance(xla_flops, list) else xla_flops).get("flops", float("nan"))
     peak = matmul_peak_flops()

@@ -20,7 +20,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import importlib.util  # noqa: E402
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT  # noqa: E402

@@ -1,7 +1,10 @@
 """Converters from the released PyTorch checkpoints: one key table per network, one core."""
 
+from stepvideo_jax.convert.clip import convert_hunyuan_clip, load_hunyuan_clip, read_torch_bin
 from stepvideo_jax.convert.core import ConversionError, Rule, TensorSource, build_model, convert, flat_param_paths
 from stepvideo_jax.convert.dit import DIT_RULES, convert_dit, load_dit, read_dit_config
+from stepvideo_jax.convert.step_llm import convert_step_llm, load_step_llm, read_step_llm_config
+from stepvideo_jax.convert.vae import VAE_RULES, convert_vae, load_vae
 
 __all__ = [
     "ConversionError",
@@ -14,4 +17,13 @@ __all__ = [
     "convert_dit",
     "load_dit",
     "read_dit_config",
+    "VAE_RULES",
+    "convert_vae",
+    "load_vae",
+    "convert_step_llm",
+    "load_step_llm",
+    "read_step_llm_config",
+    "convert_hunyuan_clip",
+    "load_hunyuan_clip",
+    "read_torch_bin",
 ]

@@ -19,7 +19,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
