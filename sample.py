@@ -19,7 +19,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import jax
 
+    from stepvideo_jax import distributed
     from stepvideo_jax.diffusion.pipeline import run
+
+    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
 
     if _CONFIG.value.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", _CONFIG.value.compilation_cache_dir)
@@ -27,6 +30,8 @@ def main(argv):
         out = run(_CONFIG.value)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    if not distributed.is_main_process():
+        return
     t = out["timings"]
     print(f"wrote {out['paths']['mp4']}")
     print(f"wrote {out['paths']['png']}")

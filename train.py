@@ -33,7 +33,10 @@ def main(argv):
     del argv
     import jax
 
+    from stepvideo_jax import distributed
     from stepvideo_jax.training.loop import train
+
+    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
 
     config = _CONFIG.value
     logging.info("devices: %s", jax.devices())

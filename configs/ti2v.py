@@ -55,7 +55,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.vae_dtype = "bfloat16"
     c.text_dtype = "bfloat16"
     c.param_dtype = ""  # "" = the dtype the checkpoint was converted to
-    c.attention_kernel = "xla"
+    c.attention_kernel = "auto"  # splash on TPU, cudnn on GPU, chunked on CPU (see stepvideo_jax.attention)
     c.mesh = ""  # "" = one device, no mesh; else axis sizes, e.g. "fsdp=-1" or "data=2,fsdp=4" (sharding.MeshConfig)
     c.compilation_cache_dir = ""  # JAX persistent compilation cache folder ("" = off); repeat runs skip compiling
     c.tokenizer_cache_dir = ""  # tiny: where the tiny tokenizers are built ("" = ~/.cache/stepvideo_jax/tiny_tokenizers)

@@ -17,7 +17,7 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(
         num_heads=48, head_dim=128, in_channels=64, out_channels=64, num_layers=48,
         caption_channels=(6144, 1024), rope_split=(64, 32, 32), use_additional_conditions=True,
-        param_dtype="float32", dtype="bfloat16", remat_policy="full", scan_layers=True, attention_kernel="xla",
+        param_dtype="float32", dtype="bfloat16", remat_policy="full", scan_layers=True, attention_kernel="auto",
     ))
     # ObjectiveConfig fields.
     c.objective = ml_collections.ConfigDict(dict(
@@ -47,7 +47,8 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
 
     if variant == "tiny":
         c.model.update(num_heads=2, head_dim=32, in_channels=8, out_channels=8, num_layers=2,
-                       caption_channels=(16, 12), rope_split=(16, 8, 8), dtype="float32", remat_policy="none")
+                       caption_channels=(16, 12), rope_split=(16, 8, 8), dtype="float32", remat_policy="none",
+                       attention_kernel="xla")
         c.optim.update(learning_rate=1e-3, warmup_steps=10, total_steps=1000, ema_decay=0.0)
         c.objective.update(caption_dropout=0.1)
         c.data.update(batch_size=2, num_frames=17, buckets=((32, 32), (32, 48)))

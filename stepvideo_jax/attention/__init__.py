@@ -24,6 +24,7 @@ __all__ = [
     "register_kernel",
     "available_kernels",
     "default_kernel",
+    "resolve_kernel",
     "KERNELS",
     "sharded_attention",
 ]
@@ -56,7 +57,13 @@ def default_kernel() -> str:
     return {"tpu": "splash", "gpu": "cudnn"}.get(jax.default_backend(), "chunked")
 
 
+def resolve_kernel(kernel: str) -> str:
+    """"auto" -> the backend's default kernel (`default_kernel()`); any other name unchanged."""
+    return default_kernel() if kernel == "auto" else kernel
+
+
 def check_kernel(kernel: str) -> None:
+    kernel = resolve_kernel(kernel)
     if kernel not in KERNELS or not KERNELS[kernel][1]():
         raise ValueError(
             f"attention kernel {kernel!r} is not available on backend {jax.default_backend()!r}; "
@@ -73,7 +80,9 @@ def dot_product_attention(
     kernel: str = "xla",
     scale: float | None = None,
 ) -> jax.Array:
-    """Softmax attention. q [B, Sq, H, D], k/v [B, Sk, H, D], kv_mask [B, Sk] bool -> [B, Sq, H, D]."""
+    """Softmax attention. q [B, Sq, H, D], k/v [B, Sk, H, D], kv_mask [B, Sk] bool -> [B, Sq, H, D].
+    `kernel="auto"` picks the backend's default (splash on TPU, cudnn on GPU, chunked on CPU)."""
+    kernel = resolve_kernel(kernel)
     check_kernel(kernel)
     if q.ndim != 4 or k.shape != v.shape[:3] + (k.shape[-1],) or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
         raise ValueError(

@@ -21,7 +21,7 @@ import math
 
 import jax
 
-from stepvideo_jax.attention import check_kernel, dot_product_attention
+from stepvideo_jax.attention import check_kernel, dot_product_attention, resolve_kernel
 from stepvideo_jax.sharding import current_mesh_rules, logical_to_spec
 
 __all__ = ["sharded_attention", "ulysses_plan"]
@@ -53,6 +53,7 @@ def sharded_attention(
     self_attention: bool,
     scale: float | None = None,
 ) -> jax.Array:
+    kernel = resolve_kernel(kernel)
     active = current_mesh_rules()
     if active is None:
         return dot_product_attention(q, k, v, kv_mask=kv_mask, kernel=kernel, scale=scale)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepvideo_jax import video_io
+from stepvideo_jax.distributed import is_main_process
 from stepvideo_jax.diffusion.flow_match import flow_sigmas
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning
 
@@ -385,12 +386,12 @@ class VideoPipeline:
         jax.block_until_ready(latents)
         lap("denoise_s")
         video = self.vae.decode(jnp.transpose(latents, (0, 1, 4, 2, 3)))  # [1, F, 3, H, W]
-        video = np.clip(np.asarray(video[0], np.float32).transpose(0, 2, 3, 1), -1.0, 1.0)  # [F, H, W, 3]
+        video = np.clip(_to_host(video)[0].astype(np.float32).transpose(0, 2, 3, 1), -1.0, 1.0)  # [F, H, W, 3]
         lap("decode_s")
         return GenerationResult(
             video=video,
-            latents=np.asarray(latents),
-            condition=None if condition is None else np.asarray(condition),
+            latents=_to_host(latents),
+            condition=None if condition is None else _to_host(condition),
             timings=timings,
         )
 
@@ -415,6 +416,15 @@ def save_video(video: np.ndarray, settings: SampleSettings) -> dict[str, str]:
     return {"mp4": mp4, "png": png}
 
 
+def _to_host(x: jax.Array) -> np.ndarray:
+    """The whole array on this host; on a multi-host mesh, gathered from every process first."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def run(config) -> dict[str, Any]:
     """Validates the config, loads the models, generates one video and writes it; returns the
     written paths, the settings and stage timings."""
@@ -433,7 +443,8 @@ def run(config) -> dict[str, Any]:
         with use_mesh_rules(mesh, DIT_RULES):
             result = pipeline(settings, image)
     t1 = time.perf_counter()
-    paths = save_video(result.video, settings)
+    # Every process computes; only process 0 writes the video.
+    paths = save_video(result.video, settings) if is_main_process() else {}
     timings = {"load_s": t_load, **result.timings, "write_s": time.perf_counter() - t1}
     timings["total_s"] = time.perf_counter() - t0
     return {"paths": paths, "settings": settings, "timings": timings, "result": result}
