@@ -97,3 +97,14 @@ def test_sharded_attention_equals_single_device(mesh_cfg, heads):
         )(q, kc, vc, mask)
     assert rel_l2(out_self, ref_self) <= 1e-5
     assert rel_l2(out_cross, ref_cross) <= 1e-5
+
+
+def test_auto_kernel_resolves_to_the_backend_default():
+    from stepvideo_jax.attention import default_kernel, dot_product_attention, resolve_kernel
+
+    assert resolve_kernel("auto") == default_kernel() == "chunked"  # tests run on the CPU backend
+    assert resolve_kernel("xla") == "xla"
+    q = jax.random.normal(jax.random.key(0), (1, 37, 2, 16))
+    auto = dot_product_attention(q, q, q, kernel="auto")
+    chunked = dot_product_attention(q, q, q, kernel="chunked")
+    np.testing.assert_array_equal(np.asarray(auto), np.asarray(chunked))
