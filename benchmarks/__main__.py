@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = [
     ("dit_efficiency", [], "DiT efficiency vs the machine's matmul peak"),
     ("compile_time", [], "Compile time: nnx.scan vs unrolled"),
-    ("sampler", [], "Sampling step time and host overhead (tiny config)"),
+    ("sampler", ["--steps=50"], "Sampling step time and host overhead (tiny config, 50 steps)"),
     ("memory_scaling", [], "Memory scaling with tokens"),
     ("attention_memory", [], "chunked vs xla self-attention memory"),
     ("vae", [], "Video-VAE v2 encode / decode"),
