@@ -320,8 +320,9 @@ class GenerationResult:
 class VideoPipeline:
     """Runs the DiT sampler between the text encoders and the VAE (one video per call)."""
 
-    def __init__(self, dit, vae, prompt_encoder):
+    def __init__(self, dit, vae, prompt_encoder, mesh=None):
         self.dit, self.vae, self.prompt_encoder = dit, vae, prompt_encoder
+        self.mesh = mesh  # when set, the VAE decode spreads its latent chunks over the devices
         self.sampler = Sampler(dit)
         self.ti2v = bool(dit.cfg.use_additional_conditions)
 
@@ -385,8 +386,13 @@ class VideoPipeline:
         )
         jax.block_until_ready(latents)
         lap("denoise_s")
-        video = self.vae.decode(jnp.transpose(latents, (0, 1, 4, 2, 3)))  # [1, F, 3, H, W]
-        video = np.clip(_to_host(video)[0].astype(np.float32).transpose(0, 2, 3, 1), -1.0, 1.0)  # [F, H, W, 3]
+        if self.mesh is None:
+            video = self.vae.decode_channels_last(latents)  # [1, F, H, W, 3]
+        else:
+            from stepvideo_jax.sharding import sharded_vae_decode
+
+            video = sharded_vae_decode(self.vae, latents, self.mesh)  # [1, F, H, W, 3], chunks over devices
+        video = np.clip(_to_host(video)[0].astype(np.float32), -1.0, 1.0)  # [F, H, W, 3]
         lap("decode_s")
         return GenerationResult(
             video=video,
@@ -433,8 +439,8 @@ def run(config) -> dict[str, Any]:
     image = prepare_image(settings)
     dit, vae, prompt_encoder = load_components(config)
     t_load = time.perf_counter() - t0
-    pipeline = VideoPipeline(dit, vae, prompt_encoder)
     mesh = _mesh(config)
+    pipeline = VideoPipeline(dit, vae, prompt_encoder, mesh=mesh)
     if mesh is None:
         result = pipeline(settings, image)
     else:
