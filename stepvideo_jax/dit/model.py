@@ -12,11 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stepvideo_jax.config import remat_policy
 from stepvideo_jax.dit.blocks import DiTBlock
 from stepvideo_jax.dit.config import DiTConfig
 from stepvideo_jax.dit.rope import grid_positions, rope_tables
-from stepvideo_jax.layers import dense, gelu_tanh, layer_norm, sinusoidal_embedding
+from stepvideo_jax.layers import dense, gelu_tanh, layer_norm, run_layer_stack, sinusoidal_embedding
 from stepvideo_jax.sharding import constrain
 
 __all__ = ["StepVideoDiT", "TimestepMLP"]
@@ -216,17 +215,9 @@ class StepVideoDiT(nnx.Module):
 
     def _run_blocks(self, x, context, context_mask, modulation, cos, sin):
         cfg = self.cfg
-        remat, policy = remat_policy(cfg.remat_policy)
 
         def layer(block: DiTBlock, x: jax.Array) -> jax.Array:
             return block(x, context, context_mask, modulation, cos, sin)
 
-        if remat:
-            layer = nnx.remat(layer, policy=policy, prevent_cse=not cfg.scan_layers)
-        if cfg.scan_layers:
-            return nnx.scan(layer, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x)
-        # Unrolled (debugging): slice each layer's parameters out of the stacked state.
-        graphdef, state = nnx.split(self.blocks)
-        for i in range(cfg.num_layers):
-            x = layer(nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)), x)
-        return x
+        return run_layer_stack(self.blocks, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers,
+                               remat=cfg.remat_policy)

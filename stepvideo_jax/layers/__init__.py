@@ -24,6 +24,7 @@ __all__ = [
     "sinusoidal_embedding",
     "gelu_tanh",
     "NORM_DTYPE",
+    "run_layer_stack",
 ]
 
 # Norm statistics are always computed in float32, as the release does (`x.float()` in its RMSNorm
@@ -126,3 +127,20 @@ def sinusoidal_embedding(
 
 def gelu_tanh(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
+
+
+def run_layer_stack(layers: nnx.Module, x: jax.Array, layer_fn, *, num_layers: int, scan: bool, remat: str) -> jax.Array:
+    """Runs `layer_fn(layer, x) -> x` over a stack of layers built with `nnx.vmap` (every parameter
+    has a leading [num_layers] axis): with `nnx.scan`, or unrolled for debugging (each layer's
+    parameters sliced out of the stacked state), under the named remat policy `remat`."""
+    from stepvideo_jax.config import remat_policy
+
+    enabled, policy = remat_policy(remat)
+    if enabled:
+        layer_fn = nnx.remat(layer_fn, policy=policy, prevent_cse=not scan)
+    if scan:
+        return nnx.scan(layer_fn, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(layers, x)
+    graphdef, state = nnx.split(layers)
+    for i in range(num_layers):
+        x = layer_fn(nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)), x)
+    return x

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from stepvideo_jax.config import dtype_from_name, remat_policy
-from stepvideo_jax.layers import dense, dense_general, logical, rms_norm
+from stepvideo_jax.layers import dense, dense_general, logical, rms_norm, run_layer_stack
 from stepvideo_jax.sharding import constrain
 
 __all__ = ["StepLLMConfig", "StepLLM", "StepLLMBlock", "alibi_slopes", "sqrt_alibi_causal_bias"]
@@ -246,16 +246,9 @@ class StepLLM(nnx.Module):
 
     def _run_layers(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         cfg = self.cfg
-        remat, policy = remat_policy(cfg.remat_policy)
 
         def layer(block: StepLLMBlock, x: jax.Array) -> jax.Array:
             return block(x, bias)
 
-        if remat:
-            layer = nnx.remat(layer, policy=policy, prevent_cse=not cfg.scan_layers)
-        if cfg.scan_layers:
-            return nnx.scan(layer, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.layers, x)
-        graphdef, state = nnx.split(self.layers)
-        for i in range(cfg.num_layers):
-            x = layer(nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)), x)
-        return x
+        return run_layer_stack(self.layers, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers,
+                               remat=cfg.remat_policy)
