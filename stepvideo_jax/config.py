@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["dtype_from_name", "remat_policy", "REMAT_POLICIES"]
+__all__ = ["dtype_from_name", "remat_policy", "REMAT_POLICIES", "DtypeFields"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -18,6 +18,18 @@ def dtype_from_name(name: str):
     if name not in _DTYPES:
         raise ValueError(f"unknown dtype {name!r}; expected one of {sorted(_DTYPES)}")
     return _DTYPES[name]
+
+
+class DtypeFields:
+    """Mixin for the frozen network configs, which all carry `dtype` and `param_dtype` names."""
+
+    @property
+    def jnp_dtype(self):
+        return dtype_from_name(self.dtype)
+
+    @property
+    def jnp_param_dtype(self):
+        return dtype_from_name(self.param_dtype)
 
 
 # Named rematerialisation policies for the scanned layer stack. "none" keeps every activation

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from stepvideo_jax.config import dtype_from_name, remat_policy
+from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 
 __all__ = ["DiTConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class DiTConfig:
+class DiTConfig(DtypeFields):
     num_heads: int = 48
     head_dim: int = 128
     in_channels: int = 64
@@ -55,14 +55,6 @@ class DiTConfig:
     @property
     def patch_in_channels(self) -> int:
         return self.in_channels * (2 if self.use_additional_conditions else 1)
-
-    @property
-    def jnp_dtype(self):
-        return dtype_from_name(self.dtype)
-
-    @property
-    def jnp_param_dtype(self):
-        return dtype_from_name(self.param_dtype)
 
     @classmethod
     def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "DiTConfig":

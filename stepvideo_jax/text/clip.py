@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stepvideo_jax.config import dtype_from_name, remat_policy
+from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 from stepvideo_jax.layers import dense, dense_general, layer_norm, logical, run_layer_stack
 from stepvideo_jax.sharding import constrain
 
@@ -26,7 +26,7 @@ _HEADS_ACT = ("batch", "seq", "heads", "kv")
 
 
 @dataclasses.dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(DtypeFields):
     vocab_size: int = 47020
     hidden_size: int = 1024
     num_layers: int = 24
@@ -56,14 +56,6 @@ class ClipConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
-
-    @property
-    def jnp_dtype(self):
-        return dtype_from_name(self.dtype)
-
-    @property
-    def jnp_param_dtype(self):
-        return dtype_from_name(self.param_dtype)
 
     @classmethod
     def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "ClipConfig":

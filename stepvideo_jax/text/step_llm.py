@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from stepvideo_jax.config import dtype_from_name, remat_policy
+from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 from stepvideo_jax.layers import dense, dense_general, logical, rms_norm, run_layer_stack
 from stepvideo_jax.sharding import constrain
 
@@ -39,7 +39,7 @@ _ACT = ("batch", "seq", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
-class StepLLMConfig:
+class StepLLMConfig(DtypeFields):
     hidden_size: int = 6144
     num_heads: int = 48
     num_groups: int = 8  # KV groups; query head i uses group i // (num_heads // num_groups)
@@ -73,14 +73,6 @@ class StepLLMConfig:
         """The FFN width actually built: ffn_hidden_size rounded up to ffn_multiple_of."""
         m = self.ffn_multiple_of
         return m * ((self.ffn_hidden_size + m - 1) // m)
-
-    @property
-    def jnp_dtype(self):
-        return dtype_from_name(self.dtype)
-
-    @property
-    def jnp_param_dtype(self):
-        return dtype_from_name(self.param_dtype)
 
     @classmethod
     def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "StepLLMConfig":

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from stepvideo_jax.config import dtype_from_name
+from stepvideo_jax.config import DtypeFields, dtype_from_name
 
 __all__ = ["VAEConfig"]
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(DtypeFields):
     in_channels: int = 3
     out_channels: int = 3
     z_channels: int = 64
@@ -102,14 +102,6 @@ class VAEConfig:
         frames = 2 * latents - 1  # pixel-shuffle drops its first frame
         frames *= 2 ** len(self.decoder_temporal_up_layers)
         return frames - (self.decoder_temporal_downsample - 1)
-
-    @property
-    def jnp_dtype(self):
-        return dtype_from_name(self.dtype)
-
-    @property
-    def jnp_param_dtype(self):
-        return dtype_from_name(self.param_dtype)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
