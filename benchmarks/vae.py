@@ -37,6 +37,15 @@ def _peak_bytes() -> tuple[str, int]:
     return "process max RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def timing(cfg: VAEConfig, frames: int, height: int, width: int, repeats: int) -> None:
     model = VideoVAE(cfg, rngs=nnx.Rngs(0))
     video = jax.random.uniform(jax.random.key(0), (1, frames, height, width, cfg.in_channels), minval=-1, maxval=1)
@@ -44,26 +53,27 @@ def timing(cfg: VAEConfig, frames: int, height: int, width: int, repeats: int) -
     t0 = time.perf_counter()
     latents = model.encode_channels_last(video).block_until_ready()
     compile_enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        latents = model.encode_channels_last(video).block_until_ready()
-    enc = (time.perf_counter() - t0) / repeats
+    enc = _median_seconds(lambda: model.encode_channels_last(video).block_until_ready(), repeats)
     t0 = time.perf_counter()
     out = model.decode_channels_last(latents).block_until_ready()
     compile_dec = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = model.decode_channels_last(latents).block_until_ready()
-    dec = (time.perf_counter() - t0) / repeats
+    dec = _median_seconds(lambda: model.decode_channels_last(latents).block_until_ready(), repeats)
     rows.append(("encode", tuple(video.shape), tuple(latents.shape), compile_enc, enc, enc / frames))
     rows.append(("decode", tuple(latents.shape), tuple(out.shape), compile_dec, dec, dec / out.shape[1]))
     kind, peak = _peak_bytes()
     print(f"\n## Timing on {jax.devices()[0].device_kind} ({jax.default_backend()}), widths "
           f"enc {cfg.encoder_ch}x{cfg.encoder_ch_mult} dec {cfg.decoder_ch}x{cfg.decoder_ch_mult} z {cfg.z_channels}")
+    print(f"conv_impl {cfg.conv_impl!r} (frame_taps on CPU); s/call: median of {repeats} calls after the first\n")
     print(f"{'op':8s} {'input (B,F,H,W,C)':24s} {'output':24s} {'first call s':>12s} {'s/call':>9s} {'s/frame':>9s}")
     for name, i, o, c, s, spf in rows:
         print(f"{name:8s} {str(i):24s} {str(o):24s} {c:12.2f} {s:9.3f} {spf:9.4f}")
     print(f"peak memory ({kind}): {peak / GiB:.2f} GiB")
+    if (height, width) != (544, 992):
+        scale = 544 * 992 / (height * width)
+        print(f"\nProjection (not measured), 544x992 on this machine: the convolutions scale with pixels, so "
+              f"encode ~{enc / frames * scale:.1f} s/frame and decode ~{dec / out.shape[1] * scale:.1f} s/frame "
+              f"({scale:.1f}x the pixels); decoding a 544x992 chunk needs the spatial tiles of the table below "
+              f"to fit in this machine's 24 GB (31.5 GiB of temporaries untiled).")
 
 
 def memory_table(frames: int, height: int, width: int, tile: tuple[int, int], overlap: int, dtype: str) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "abstract_component",
     "restore_component",
     "tokenizer_dir",
+    "save_components",
 ]
 
 CONVERTER_VERSION = "1"
@@ -72,7 +73,7 @@ COMPONENT_MODELS: dict[str, ComponentModel] = {
         "stepvideo_jax.vae:VAEConfig",
         "stepvideo_jax.vae:VideoVAE",
         "stepvideo_jax.sharding:VAE_RULES",
-        runtime_fields=("dtype", "attention_block"),
+        runtime_fields=("dtype", "attention_block", "conv_impl"),
     ),
     "step_llm": ComponentModel(
         "stepvideo_jax.text:StepLLMConfig", "stepvideo_jax.text:StepLLM", "stepvideo_jax.sharding:TEXT_RULES"
@@ -235,6 +236,11 @@ def _value(var):
     return var.get_value() if hasattr(var, "get_value") else var
 
 
+def _flat_values(params: nnx.State) -> dict[str, Any]:
+    """{"a.b.kernel": array} of a parameter state (the key layout of the stored checkpoints)."""
+    return {".".join(map(str, p)): _value(v) for p, v in nnx.to_flat_state(params)}
+
+
 def restore_component(
     ckpt_dir: str | os.PathLike,
     name: str,
@@ -296,3 +302,70 @@ def restore_component(
     for key, var in flat.items():
         var.set_value(restored[key])
     return nnx.merge(graphdef, params, rest)
+
+
+# ------------------------------------------------------------------------------------ export
+def save_components(
+    dst: str | os.PathLike,
+    components: Mapping[str, tuple[nnx.Module, str | None]],
+    *,
+    source: str,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Writes JAX models as a checkpoint folder that `restore_component` and the sampler read (the
+    layout `convert_torch_weights.py` writes): {name: (model, tokenizer folder or None)}, where name
+    is one of "transformer", "vae", "step_llm", "hunyuan_clip" and the model's `cfg` has `to_release()`.
+    The folder is written beside `dst` under a temporary name and renamed; returns the manifest."""
+    import datetime
+    import shutil
+    import tempfile
+
+    dst = os.path.abspath(os.fspath(dst))
+    if os.path.exists(dst) and not overwrite:
+        raise FileExistsError(f"{dst}: destination exists; pass overwrite=True to replace it")
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    try:
+        manifest: dict[str, Any] = {
+            "format": MANIFEST_FORMAT,
+            "converter_version": CONVERTER_VERSION,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "components": {},
+        }
+        for name, (model, tokenizer) in components.items():
+            spec = component_model(name)
+            params = nnx.state(model, nnx.Param)
+            arrays = {k: np.asarray(v) for k, v in _flat_values(params).items()}
+            dtypes = {str(a.dtype) for a in arrays.values()}
+            if len(dtypes) != 1:
+                raise ValueError(f"component {name!r} mixes parameter dtypes {sorted(dtypes)}; cast it to one first")
+            dtype = getattr(model.cfg, spec.dtype_field)
+            os.makedirs(os.path.join(tmp, name))
+            save_params(os.path.join(tmp, name, "params"), arrays)
+            entry: dict[str, Any] = {
+                "config": model.cfg.to_release(),
+                "dtype": dtype,
+                "checkpoint": f"{name}/params",
+                "num_params": sum(int(a.size) for a in arrays.values()),
+                "bytes": sum(int(a.nbytes) for a in arrays.values()),
+                "sources": [],
+                "tokenizer": None,
+            }
+            if tokenizer:
+                shutil.copytree(tokenizer, os.path.join(tmp, name, "tokenizer"))
+                entry["tokenizer"] = f"{name}/tokenizer"
+            manifest["components"][name] = entry
+        write_manifest(tmp, manifest)
+        if os.path.exists(dst):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old-", dir=parent)
+            os.replace(dst, os.path.join(old, "replaced"))
+            os.replace(tmp, dst)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -235,3 +235,32 @@ def test_logical_axis_names(model):
     assert names(m.encoder.conv_in.kernel) == (None, None, None, "conv_in", "conv_out")
     assert names(m.encoder.down[0].resample.conv.kernel) == (None, None, "conv_in", "conv_out")
     assert names(m.decoder.conv_out.bias) == ("conv_out",)
+
+
+# ---------------------------------------------------------------------------------------- conv paths
+@pytest.mark.parametrize("stride", [1, 2])
+def test_frame_taps_conv_equals_3d_conv_with_gradients(stride):
+    from flax import nnx
+
+    from stepvideo_jax.vae.layers import CausalConv3d
+
+    convs = {impl: CausalConv3d(5, 6, 3, VAEConfig.tiny(conv_impl=impl), stride=stride, rngs=nnx.Rngs(0))
+             for impl in ("conv3d", "frame_taps")}
+    x = jax.random.normal(jax.random.key(1), (2, 9, 8, 10, 5))
+
+    def loss(conv, x):
+        return jnp.sum(jnp.sin(conv(x)))
+
+    outs = {k: c(x) for k, c in convs.items()}
+    assert outs["conv3d"].shape == (2, (9 - 1) // stride + 1, (8 - 1) // stride + 1, (10 - 1) // stride + 1, 6)
+    np.testing.assert_allclose(outs["frame_taps"], outs["conv3d"], rtol=1e-5, atol=1e-5)
+    grads = {k: jax.grad(loss, argnums=1)(c, x) for k, c in convs.items()}
+    np.testing.assert_allclose(grads["frame_taps"], grads["conv3d"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="conv_impl must be"):
+        VAEConfig.tiny(conv_impl="fft")
+
+
+def test_non_release_fields_round_trip_through_release_config():
+    cfg = VAEConfig.tiny(norm_groups=8, encoder_ch=8, decoder_ch=8, encoder_ch_mult=(1, 2, 2, 4),
+                         decoder_ch_mult=(1, 2, 2, 4), num_res_blocks=1, z_channels=8)
+    assert VAEConfig.from_release(cfg.to_release()) == cfg

@@ -1,4 +1,7 @@
-"""Decoding training clips with OpenCV: a fixed number of frames (a multiple of 17) at a fixed stride."""
+"""Decoding training clips with OpenCV: a fixed number of frames (a multiple of 17) at a fixed stride.
+
+A ``.npy`` file holding uint8 RGB frames [F, H, W, 3] is read as a video too (lossless; the synthetic
+demo data is stored that way)."""
 
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ def read_clip(path: str | os.PathLike, num_frames: int, stride: int = 1, start: 
     if stride < 1 or start < 0:
         raise ValueError(f"stride must be >= 1 and start >= 0; got stride={stride}, start={start}")
     path = os.fspath(path)
+    if path.endswith(".npy"):
+        return _read_npy_clip(path, num_frames, stride, start)
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise SkipItem("unreadable", f"cannot open {path!r}")
@@ -56,3 +61,16 @@ def read_clip(path: str | os.PathLike, num_frames: int, stride: int = 1, start: 
     if len(frames) < num_frames:
         raise SkipItem("too_short", f"{path!r} has {index} frames; the clip needs {needed_last + 1}")
     return np.stack(frames)
+
+
+def _read_npy_clip(path: str, num_frames: int, stride: int, start: int) -> np.ndarray:
+    try:
+        frames = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise SkipItem("unreadable", f"cannot read {path!r} ({e})") from None
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise SkipItem("unreadable", f"{path!r} holds {frames.dtype} {frames.shape}; expected uint8 (frames, height, width, 3)")
+    needed_last = start + (num_frames - 1) * stride
+    if frames.shape[0] <= needed_last:
+        raise SkipItem("too_short", f"{path!r} has {frames.shape[0]} frames; the clip needs {needed_last + 1}")
+    return np.ascontiguousarray(frames[start : needed_last + 1 : stride])

@@ -294,8 +294,9 @@ def _released_components(config, mesh):
     vae = restore("vae", dtype=config.vae_dtype)
     step_llm = restore("step_llm", dtype=config.text_dtype)
     clip = restore("hunyuan_clip", dtype=config.text_dtype)
-    step_tok = StepTokenizer(os.path.join(tokenizer_dir(ckpt, "step_llm"), "step1_chat_tokenizer.model"))
-    clip_tok = ClipTokenizer(tokenizer_dir(ckpt, "hunyuan_clip"))
+    step_tok = StepTokenizer(os.path.join(tokenizer_dir(ckpt, "step_llm"), "step1_chat_tokenizer.model"),
+                             max_length=step_llm.cfg.max_length)
+    clip_tok = ClipTokenizer(tokenizer_dir(ckpt, "hunyuan_clip"), max_length=clip.cfg.max_length)
     return dit, vae, PromptEncoder(step_llm, step_tok, clip, clip_tok)
 
 

@@ -76,6 +76,8 @@ class DiTConfig(DtypeFields):
             use_additional_conditions=bool(cfg.get("use_additional_conditions", False)),
             caption_channels=caption,
         )
+        if "rope_split" in cfg:  # not a release field (fixed there); written for other head sizes
+            fields["rope_split"] = tuple(int(c) for c in cfg["rope_split"])
         fields.update(overrides)
         return cls(**fields)
 
@@ -94,4 +96,5 @@ class DiTConfig(DtypeFields):
             "norm_eps": self.norm_eps,
             "use_additional_conditions": self.use_additional_conditions,
             "caption_channels": list(self.caption_channels),
+            "rope_split": list(self.rope_split),
         }

@@ -1,5 +1,9 @@
 """The training loop: data -> (online encoding) -> sharded train step -> metrics and checkpoints.
 
+``config.task`` picks the network: ``"dit"`` (default) trains the DiT with flow matching on latents
+(precomputed, or encoded online from raw clips); ``"vae"`` trains the Video-VAE on raw clips
+(``data.kind = "video"``) with reconstruction + KL (``training.vae_objective``).
+
 ``train(config, workdir)`` runs ``config.train.steps`` steps, resuming from the latest checkpoint in
 ``workdir/checkpoints`` if there is one (model, optimizer, step, rng and data-iterator state, so the
 resumed run continues exactly as an uninterrupted one). A non-finite loss or gradient norm stops the
@@ -19,17 +23,20 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh
+from stepvideo_jax.sharding import DIT_RULES, VAE_RULES, MeshConfig, make_mesh
 from stepvideo_jax.training.checkpointing import RunCheckpoints
 from stepvideo_jax.training.metrics import MetricsWriter
 from stepvideo_jax.training.objective import ObjectiveConfig
 from stepvideo_jax.training.optimizer import OptimConfig
 from stepvideo_jax.training.state import Trainer
+from stepvideo_jax.training.vae_objective import VAEObjectiveConfig
+from stepvideo_jax.vae import VAEConfig, VideoVAE
 
-__all__ = ["TrainResult", "train", "load_null_text", "NULL_PROMPT_FILE"]
+__all__ = ["TrainResult", "train", "load_trained_model", "load_null_text", "NULL_PROMPT_FILE"]
 
 # Written by tools/precompute.py next to its index: the text arrays of the prompt used for dropped captions.
 NULL_PROMPT_FILE = "null_prompt.npz"
@@ -58,13 +65,33 @@ def load_null_text(path: str) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in ("llm_states", "llm_mask", "clip_states")}
 
 
-def _initial_params(config, trainer: Trainer, dit_cfg: DiTConfig):
+def _vae_params_with_logvar_bias(trainer: Trainer, seed: int, bias: float) -> dict:
+    """A random VAE whose encoder starts with log-variance ``bias`` everywhere (its output conv's
+    log-variance biases). With the default 0 the posterior sample starts as unit noise that hides
+    the mean from the decoder, and reconstruction stalls until the encoder learns to shrink it."""
+    import jax.numpy as jnp
+
+    model = trainer.make_model(nnx.Rngs(jax.random.key(seed, impl="threefry2x32")))
+    conv = model.encoder.conv_out
+    z = model.cfg.z_channels
+    conv.bias[...] = conv.bias[...].at[z:].set(bias)
+    return trainer.params_of(model)
+
+
+def _initial_params(config, trainer: Trainer, dit_cfg, task: str = "dit"):
     """None for a random init, else parameters restored from a converted checkpoint (T2V ones widened)."""
     init = config.get("init", ml_collections.ConfigDict({"kind": "random"}))
     kind = init.get("kind", "random")
     if kind == "random":
+        if task == "vae" and init.get("logvar_bias") is not None:
+            return _vae_params_with_logvar_bias(trainer, int(config.train.seed), float(init.logvar_bias))
         return None
     from stepvideo_jax.checkpoint import restore_component
+
+    if task == "vae":
+        if kind != "converted":
+            raise ValueError(f"task 'vae' takes init.kind 'random' or 'converted'; got {kind!r}")
+        return trainer.params_of(restore_component(init.checkpoint, "vae", config=dit_cfg))
 
     if kind == "converted":  # a converted TI2V transformer
         model = restore_component(init.checkpoint, "transformer", config=dit_cfg)
@@ -78,6 +105,40 @@ def _initial_params(config, trainer: Trainer, dit_cfg: DiTConfig):
     raise ValueError(f"init.kind must be 'random', 'converted' or 't2v'; got {kind!r}")
 
 
+def _build_trainer(config: ml_collections.ConfigDict):
+    """(task, Trainer, model config, objective config) of a training config."""
+    task = config.get("task", "dit")
+    if task not in ("dit", "vae"):
+        raise ValueError(f"config.task must be 'dit' or 'vae'; got {task!r}")
+    optim = _dataclass_from(OptimConfig, config.optim)
+    mesh = make_mesh(MeshConfig.parse(config.mesh))
+    if task == "vae":
+        model_cfg = _dataclass_from(VAEConfig, config.model)
+        objective = _dataclass_from(VAEObjectiveConfig, config.objective)
+        trainer = Trainer(lambda rngs: VideoVAE(model_cfg, rngs=rngs), optim, objective, mesh, VAE_RULES)
+    else:
+        model_cfg = _dataclass_from(DiTConfig, config.model)
+        objective = _dataclass_from(ObjectiveConfig, config.objective)
+        trainer = Trainer(lambda rngs: StepVideoDiT(model_cfg, rngs=rngs), optim, objective, mesh, DIT_RULES)
+    return task, trainer, model_cfg, objective
+
+
+def load_trained_model(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool = True):
+    """The network of the latest checkpoint in ``workdir/checkpoints`` (its EMA weights when the run
+    kept them and ``use_ema``), as an nnx module with the trained config."""
+    _, trainer, _, _ = _build_trainer(config)
+    checkpoints = RunCheckpoints(os.path.join(workdir, "checkpoints"), save_every=1, max_to_keep=1, async_save=False)
+    try:
+        step = checkpoints.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to load")
+        state = checkpoints.restore(step, trainer.abstract_state(), None)
+    finally:
+        checkpoints.close()
+    params = state["ema"] if use_ema and "ema" in state else state["params"]
+    return trainer.model_of(params)
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -85,28 +146,30 @@ def train(
     make_encoder: Callable[[ObjectiveConfig], Any] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    dit_cfg = _dataclass_from(DiTConfig, config.model)
-    objective = _dataclass_from(ObjectiveConfig, config.objective)
-    optim = _dataclass_from(OptimConfig, config.optim)
+    task, trainer, model_cfg, objective = _build_trainer(config)
     data_cfg = _dataclass_from(DataConfig, {k: v for k, v in config.data.items() if k != "null_prompt"})
-    mesh = make_mesh(MeshConfig.parse(config.mesh))
     seed = int(config.train.seed)
-    trainer = Trainer(lambda rngs: StepVideoDiT(dit_cfg, rngs=rngs), optim, objective, mesh, DIT_RULES)
-
-    # Data, and how batches become latents.
     data_iter = iter(make_dataset(data_cfg))
-    encoder = None
-    if data_cfg.kind == "video":
-        if make_encoder is None:
-            raise ValueError("data.kind='video' needs the VAE and text encoders: pass make_encoder (train.py builds it)")
-        encoder = make_encoder(objective)
-        null_text = encoder.null_text(config.data.get("null_prompt", "") or "")
+    encoder = null_dev = None
+    if task == "vae":
+        if data_cfg.kind != "video" or data_cfg.num_frames != model_cfg.frame_len:
+            raise ValueError(
+                f"task 'vae' trains on raw clips of one VAE chunk: data.kind must be 'video' and data.num_frames "
+                f"{model_cfg.frame_len}; got {data_cfg.kind!r}, {data_cfg.num_frames}"
+            )
     else:
-        null_path = config.data.get("null_prompt") or os.path.join(os.path.dirname(data_cfg.manifest), NULL_PROMPT_FILE)
-        null_text = load_null_text(null_path) if os.path.exists(null_path) else None
-    if null_text is None and objective.caption_dropout > 0:
-        raise ValueError(f"caption_dropout > 0 needs the null prompt's text states; {NULL_PROMPT_FILE} not found")
-    null_dev = None if null_text is None else trainer.device_replicated(null_text)
+        # Data, and how batches become latents.
+        if data_cfg.kind == "video":
+            if make_encoder is None:
+                raise ValueError("data.kind='video' needs the VAE and text encoders: pass make_encoder (train.py builds it)")
+            encoder = make_encoder(objective)
+            null_text = encoder.null_text(config.data.get("null_prompt", "") or "")
+        else:
+            null_path = config.data.get("null_prompt") or os.path.join(os.path.dirname(data_cfg.manifest), NULL_PROMPT_FILE)
+            null_text = load_null_text(null_path) if os.path.exists(null_path) else None
+        if null_text is None and objective.caption_dropout > 0:
+            raise ValueError(f"caption_dropout > 0 needs the null prompt's text states; {NULL_PROMPT_FILE} not found")
+        null_dev = None if null_text is None else trainer.device_replicated(null_text)
 
     ckpt = config.checkpoint
     checkpoints = RunCheckpoints(
@@ -118,7 +181,7 @@ def train(
         state = checkpoints.restore(latest, trainer.abstract_state(), data_iter)
         logging.info("resumed from step %d (%s)", latest, checkpoints.directory)
     else:
-        state = trainer.init_state(seed, _initial_params(config, trainer, dit_cfg))
+        state = trainer.init_state(seed, _initial_params(config, trainer, model_cfg, task))
     start = int(jax.device_get(state["step"]))
     total = int(config.train.steps)
 
@@ -161,7 +224,7 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}")
             if (step + 1) % log_every == 0 or step == start:
-                examples = host_batch["latents"].shape[0] * jax.process_count()
+                examples = next(v for v in host_batch.values() if hasattr(v, "shape")).shape[0] * jax.process_count()
                 writer.write(step + 1, {
                     "loss": loss, "grad_norm": grad_norm, "lr": float(metrics["lr"]),
                     "step_seconds": seconds, "examples_per_second": examples / seconds,

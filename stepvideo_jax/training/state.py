@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stepvideo_jax.sharding import DIT_RULES, logical_to_spec, model_shardings, use_mesh_rules
 from stepvideo_jax.training.objective import ObjectiveConfig, flow_matching_loss
+from stepvideo_jax.training.vae_objective import VAEObjectiveConfig, vae_loss
 from stepvideo_jax.training.optimizer import OptimConfig, make_optimizer, make_schedule
 
 __all__ = ["Trainer"]
@@ -34,19 +35,33 @@ __all__ = ["Trainer"]
 _COMPILED_STEPS: dict[Any, Any] = {}
 
 
+def _objective_loss(objective) -> Callable:
+    """loss(model, batch, key, null_text) -> (loss, aux) for an objective config: the DiT's flow
+    matching (``ObjectiveConfig``) or the VAE's reconstruction + KL (``VAEObjectiveConfig``)."""
+    if isinstance(objective, ObjectiveConfig):
+        return lambda model, batch, key, null_text: flow_matching_loss(model, batch, key, objective, null_text)
+    if isinstance(objective, VAEObjectiveConfig):
+        return lambda model, batch, key, null_text: vae_loss(model, batch, key, objective)
+    raise ValueError(f"objective must be an ObjectiveConfig or VAEObjectiveConfig; got {type(objective).__name__}")
+
+
 class Trainer:
-    """Holds the model's graph, the optimizer and the shardings; builds states and runs steps."""
+    """Holds the model's graph, the optimizer and the shardings; builds states and runs steps.
+
+    The objective config picks the loss: ``ObjectiveConfig`` trains a DiT on latents,
+    ``VAEObjectiveConfig`` a Video-VAE on pixel clips."""
 
     def __init__(
         self,
         make_model: Callable[[nnx.Rngs], nnx.Module],
         optim: OptimConfig,
-        objective: ObjectiveConfig,
+        objective: ObjectiveConfig | VAEObjectiveConfig,
         mesh: Mesh,
         rules=DIT_RULES,
     ):
         self.make_model, self.optim, self.objective = make_model, optim, objective
         self.mesh, self.rules = mesh, rules
+        self.loss = _objective_loss(objective)
         self.tx = make_optimizer(optim)
         self.schedule = make_schedule(optim)
         abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
@@ -150,12 +165,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
     def _step_fn(self, state: dict, batch: dict, null_text: dict | None, fixed_noise: jax.Array):
-        objective, tx, optim = self.objective, self.tx, self.optim
+        tx, optim = self.tx, self.optim
         key = jax.random.wrap_key_data(state["rng"], impl="threefry2x32")
         key = jax.random.fold_in(key, jnp.where(fixed_noise, 0, state["step"]))
 
         def loss_fn(params):
-            return flow_matching_loss(self.model_of(params), batch, key, objective, null_text)
+            return self.loss(self.model_of(params), batch, key, null_text)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         grad_norm = optax.tree.norm(grads)

@@ -44,6 +44,7 @@ class CausalConv3d(nnx.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int, cfg: VAEConfig, *, stride: int = 1, rngs: nnx.Rngs):
         self.kernel_size, self.stride = kernel, stride
         self.dtype = cfg.jnp_dtype
+        self.conv_impl = cfg.conv_impl
         pdt = cfg.jnp_param_dtype
         self.kernel = _param(rngs, nnx.initializers.lecun_normal(), (kernel,) * 3 + (c_in, c_out), pdt,
                              (None, None, None, "conv_in", "conv_out"))
@@ -55,6 +56,8 @@ class CausalConv3d(nnx.Module):
         w = self.kernel[...].astype(self.dtype)
         if k == 1 and s == 1:
             y = jnp.einsum("bthwc,cd->bthwd", x, w[0, 0, 0], precision=_HIGHEST)
+        elif _use_frame_taps(self.conv_impl):
+            y = _causal_conv_frame_taps(x, w, s)
         else:
             # Padding inside the conv: no padded copy of the (largest) activations is materialised.
             pad = ((k - 1, 0), (k // 2, k // 2), (k // 2, k // 2))
@@ -63,6 +66,32 @@ class CausalConv3d(nnx.Module):
                 dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=_HIGHEST,
             )
         return y + self.bias[...].astype(self.dtype)
+
+
+def _use_frame_taps(conv_impl: str) -> bool:
+    if conv_impl == "auto":
+        return jax.default_backend() == "cpu"
+    return conv_impl == "frame_taps"
+
+
+def _causal_conv_frame_taps(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """The causal 3D conv as a sum over its kt temporal taps of per-frame 2D convs.
+
+    x [B, T, H, W, Cin], w [kt, kh, kw, Cin, Cout]; output frame t' reads input frames
+    s*t' - (kt-1) + i for tap i (zeros before frame 0), exactly as the padded 3D conv does."""
+    kt, kh, kw = w.shape[:3]
+    b, t, h, wd, c = x.shape
+    t_out = (t - 1) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (kt - 1, 0), (0, 0), (0, 0), (0, 0)))  # [B, T+kt-1, H, W, Cin]
+    y = None
+    for i in range(kt):
+        xi = xp[:, i : i + stride * (t_out - 1) + 1 : stride]  # [B, T', H, W, Cin]
+        yi = jax.lax.conv_general_dilated(
+            xi.reshape(b * t_out, h, wd, c), w[i], (stride, stride), ((kh // 2, kh // 2), (kw // 2, kw // 2)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST,
+        )
+        y = yi if y is None else y + yi
+    return y.reshape(b, t_out, *y.shape[1:])
 
 
 class FrameConv2d(nnx.Module):

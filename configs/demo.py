@@ -1,0 +1,145 @@
+"""The embedded demo model: a small Step-Video-TI2V trained on this repo's synthetic motion clips.
+
+    python sample.py --config=configs/demo.py                      # bundled image + prompt -> MP4 (< 1 min, CPU)
+    python sample.py --config=configs/demo.py --config.prompt="a small white square moves up" \\
+        --config.image=demo/examples/white_square.png --config.motion_score=10
+
+Variants (``--config=configs/demo.py:VARIANT``):
+  ""       sampling with the shipped checkpoint ``demo/checkpoint`` (the README's main command)
+  "vae"    training config of the tiny Video-VAE v2 (``python train.py``, task "vae")
+  "dit"    training config of the tiny TI2V DiT (``python train.py``, precomputed latents)
+  "recipe" the whole recipe's settings (data, text encoders, stages), read by
+           ``python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo``
+
+Everything is 17 frames at 64x64: the VAE maps a clip to 3 latent frames of 4x4 with 8 channels, so
+the DiT sees 48 video tokens.
+"""
+
+import os
+
+from ml_collections import config_dict
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_DIR = os.path.join(_REPO, "demo")
+
+FRAMES, HEIGHT, WIDTH = 17, 64, 64
+Z_CHANNELS = 8
+VARIANTS = ("", "vae", "dit", "recipe")
+
+# Network shapes (frozen-config fields). The VAE's GroupNorms use 2 groups: with one channel per
+# group (8 groups at width 8) every channel is normalised on its own per frame, which erases the
+# absolute colour of a frame, and the decoder then paints every background the same grey.
+VAE_MODEL = dict(
+    z_channels=Z_CHANNELS, encoder_ch=8, encoder_ch_mult=(1, 2, 2, 4), decoder_ch=8, decoder_ch_mult=(1, 2, 2, 4),
+    num_res_blocks=1, norm_groups=2,
+)
+STEP_LLM_MODEL = dict(hidden_size=64, num_heads=4, num_groups=2, ffn_hidden_size=256, num_layers=2, vocab_size=512,
+                      max_length=24)
+CLIP_MODEL = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=32,
+                  max_length=16)
+DIT_MODEL = dict(
+    num_heads=4, head_dim=32, in_channels=Z_CHANNELS, out_channels=Z_CHANNELS, num_layers=4,
+    caption_channels=(STEP_LLM_MODEL["hidden_size"], CLIP_MODEL["hidden_size"]), rope_split=(16, 8, 8),
+    use_additional_conditions=True, param_dtype="float32", dtype="float32", remat_policy="none", scan_layers=True,
+    attention_kernel="xla",
+)
+
+
+def _sample_config() -> config_dict.ConfigDict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_ti2v_config", os.path.join(_REPO, "configs", "ti2v.py"))
+    ti2v = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ti2v)
+    c = ti2v.base_config("")
+    c.variant = "demo"
+    c.checkpoint_dir = os.path.join(DEMO_DIR, "checkpoint")
+    c.prompt = "a large red circle moves right"
+    c.image = os.path.join(DEMO_DIR, "examples", "red_circle.png")
+    c.positive_magic = ""  # the tiny text encoders only know the synthetic captions' words
+    c.negative_magic = ""
+    c.frames, c.height, c.width = FRAMES, HEIGHT, WIDTH
+    c.steps = 30
+    c.cfg = 4.0
+    c.time_shift = 3.0
+    c.motion_score = 10.0
+    c.seed = 1234
+    c.output_dir = "outputs/demo"
+    c.fps = 8  # 17 frames: a ~2 s clip
+    c.denoise_filter = False
+    c.crop_540p = False
+    c.dit_dtype = c.vae_dtype = c.text_dtype = "float32"
+    c.param_dtype = "float32"
+    c.attention_kernel = "xla"
+    return c
+
+
+def _train_common(c: config_dict.ConfigDict, workdir: str) -> None:
+    c.mesh = "data=-1,fsdp=1"
+    c.init = config_dict.ConfigDict(dict(kind="random", checkpoint=""))
+    c.online = config_dict.ConfigDict(dict(checkpoint=""))
+    c.checkpoint = config_dict.ConfigDict(dict(every=200, keep=2, async_save=False))
+    c.workdir = workdir
+
+
+def _vae_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.task = "vae"
+    c.model = config_dict.ConfigDict(dict(VAE_MODEL, param_dtype="float32", dtype="float32"))
+    c.objective = config_dict.ConfigDict(dict(recon="l1", kl_weight=1e-4, image_weight=1.0))
+    c.optim = config_dict.ConfigDict(dict(
+        learning_rate=2e-3, warmup_steps=20, schedule="cosine", total_steps=500, end_lr_factor=0.05,
+        b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, grad_clip=1.0, ema_decay=0.0,
+    ))
+    c.data = config_dict.ConfigDict(dict(
+        manifest="runs/demo/data/manifest.jsonl", kind="video", batch_size=3, num_frames=FRAMES, frame_stride=1,
+        buckets=((HEIGHT, WIDTH),), default_motion_score=5.0, seed=0, shuffle=True, num_epochs=None, null_prompt="",
+    ))
+    c.train = config_dict.ConfigDict(dict(steps=500, seed=0, log_every=20, tensorboard=False))
+    _train_common(c, "runs/demo/vae")
+    c.checkpoint.every = 100
+    # Posterior std exp(-3) = 0.05 at the start: the decoder sees the latent mean from step 0.
+    c.init.logvar_bias = -6.0
+    return c
+
+
+def _dit_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.task = "dit"
+    c.model = config_dict.ConfigDict(dict(DIT_MODEL))
+    c.objective = config_dict.ConfigDict(dict(
+        timestep_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, time_shift=1.0,
+        caption_dropout=0.1, cond_noise="lognormal", cond_noise_min=0.0, cond_noise_max=0.1,
+        cond_noise_mean=-4.0, cond_noise_std=0.5,
+    ))
+    c.optim = config_dict.ConfigDict(dict(
+        learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=3000, end_lr_factor=0.05,
+        b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, grad_clip=1.0, ema_decay=0.998,
+    ))
+    c.data = config_dict.ConfigDict(dict(
+        manifest="runs/demo/latents/index.jsonl", kind="latents", batch_size=32, num_frames=FRAMES, frame_stride=1,
+        buckets=((HEIGHT, WIDTH),), default_motion_score=5.0, seed=0, shuffle=True, num_epochs=None, null_prompt="",
+    ))
+    c.train = config_dict.ConfigDict(dict(steps=3000, seed=0, log_every=100, tensorboard=False))
+    _train_common(c, "runs/demo/dit")
+    return c
+
+
+def _recipe_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.data = config_dict.ConfigDict(dict(
+        num_train=4000, num_heldout=20, frames=FRAMES, height=HEIGHT, width=WIDTH, max_speed=0.6, seed=0,
+    ))
+    c.text = config_dict.ConfigDict(dict(seed=7, step_llm=STEP_LLM_MODEL, clip=CLIP_MODEL))
+    c.precompute_seed = 0
+    c.export_dir = os.path.join(DEMO_DIR, "checkpoint")
+    c.examples_dir = os.path.join(DEMO_DIR, "examples")
+    c.stages = "data,text,vae,latents,dit,export"
+    return c
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    variant = (arg or "").strip()
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown demo config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
+    return {"": _sample_config, "vae": _vae_config, "dit": _dit_config, "recipe": _recipe_config}[variant]()

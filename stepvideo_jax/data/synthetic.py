@@ -1,0 +1,290 @@
+"""Synthetic motion clips for the embedded demo model: one simple shape translating over a static
+background, with a caption that says what moves and where.
+
+A clip is fully described by a ``ClipSpec`` (shape, colour, size, direction, background, start, speed
+in pixels per frame) and rendered deterministically by ``render_clip``: each frame is drawn at 4x the
+output size with OpenCV and area-downsampled, so sub-pixel speeds move smoothly. The caption names
+size, colour, shape and direction ("a large red circle moves left"), never the speed: how far the
+shape travels is what the motion score conditions, and the motion scores written with the data come
+from ``stepvideo_jax.motion`` (optical flow on the rendered frames), not from the speed.
+
+``write_dataset`` writes a training set (``clips/NNNNNN.npy`` uint8 [F, H, W, 3] + ``manifest.jsonl``
+for ``stepvideo_jax.data``) and a held-out set whose captions never occur in training, laid out like
+Step-Video-TI2V-Eval (``heldout/<category>/<ID>.png`` + ``<ID>.txt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import re
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from stepvideo_jax.data.manifest import write_manifest
+from stepvideo_jax.motion import SAMPLE_EVERY, motion_score_from_frames
+
+__all__ = [
+    "COLORS",
+    "SHAPES",
+    "SIZES",
+    "DIRECTIONS",
+    "BACKGROUNDS",
+    "ClipSpec",
+    "caption_of",
+    "direction_of_caption",
+    "split_captions",
+    "sample_spec",
+    "render_clip",
+    "clip_motion_score",
+    "write_dataset",
+    "HELDOUT_CATEGORY",
+]
+
+# RGB colours of the shapes (names are the caption words).
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (235, 55, 50),
+    "green": (50, 200, 80),
+    "blue": (70, 120, 255),
+    "yellow": (240, 215, 40),
+    "white": (245, 245, 245),
+    "purple": (175, 85, 235),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# Radius ranges (pixels of a 64-pixel frame; scaled with the shorter side).
+SIZES: dict[str, tuple[float, float]] = {"small": (6.0, 8.0), "large": (10.0, 13.0)}
+# Unit displacement per direction in image coordinates (x right, y down).
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+BACKGROUNDS: tuple[str, ...] = ("plain", "stripes", "checker", "gradient")
+HELDOUT_CATEGORY = "synthetic_shapes"
+
+_SUPERSAMPLE = 4
+# Dark backgrounds: every shape colour is at least ~55 grey levels brighter, so the grey-level optical
+# flow of the motion score sees the shape (a red shape on a mid-grey background is nearly invisible to it).
+_BG_COLORS = np.array([(30, 30, 38), (50, 40, 30), (20, 38, 50), (45, 45, 48), (35, 48, 32), (15, 15, 20)], np.float64)
+_BG_TEXTURE_DELTA = 22.0  # second background colour = first + this much (textures stay low-contrast)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+    shape: str
+    color: str
+    size: str
+    direction: str
+    background: str
+    radius: float  # pixels at the output size
+    start: tuple[float, float]  # (x, y) centre in frame 0, pixels
+    speed: float  # pixels per frame along `direction`
+    bg_colors: tuple[tuple[int, int, int], tuple[int, int, int]]
+    bg_period: float  # stripe / checker period in pixels
+    bg_angle: float  # stripe / gradient orientation in radians
+
+    @property
+    def caption(self) -> str:
+        return caption_of(self.size, self.color, self.shape, self.direction)
+
+
+def caption_of(size: str, color: str, shape: str, direction: str) -> str:
+    return f"a {size} {color} {shape} moves {direction}"
+
+
+_DIRECTION_WORD = re.compile(r"\b(left|right|up|down)\b")
+
+
+def direction_of_caption(caption: str) -> str | None:
+    """The direction word of a caption ("left", "right", "up", "down"), or None if it names none."""
+    found = set(_DIRECTION_WORD.findall(caption.lower()))
+    return found.pop() if len(found) == 1 else None
+
+
+def all_captions() -> list[tuple[str, str, str, str]]:
+    """Every (size, color, shape, direction) the generator can caption, in a fixed order."""
+    return list(itertools.product(SIZES, COLORS, SHAPES, DIRECTIONS))
+
+
+def split_captions(num_heldout: int, seed: int) -> tuple[list[tuple], list[tuple]]:
+    """(training combos, held-out combos): `num_heldout` captions removed from training such that
+    every size, colour, shape and direction word still occurs in training."""
+    combos = all_captions()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(combos))
+    held: list[tuple] = []
+    for i in order:
+        if len(held) == num_heldout:
+            break
+        candidate = combos[i]
+        rest = [c for c in combos if c not in held and c != candidate]
+        # Keep each attribute value in at least a few training captions.
+        if all(sum(1 for c in rest if c[k] == candidate[k]) >= 4 for k in range(4)):
+            held.append(candidate)
+    if len(held) < num_heldout:
+        raise ValueError(f"cannot hold out {num_heldout} of {len(combos)} captions and keep every word in training")
+    train = [c for c in combos if c not in held]
+    return train, held
+
+
+def sample_spec(rng: np.random.Generator, combo: tuple[str, str, str, str], *, frames: int, height: int,
+                width: int, max_speed: float) -> ClipSpec:
+    """A random clip of one caption combo: background, radius, speed in [0, max_speed] and a start
+    position such that the shape stays inside the frame for all `frames`."""
+    size, color, shape, direction = combo
+    scale = min(height, width) / 64.0
+    radius = float(rng.uniform(*SIZES[size])) * scale
+    speed = float(rng.uniform(0.0, max_speed)) * scale
+    dx, dy = DIRECTIONS[direction]
+    travel = speed * (frames - 1)
+    margin = radius + 1.0
+    # The centre's allowed start range along each axis, given the travel along that axis.
+    def start_range(extent: float, d: int) -> tuple[float, float]:
+        lo, hi = margin, extent - margin
+        if d > 0:
+            hi -= travel
+        elif d < 0:
+            lo += travel
+        if hi < lo:
+            raise ValueError(f"a {size} shape cannot travel {travel:.1f} px in a {height}x{width} frame; lower max_speed")
+        return lo, hi
+    x = float(rng.uniform(*start_range(width, dx)))
+    y = float(rng.uniform(*start_range(height, dy)))
+    first = _BG_COLORS[int(rng.integers(len(_BG_COLORS)))]
+    second = first + _BG_TEXTURE_DELTA
+    bg = (tuple(int(v) for v in first), tuple(int(v) for v in second))
+    return ClipSpec(
+        shape=shape, color=color, size=size, direction=direction,
+        background=str(rng.choice(BACKGROUNDS)), radius=radius, start=(x, y), speed=speed,
+        bg_colors=bg, bg_period=float(rng.uniform(12.0, 24.0)) * scale, bg_angle=float(rng.uniform(0, np.pi)),
+    )
+
+
+def _background(spec: ClipSpec, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] float64 static background at the supersampled size."""
+    s = _SUPERSAMPLE
+    yy, xx = np.mgrid[0:height * s, 0:width * s].astype(np.float64) / s
+    a, b = (np.array(c, np.float64) for c in spec.bg_colors)
+    if spec.background == "plain":
+        mix = np.zeros_like(xx)
+    elif spec.background == "stripes":
+        u = xx * np.cos(spec.bg_angle) + yy * np.sin(spec.bg_angle)
+        mix = (np.floor(u / (spec.bg_period / 2)) % 2).astype(np.float64)
+    elif spec.background == "checker":
+        p = spec.bg_period / 2
+        mix = ((np.floor(xx / p) + np.floor(yy / p)) % 2).astype(np.float64)
+    elif spec.background == "gradient":
+        u = xx * np.cos(spec.bg_angle) + yy * np.sin(spec.bg_angle)
+        mix = (u - u.min()) / max(u.max() - u.min(), 1e-9)
+    else:
+        raise ValueError(f"unknown background {spec.background!r}; expected one of {BACKGROUNDS}")
+    return a * (1 - mix[..., None]) + b * mix[..., None]
+
+
+def _draw_shape(canvas: np.ndarray, spec: ClipSpec, centre: tuple[float, float]) -> None:
+    s = _SUPERSAMPLE
+    cx, cy, r = centre[0] * s, centre[1] * s, spec.radius * s
+    color = tuple(float(c) for c in COLORS[spec.color])
+    shift = 4  # cv2 sub-pixel coordinates: integers in units of 1/16 pixel
+    f = float(1 << shift)
+    if spec.shape == "circle":
+        cv2.circle(canvas, (int(round(cx * f)), int(round(cy * f))), int(round(r * f)), color, -1, cv2.LINE_AA, shift)
+        return
+    if spec.shape == "square":
+        h = r / np.sqrt(2) * 1.25
+        pts = [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    elif spec.shape == "triangle":
+        pts = [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in (-np.pi / 2, np.pi / 6, 5 * np.pi / 6)]
+    else:
+        raise ValueError(f"unknown shape {spec.shape!r}; expected one of {SHAPES}")
+    poly = np.array([[int(round(x * f)), int(round(y * f))] for x, y in pts], np.int32)
+    cv2.fillPoly(canvas, [poly], color, cv2.LINE_AA, shift)
+
+
+def render_clip(spec: ClipSpec, frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 [frames, height, width, 3] RGB: the shape at start + t * speed * direction in frame t."""
+    background = _background(spec, height, width)
+    dx, dy = DIRECTIONS[spec.direction]
+    out = np.empty((frames, height, width, 3), np.uint8)
+    for t in range(frames):
+        canvas = background.copy()
+        _draw_shape(canvas, spec, (spec.start[0] + dx * spec.speed * t, spec.start[1] + dy * spec.speed * t))
+        small = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA)
+        out[t] = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    return out
+
+
+def clip_motion_score(frames: np.ndarray) -> float:
+    """The motion score of rendered frames, with the same code as for real training videos."""
+    return motion_score_from_frames(frames[::SAMPLE_EVERY])
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int = 17, height: int = 64,
+                  width: int = 64, max_speed: float = 0.6, seed: int = 0) -> dict[str, Any]:
+    """Writes ``out_dir/clips/*.npy`` + ``out_dir/manifest.jsonl`` (training) and
+    ``out_dir/heldout/<category>/<ID>.png|.txt`` + ``out_dir/heldout/heldout.jsonl`` (one clip per
+    held-out caption, with its spec, for reference). Returns a summary with the motion-score range."""
+    if num_train < 1 or num_heldout < 0:
+        raise ValueError(f"num_train must be >= 1 and num_heldout >= 0; got {num_train}, {num_heldout}")
+    train_combos, held_combos = split_captions(num_heldout, seed)
+    rng = np.random.default_rng(seed)
+    clips_dir = os.path.join(out_dir, "clips")
+    held_dir = os.path.join(out_dir, "heldout", HELDOUT_CATEGORY)
+    os.makedirs(clips_dir, exist_ok=True)
+    os.makedirs(held_dir, exist_ok=True)
+    entries, scores = [], []
+    for i in range(num_train):
+        combo = train_combos[int(rng.integers(len(train_combos)))]
+        spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
+        clip = render_clip(spec, frames, height, width)
+        score = clip_motion_score(clip)
+        name = os.path.join("clips", f"{i:06d}.npy")
+        _save_npy(os.path.join(out_dir, name), clip)
+        entries.append({"video": name, "caption": spec.caption, "motion_score": round(score, 4),
+                        "speed": round(spec.speed, 4), "direction": spec.direction})
+        scores.append(score)
+    write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
+    held = []
+    for j, combo in enumerate(held_combos):
+        spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
+        first = render_clip(spec, 1, height, width)[0]
+        item_id = f"{j:03d}"
+        png = os.path.join(held_dir, f"{item_id}.png")
+        tmp = f"{png}.tmp-{os.getpid()}.png"
+        cv2.imwrite(tmp, cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
+        os.replace(tmp, png)
+        _write_text(os.path.join(held_dir, f"{item_id}.txt"), spec.caption + "\n")
+        held.append({"id": item_id, "caption": spec.caption, **{k: v for k, v in dataclasses.asdict(spec).items()}})
+    _write_text(os.path.join(out_dir, "heldout", "heldout.jsonl"), "".join(json.dumps(h) + "\n" for h in held))
+    s = np.asarray(scores)
+    return {"train": num_train, "heldout": len(held), "train_captions": len(train_combos),
+            "motion_score_min": float(s.min()), "motion_score_median": float(np.median(s)),
+            "motion_score_max": float(s.max())}
+
+
+def captions_for_tokenizer() -> list[str]:
+    """Every caption the generator can produce (training and held-out), for the tokenizer's vocabulary."""
+    return [caption_of(*c) for c in all_captions()]
+
+
+def load_heldout(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def speed_score_table(specs: Sequence[ClipSpec], frames: int, height: int, width: int) -> list[tuple[float, float]]:
+    """(speed, measured motion score) per spec: how the motion score scales with speed here."""
+    return [(s.speed, clip_motion_score(render_clip(s, frames, height, width))) for s in specs]
