@@ -113,14 +113,14 @@ def _dit_config() -> config_dict.ConfigDict:
         cond_noise_mean=-4.0, cond_noise_std=0.5,
     ))
     c.optim = config_dict.ConfigDict(dict(
-        learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=3000, end_lr_factor=0.05,
+        learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=2500, end_lr_factor=0.05,
         b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, grad_clip=1.0, ema_decay=0.998,
     ))
     c.data = config_dict.ConfigDict(dict(
         manifest="runs/demo/latents/index.jsonl", kind="latents", batch_size=32, num_frames=FRAMES, frame_stride=1,
         buckets=((HEIGHT, WIDTH),), default_motion_score=5.0, seed=0, shuffle=True, num_epochs=None, null_prompt="",
     ))
-    c.train = config_dict.ConfigDict(dict(steps=3000, seed=0, log_every=100, tensorboard=False))
+    c.train = config_dict.ConfigDict(dict(steps=2500, seed=0, log_every=100, tensorboard=False))
     _train_common(c, "runs/demo/dit")
     return c
 

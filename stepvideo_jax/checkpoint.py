@@ -17,6 +17,7 @@ materialised replicated or on the host).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -45,6 +46,8 @@ __all__ = [
     "restore_component",
     "tokenizer_dir",
     "save_components",
+    "new_manifest",
+    "staged_folder",
 ]
 
 CONVERTER_VERSION = "1"
@@ -305,6 +308,46 @@ def restore_component(
 
 
 # ------------------------------------------------------------------------------------ export
+def new_manifest(source: str) -> dict[str, Any]:
+    """An empty manifest (components are added under "components")."""
+    import datetime
+
+    return {
+        "format": MANIFEST_FORMAT,
+        "converter_version": CONVERTER_VERSION,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "components": {},
+    }
+
+
+@contextlib.contextmanager
+def staged_folder(dst: str | os.PathLike, *, overwrite: bool):
+    """Yields a temporary folder beside `dst`; when the block finishes it replaces `dst` (only with
+    `overwrite` if `dst` exists); when the block raises it is removed and `dst` is left untouched."""
+    import shutil
+    import tempfile
+
+    dst = os.path.abspath(os.fspath(dst))
+    if os.path.exists(dst) and not overwrite:
+        raise FileExistsError(f"{dst}: destination exists; pass overwrite to replace it")
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(dst):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old-", dir=parent)
+            os.replace(dst, os.path.join(old, "replaced"))
+            os.replace(tmp, dst)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # leave no partial destination, then re-raise
+        raise
+
+
 def save_components(
     dst: str | os.PathLike,
     components: Mapping[str, tuple[nnx.Module, str | None]],
@@ -316,37 +359,21 @@ def save_components(
     layout `convert_torch_weights.py` writes): {name: (model, tokenizer folder or None)}, where name
     is one of "transformer", "vae", "step_llm", "hunyuan_clip" and the model's `cfg` has `to_release()`.
     The folder is written beside `dst` under a temporary name and renamed; returns the manifest."""
-    import datetime
     import shutil
-    import tempfile
 
-    dst = os.path.abspath(os.fspath(dst))
-    if os.path.exists(dst) and not overwrite:
-        raise FileExistsError(f"{dst}: destination exists; pass overwrite=True to replace it")
-    parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
-    try:
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "converter_version": CONVERTER_VERSION,
-            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": source,
-            "components": {},
-        }
+    manifest = new_manifest(source)
+    with staged_folder(dst, overwrite=overwrite) as tmp:
         for name, (model, tokenizer) in components.items():
             spec = component_model(name)
-            params = nnx.state(model, nnx.Param)
-            arrays = {k: np.asarray(v) for k, v in _flat_values(params).items()}
+            arrays = {k: np.asarray(v) for k, v in _flat_values(nnx.state(model, nnx.Param)).items()}
             dtypes = {str(a.dtype) for a in arrays.values()}
             if len(dtypes) != 1:
                 raise ValueError(f"component {name!r} mixes parameter dtypes {sorted(dtypes)}; cast it to one first")
-            dtype = getattr(model.cfg, spec.dtype_field)
             os.makedirs(os.path.join(tmp, name))
             save_params(os.path.join(tmp, name, "params"), arrays)
             entry: dict[str, Any] = {
                 "config": model.cfg.to_release(),
-                "dtype": dtype,
+                "dtype": getattr(model.cfg, spec.dtype_field),
                 "checkpoint": f"{name}/params",
                 "num_params": sum(int(a.size) for a in arrays.values()),
                 "bytes": sum(int(a.nbytes) for a in arrays.values()),
@@ -358,14 +385,4 @@ def save_components(
                 entry["tokenizer"] = f"{name}/tokenizer"
             manifest["components"][name] = entry
         write_manifest(tmp, manifest)
-        if os.path.exists(dst):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old-", dir=parent)
-            os.replace(dst, os.path.join(old, "replaced"))
-            os.replace(tmp, dst)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

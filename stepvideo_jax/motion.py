@@ -8,7 +8,7 @@ and the largest flow magnitudes averaged. The exact rule used here:
 2. Convert each to grayscale and resize it so that its **shorter side is ``WORK_SHORT_SIDE = 256``
    pixels** (aspect ratio kept, ``cv2.INTER_AREA``). Flow is measured in pixels of this working size,
    so the same video at 256p, 512p or 1080p gets the same score.
-3. For each consecutive pair of samples, compute Farneback dense flow (``_FARNEBACK`` parameters,
+3. For each consecutive pair of samples, compute Farneback dense flow (``FARNEBACK_PARAMS`` parameters,
    5 pyramid levels so that displacements of tens of working pixels are still tracked) and the
    per-pixel magnitude ``sqrt(dx^2 + dy^2)``.
 4. "Largest" means the **top ``TOP_FRACTION = 0.10`` (10 %) of the pixels** of that pair by magnitude
@@ -31,6 +31,9 @@ __all__ = [
     "SAMPLE_EVERY",
     "WORK_SHORT_SIDE",
     "TOP_FRACTION",
+    "FARNEBACK_PARAMS",
+    "dense_flow",
+    "to_work_gray",
     "motion_score",
     "motion_score_from_frames",
     "sample_frames",
@@ -40,10 +43,10 @@ SAMPLE_EVERY = 12
 WORK_SHORT_SIDE = 256
 TOP_FRACTION = 0.10
 # pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags
-_FARNEBACK = (0.5, 5, 15, 3, 5, 1.2, 0)
+FARNEBACK_PARAMS = (0.5, 5, 15, 3, 5, 1.2, 0)
 
 
-def _to_work_gray(frame: np.ndarray) -> np.ndarray:
+def to_work_gray(frame: np.ndarray) -> np.ndarray:
     """[H, W, 3] RGB uint8 (or [H, W] gray) -> [h, w] float32 gray with shorter side WORK_SHORT_SIDE."""
     if frame.ndim == 3 and frame.shape[-1] == 3:
         gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
@@ -58,8 +61,13 @@ def _to_work_gray(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(gray, size, interpolation=interp).astype(np.float32)
 
 
+def dense_flow(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+    """[h, w, 2] Farneback flow (dx, dy in working pixels) between two working-size grey frames."""
+    return cv2.calcOpticalFlowFarneback(prev, nxt, None, *FARNEBACK_PARAMS)
+
+
 def _pair_value(prev: np.ndarray, nxt: np.ndarray) -> float:
-    flow = cv2.calcOpticalFlowFarneback(prev, nxt, None, *_FARNEBACK)  # [h, w, 2]
+    flow = dense_flow(prev, nxt)  # [h, w, 2]
     mag = np.sqrt(np.square(flow[..., 0]) + np.square(flow[..., 1])).reshape(-1)
     k = max(1, int(round(TOP_FRACTION * mag.size)))
     top = np.partition(mag, mag.size - k)[mag.size - k :]
@@ -70,7 +78,7 @@ def motion_score_from_frames(frames: Iterable[np.ndarray]) -> float:
     """Score of already-sampled frames (consecutive entries are SAMPLE_EVERY video frames apart)."""
     values, prev = [], None
     for frame in frames:
-        cur = _to_work_gray(np.asarray(frame))
+        cur = to_work_gray(np.asarray(frame))
         if prev is not None:
             if cur.shape != prev.shape:
                 raise ValueError(f"all frames must have one size; got {prev.shape} then {cur.shape} (working size)")

@@ -140,3 +140,22 @@ def test_save_components_round_trips_through_restore(tmp_path):
         np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()), err_msg=str(p))
     with pytest.raises(FileExistsError, match="destination exists"):
         save_components(tmp_path / "ckpt", {"vae": (vae, None)}, source="test")
+
+
+def test_frozen_prefixes_get_zero_updates():
+    import optax
+
+    from stepvideo_jax.training.optimizer import OptimConfig, frozen_labels, make_optimizer
+
+    params = {"encoder": {"conv": {"kernel": jnp.ones((2, 2))}}, "encoder_extra": {"bias": jnp.ones(2)},
+              "decoder": {"conv": {"kernel": jnp.ones((2, 2))}}}
+    labels = frozen_labels(params, ("encoder",))
+    assert labels == {"encoder": {"conv": {"kernel": "frozen"}}, "encoder_extra": {"bias": "trained"},
+                      "decoder": {"conv": {"kernel": "trained"}}}
+    tx = make_optimizer(OptimConfig(learning_rate=0.1, warmup_steps=0, total_steps=10, frozen=("encoder",)))
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    np.testing.assert_array_equal(new["encoder"]["conv"]["kernel"], params["encoder"]["conv"]["kernel"])
+    assert float(jnp.abs(new["decoder"]["conv"]["kernel"] - 1).min()) > 0.05
+    assert float(jnp.abs(new["encoder_extra"]["bias"] - 1).min()) > 0.05

@@ -18,25 +18,17 @@ the destination and renamed into place only when everything succeeded.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 import importlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from stepvideo_jax.checkpoint import (
-    CONVERTER_VERSION,
-    MANIFEST_FORMAT,
-    config_from_manifest,
-    save_params,
-    write_manifest,
-)
+from stepvideo_jax.checkpoint import config_from_manifest, new_manifest, save_params, staged_folder, write_manifest
 from stepvideo_jax.config import dtype_from_name
 from stepvideo_jax.convert.core import ConversionError, TensorSource
 
@@ -247,17 +239,8 @@ def convert_release(
         raise FileExistsError(f"{dst}: destination exists; pass --overwrite to replace it")
     _plan(src, components)
 
-    parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
-    try:
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "converter_version": CONVERTER_VERSION,
-            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": src,
-            "components": {},
-        }
+    manifest = new_manifest(src)
+    with staged_folder(dst, overwrite=overwrite) as tmp:
         for name in components:
             t0 = time.perf_counter()
             arrays, config, tensors = convert_component(src, name, dtype)
@@ -289,14 +272,4 @@ def convert_release(
                 f"(convert {t1 - t0:.1f}s, write {t2 - t1:.1f}s, hash and copy {t3 - t2:.1f}s)"
             )
         write_manifest(tmp, manifest)
-        if os.path.exists(dst):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old-", dir=parent)
-            os.replace(dst, os.path.join(old, "replaced"))
-            os.replace(tmp, dst)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # leave no partial destination, then re-raise
-        raise
     return manifest

@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 import re
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -35,7 +35,9 @@ __all__ = [
     "DIRECTIONS",
     "BACKGROUNDS",
     "ClipSpec",
+    "all_captions",
     "caption_of",
+    "captions_for_tokenizer",
     "direction_of_caption",
     "split_captions",
     "sample_spec",
@@ -278,13 +280,3 @@ def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int
 def captions_for_tokenizer() -> list[str]:
     """Every caption the generator can produce (training and held-out), for the tokenizer's vocabulary."""
     return [caption_of(*c) for c in all_captions()]
-
-
-def load_heldout(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def speed_score_table(specs: Sequence[ClipSpec], frames: int, height: int, width: int) -> list[tuple[float, float]]:
-    """(speed, measured motion score) per spec: how the motion score scales with speed here."""
-    return [(s.speed, clip_motion_score(render_clip(s, frames, height, width))) for s in specs]

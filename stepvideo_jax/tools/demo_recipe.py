@@ -1,6 +1,6 @@
 """Trains the embedded demo model from nothing, on this machine, with the repo's own code.
 
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~40 min on 2 CPU cores
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~45 min on 2 CPU cores
     python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=dit,export
 
 Stages (settings in ``configs/demo.py``; each stage reads what the previous ones wrote in WORKDIR):

@@ -55,7 +55,7 @@ import numpy as np
 
 from stepvideo_jax import video_io
 from stepvideo_jax.data.synthetic import direction_of_caption
-from stepvideo_jax.motion import SAMPLE_EVERY, TOP_FRACTION, WORK_SHORT_SIDE, motion_score_from_frames
+from stepvideo_jax.motion import SAMPLE_EVERY, TOP_FRACTION, dense_flow, motion_score_from_frames, to_work_gray
 
 __all__ = [
     "PSNR_MAX_DB",
@@ -80,9 +80,6 @@ SHEET_FRAMES = 8
 SHEET_MAX_HEIGHT = 256
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 BENCH_LAYOUT = "DIR/<category>/<ID>.png|.jpg + DIR/<category>/<ID>.txt (the prompt)"
-# pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags: as the motion score, 5 levels so
-# that the whole clip's displacement (tens of working pixels) is still tracked.
-_FARNEBACK = (0.5, 5, 15, 3, 5, 1.2, 0)
 CSV_COLUMNS = (
     "category", "id", "prompt", "requested_motion", "measured_motion", "psnr", "ssim", "smoothness",
     "frame_diff", "direction", "expected_direction", "direction_match", "flow_dx", "flow_dy", "video",
@@ -117,16 +114,6 @@ def first_frame_fidelity(frame: np.ndarray, image: np.ndarray) -> tuple[float, f
     return psnr, ssim
 
 
-def _work_gray(frame: np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] -> float32 grey with shorter side WORK_SHORT_SIDE (the motion score's size)."""
-    gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-    h, w = gray.shape
-    scale = WORK_SHORT_SIDE / min(h, w)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # cv2 wants (width, height)
-    return cv2.resize(gray, size, interpolation=interp).astype(np.float32)
-
-
 def motion_direction(frames: np.ndarray) -> tuple[str, float, float]:
     """(label, dx, dy): the mean Farneback flow (working pixels, x right, y down) from the first to
     the last frame over the top-10 % pixels by magnitude, labelled left/right/up/down by its dominant
@@ -134,7 +121,7 @@ def motion_direction(frames: np.ndarray) -> tuple[str, float, float]:
     _check_video(frames)
     if frames.shape[0] < 2:
         raise ValueError(f"direction needs at least 2 frames; got {frames.shape[0]}")
-    flow = cv2.calcOpticalFlowFarneback(_work_gray(frames[0]), _work_gray(frames[-1]), None, *_FARNEBACK)
+    flow = dense_flow(to_work_gray(frames[0]), to_work_gray(frames[-1]))  # the motion score's flow and size
     vectors = flow.reshape(-1, 2).astype(np.float64)  # [pixels, (dx, dy)]
     mag = np.hypot(vectors[:, 0], vectors[:, 1])
     k = max(1, int(round(TOP_FRACTION * mag.size)))

@@ -69,8 +69,6 @@ def _vae_params_with_logvar_bias(trainer: Trainer, seed: int, bias: float) -> di
     """A random VAE whose encoder starts with log-variance ``bias`` everywhere (its output conv's
     log-variance biases). With the default 0 the posterior sample starts as unit noise that hides
     the mean from the decoder, and reconstruction stalls until the encoder learns to shrink it."""
-    import jax.numpy as jnp
-
     model = trainer.make_model(nnx.Rngs(jax.random.key(seed, impl="threefry2x32")))
     conv = model.encoder.conv_out
     z = model.cfg.z_channels

@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import optax
 
-__all__ = ["OptimConfig", "make_schedule", "make_optimizer", "decay_mask"]
+__all__ = ["OptimConfig", "make_schedule", "make_optimizer", "decay_mask", "frozen_labels"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +23,9 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     ema_decay: float = 0.0  # 0 disables the EMA copy of the parameters
+    # Parameter path prefixes ("encoder", "layers.attn1") that stay fixed: their updates are zero
+    # (and XLA drops the gradient work only they need).
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "linear", "constant"):
@@ -54,9 +57,36 @@ def decay_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: str(getattr(path[-1], "key", "")) == "kernel", params)
 
 
+def frozen_labels(params, prefixes: tuple[str, ...]):
+    """"frozen" for every parameter whose dotted path starts with one of `prefixes`, else "trained"."""
+
+    def label(path, _):
+        name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+        return "frozen" if any(name == p or name.startswith(p + ".") for p in prefixes) else "trained"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _zero_frozen(prefixes: tuple[str, ...]) -> optax.GradientTransformation:
+    """Replaces the updates (or gradients) of frozen parameters by zeros. New zeros rather than
+    `g * 0`: nothing then reads those gradients, so XLA drops the backward work only they need."""
+
+    def update(updates, state, params=None):
+        del params
+        labels = frozen_labels(updates, prefixes)
+        return jax.tree.map(lambda u, l: jax.numpy.zeros_like(u) if l == "frozen" else u, updates, labels), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     schedule = make_schedule(cfg)
-    adamw = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
+    tx = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=decay_mask)
     if cfg.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adamw)
-    return adamw
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    if cfg.frozen:
+        # Zero gradients in (clipping then sees only the trained ones; Adam's moments stay 0, so its
+        # update is exactly 0) and zero updates out (weight decay would still move them).
+        frozen = tuple(cfg.frozen)
+        tx = optax.chain(_zero_frozen(frozen), tx, _zero_frozen(frozen))
+    return tx
