@@ -1,11 +1,14 @@
 """The embedded demo model: a small Step-Video-TI2V trained on this repo's synthetic motion clips.
 
-    python sample.py --config=configs/demo.py                      # bundled image + prompt -> MP4 (< 1 min, CPU)
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo  # trains it and exports demo/checkpoint + demo/examples
+    python sample.py --config=configs/demo.py                      # then: example image + prompt -> MP4
     python sample.py --config=configs/demo.py --config.prompt="a small white square moves up" \\
         --config.image=demo/examples/white_square.png --config.motion_score=10
 
+The checkpoint is not in the repository yet (the first trained model misses its targets; see README).
+
 Variants (``--config=configs/demo.py:VARIANT``):
-  ""       sampling with the shipped checkpoint ``demo/checkpoint`` (the README's main command)
+  ""       sampling with the exported checkpoint ``demo/checkpoint``
   "vae"    training config of the tiny Video-VAE v2 (``python train.py``, task "vae")
   "dit"    training config of the tiny TI2V DiT (``python train.py``, precomputed latents)
   "recipe" the whole recipe's settings (data, text encoders, stages), read by

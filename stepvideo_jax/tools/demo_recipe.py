@@ -252,7 +252,10 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
 def main(argv):
     del argv
     stages = [s.strip() for s in flags.FLAGS.stages.split(",") if s.strip()]
-    record = run_recipe(flags.FLAGS.workdir, stages)
+    try:
+        record = run_recipe(flags.FLAGS.workdir, stages)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     print(json.dumps(record, indent=1, default=str), file=sys.stdout)
 
 
