@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job on the embedded default.
+# The main job on the embedded default: the shipped demo model, a bundled image and prompt -> MP4.
 demo: $(STAMP)
-	$(PY) sample.py --config=configs/ti2v.py:tiny
+	$(PY) sample.py --config=configs/demo.py
 
 # The whole test suite (needs ../shared/fixtures/reference, or STEPVIDEO_FIXTURES).
 test: $(STAMP)

@@ -1,5 +1,6 @@
 """Generate a video with Step-Video-TI2V (or T2V) in JAX.
 
+    python sample.py --config=configs/demo.py                            # the shipped demo model (synthetic shapes)
     python sample.py --config=configs/ti2v.py:tiny                       # tiny random-weight models
     python sample.py --config=configs/ti2v.py --config.checkpoint_dir=checkpoints/stepvideo-ti2v \
         --config.image=first_frame.png --config.prompt="笑起来"           # the released 30B model

@@ -354,10 +354,13 @@ def save_components(
     *,
     source: str,
     overwrite: bool = False,
+    param_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Writes JAX models as a checkpoint folder that `restore_component` and the sampler read (the
     layout `convert_torch_weights.py` writes): {name: (model, tokenizer folder or None)}, where name
     is one of "transformer", "vae", "step_llm", "hunyuan_clip" and the model's `cfg` has `to_release()`.
+    `param_dtype` (a dtype name) casts every parameter on the way out (e.g. "bfloat16" halves a
+    float32 model); by default each model's own parameter dtype is kept.
     The folder is written beside `dst` under a temporary name and renamed; returns the manifest."""
     import shutil
 
@@ -366,6 +369,9 @@ def save_components(
         for name, (model, tokenizer) in components.items():
             spec = component_model(name)
             arrays = {k: np.asarray(v) for k, v in _flat_values(nnx.state(model, nnx.Param)).items()}
+            if param_dtype is not None:
+                cast = np.dtype(dtype_from_name(param_dtype))
+                arrays = {k: a.astype(cast) for k, a in arrays.items()}
             dtypes = {str(a.dtype) for a in arrays.values()}
             if len(dtypes) != 1:
                 raise ValueError(f"component {name!r} mixes parameter dtypes {sorted(dtypes)}; cast it to one first")
@@ -373,7 +379,7 @@ def save_components(
             save_params(os.path.join(tmp, name, "params"), arrays)
             entry: dict[str, Any] = {
                 "config": model.cfg.to_release(),
-                "dtype": getattr(model.cfg, spec.dtype_field),
+                "dtype": param_dtype or getattr(model.cfg, spec.dtype_field),
                 "checkpoint": f"{name}/params",
                 "num_params": sum(int(a.size) for a in arrays.values()),
                 "bytes": sum(int(a.nbytes) for a in arrays.values()),

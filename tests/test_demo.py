@@ -140,6 +140,13 @@ def test_save_components_round_trips_through_restore(tmp_path):
         np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()), err_msg=str(p))
     with pytest.raises(FileExistsError, match="destination exists"):
         save_components(tmp_path / "ckpt", {"vae": (vae, None)}, source="test")
+    # Cast on export: the manifest names the stored dtype and the values are the rounded ones.
+    manifest = save_components(tmp_path / "bf16", {"vae": (vae, None)}, source="test", param_dtype="bfloat16")
+    assert manifest["components"]["vae"]["dtype"] == "bfloat16"
+    half = restore_component(tmp_path / "bf16", "vae")
+    assert half.cfg == dataclasses.replace(vae.cfg, param_dtype="bfloat16")
+    kernel = np.asarray(vae.decoder.conv_out.kernel.get_value())
+    np.testing.assert_array_equal(np.asarray(half.decoder.conv_out.kernel.get_value()), kernel.astype(jnp.bfloat16))
 
 
 def test_frozen_prefixes_get_zero_updates():

@@ -124,6 +124,13 @@ def test_sizes_round_down_as_released(tmp_path):
     assert (s.frames, s.height, s.width) == (34, 64, 96)
     assert pipeline.latent_grid(s.frames, s.height, s.width) == (6, 4, 6)
     assert pipeline.latent_grid(102, 544, 992) == (18, 34, 62)
+    from stepvideo_jax.vae import VAEConfig
+
+    assert pipeline.latent_grid(102, 544, 992, VAEConfig.real()) == (18, 34, 62)
+    three_levels = VAEConfig(z_channels=8, encoder_ch=8, encoder_ch_mult=(1, 2, 4), decoder_ch=8,
+                             decoder_ch_mult=(1, 2, 4), encoder_temporal_down_layers=(0, 1),
+                             decoder_temporal_up_layers=(1, 2), num_res_blocks=1, norm_groups=2)
+    assert pipeline.latent_grid(34, 64, 96, three_levels) == (6, 8, 12)  # the demo VAE's 8x spatial factor
 
 
 def test_sample_cli_reports_bad_input_in_one_line(tmp_path):

@@ -238,24 +238,27 @@ def test_logical_axis_names(model):
 
 
 # ---------------------------------------------------------------------------------------- conv paths
-@pytest.mark.parametrize("stride", [1, 2])
-def test_frame_taps_conv_equals_3d_conv_with_gradients(stride):
+@pytest.mark.parametrize("stride,frames", [(1, 9), (2, 9), (1, 1), (2, 1), (2, 2)])
+def test_frame_taps_conv_equals_3d_conv_with_gradients(stride, frames):
+    # 1 and 2 frames: the taps that read front padding only are skipped on the frame-taps path.
     from flax import nnx
 
     from stepvideo_jax.vae.layers import CausalConv3d
 
     convs = {impl: CausalConv3d(5, 6, 3, VAEConfig.tiny(conv_impl=impl), stride=stride, rngs=nnx.Rngs(0))
              for impl in ("conv3d", "frame_taps")}
-    x = jax.random.normal(jax.random.key(1), (2, 9, 8, 10, 5))
+    x = jax.random.normal(jax.random.key(1), (2, frames, 8, 10, 5))
 
     def loss(conv, x):
         return jnp.sum(jnp.sin(conv(x)))
 
     outs = {k: c(x) for k, c in convs.items()}
-    assert outs["conv3d"].shape == (2, (9 - 1) // stride + 1, (8 - 1) // stride + 1, (10 - 1) // stride + 1, 6)
+    assert outs["conv3d"].shape == (2, (frames - 1) // stride + 1, (8 - 1) // stride + 1, (10 - 1) // stride + 1, 6)
     np.testing.assert_allclose(outs["frame_taps"], outs["conv3d"], rtol=1e-5, atol=1e-5)
     grads = {k: jax.grad(loss, argnums=1)(c, x) for k, c in convs.items()}
     np.testing.assert_allclose(grads["frame_taps"], grads["conv3d"], rtol=1e-5, atol=1e-5)
+    wgrads = {k: nnx.grad(loss)(c, x).kernel[...] for k, c in convs.items()}  # the skipped taps' weights get 0
+    np.testing.assert_allclose(wgrads["frame_taps"], wgrads["conv3d"], rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="conv_impl must be"):
         VAEConfig.tiny(conv_impl="fft")
 

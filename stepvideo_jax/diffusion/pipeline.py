@@ -50,10 +50,14 @@ SYNTHETIC_IMAGE = "synthetic"  # `image` value selecting the built-in test patte
 CONVERTER_HINT = "python convert_torch_weights.py --src=/path/to/stepvideo-ti2v --dst={dst}"
 
 
-def latent_grid(frames: int, height: int, width: int) -> tuple[int, int, int]:
+def latent_grid(frames: int, height: int, width: int, vae_cfg=None) -> tuple[int, int, int]:
     """(latent frames, latent height, latent width) for a video size; sizes are rounded down as
-    released (frames to a multiple of 17 -> 3 latent frames each, height/width to multiples of 16)."""
-    return frames // FRAMES_PER_CHUNK * LATENTS_PER_CHUNK, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+    released (frames to a multiple of 17 -> 3 latent frames each, height/width to multiples of 16),
+    or by `vae_cfg`'s chunk and spatial factor when given (a VAE with other levels, e.g. the demo's)."""
+    if vae_cfg is None:
+        return frames // FRAMES_PER_CHUNK * LATENTS_PER_CHUNK, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR
+    s = vae_cfg.spatial_factor
+    return frames // vae_cfg.frame_len * vae_cfg.latent_len, height // s, width // s
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -356,7 +360,7 @@ class VideoPipeline:
             timings[name] = now - clock
             clock = now
 
-        f, h, w = latent_grid(settings.frames, settings.height, settings.width)
+        f, h, w = latent_grid(settings.frames, settings.height, settings.width, self.vae.cfg)
         channels = self.dit.cfg.in_channels
         noise_key, posterior_key = jax.random.split(jax.random.key(settings.seed))
         text = self.encode_text(settings.prompt, settings.positive_magic, settings.negative_magic)

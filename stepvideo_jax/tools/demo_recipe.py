@@ -1,6 +1,6 @@
 """Trains the embedded demo model from nothing, on this machine, with the repo's own code.
 
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~45 min on 2 CPU cores
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~50 min on 2 CPU cores
     python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=dit,export
 
 Stages (settings in ``configs/demo.py``; each stage reads what the previous ones wrote in WORKDIR):
@@ -14,8 +14,8 @@ Stages (settings in ``configs/demo.py``; each stage reads what the previous ones
   latents  VAE latents, condition latents, text states of every clip (``tools/precompute``)
                                                                -> WORKDIR/latents
   dit      the tiny TI2V DiT trained with flow matching (``train.py``) -> WORKDIR/dit
-  export   all four components (DiT with its EMA weights) as one checkpoint folder + example images
-           and a stored short reference sample for the tests   -> demo/checkpoint, demo/examples
+  export   all four components (DiT with its EMA weights) as one bfloat16 checkpoint folder + example
+           images and a stored short reference sample for the tests -> demo/checkpoint, demo/examples
 
 Stage timings go to WORKDIR/recipe_timings.json.
 """
@@ -108,8 +108,9 @@ def _leaves(model):
     return jax.tree.leaves(nnx.state(model, nnx.Param))
 
 
-def _components_with(workdir: str, extra: dict) -> None:
-    """Rewrites WORKDIR/components with its current components plus `extra` {name: (model, tokenizer)}."""
+def _components_with(workdir: str, extra: dict, *, dst: str | None = None, param_dtype: str | None = None) -> None:
+    """Writes WORKDIR/components' current components plus `extra` {name: (model, tokenizer)} to `dst`
+    (default: WORKDIR/components itself), parameters cast to `param_dtype` if given."""
     from stepvideo_jax.checkpoint import read_manifest, restore_component, save_components, tokenizer_dir
 
     ckpt = os.path.join(workdir, "components")
@@ -124,7 +125,7 @@ def _components_with(workdir: str, extra: dict) -> None:
                 shutil.copytree(tokenizer_dir(ckpt, name), tok)
             keep[name] = (restore_component(ckpt, name), tok)
         keep.update(extra)
-        save_components(ckpt, keep, source="demo recipe", overwrite=True)
+        save_components(dst or ckpt, keep, source="demo recipe", overwrite=True, param_dtype=param_dtype)
 
 
 def _stage_vae(recipe, workdir: str) -> dict:
@@ -188,9 +189,8 @@ def _stage_export(recipe, workdir: str) -> dict:
     dit = load_trained_model(_load_demo_config("dit"), os.path.join(workdir, "dit"))
     _components_with(workdir, {"transformer": (dit, None)})
     export_dir = recipe.export_dir
-    if os.path.exists(export_dir):
-        shutil.rmtree(export_dir)
-    shutil.copytree(os.path.join(workdir, "components"), export_dir)
+    # Shipped in bfloat16 (half the bytes in git; the sampler computes in float32 all the same).
+    _components_with(workdir, {}, dst=export_dir, param_dtype=recipe.export_dtype)
     # Example images (with their captions) for the README command.
     os.makedirs(recipe.examples_dir, exist_ok=True)
     data = recipe.data

@@ -85,6 +85,8 @@ def _causal_conv_frame_taps(x: jax.Array, w: jax.Array, stride: int) -> jax.Arra
     xp = jnp.pad(x, ((0, 0), (kt - 1, 0), (0, 0), (0, 0), (0, 0)))  # [B, T+kt-1, H, W, Cin]
     y = None
     for i in range(kt):
+        if i + stride * (t_out - 1) < kt - 1:
+            continue  # this tap reads front padding only (e.g. a one-frame image): it adds zeros
         xi = xp[:, i : i + stride * (t_out - 1) + 1 : stride]  # [B, T', H, W, Cin]
         yi = jax.lax.conv_general_dilated(
             xi.reshape(b * t_out, h, wd, c), w[i], (stride, stride), ((kh // 2, kh // 2), (kw // 2, kw // 2)),
