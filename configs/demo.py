@@ -102,6 +102,8 @@ def _vae_config() -> config_dict.ConfigDict:
         manifest="runs/demo/data/manifest.jsonl", kind="video", batch_size=3, num_frames=FRAMES, frame_stride=1,
         buckets=((HEIGHT, WIDTH),), default_motion_score=5.0, seed=0, shuffle=True, num_epochs=None, null_prompt="",
     ))
+    # The shipped VAE ran this, then a second cosine cycle resumed in the same workdir with
+    # --config.train.steps=900 --config.optim.total_steps=900 (24.8 -> 28.2 dB image PSNR; README).
     c.train = config_dict.ConfigDict(dict(steps=450, seed=0, log_every=25, tensorboard=False))
     _train_common(c, "runs/demo/vae")
     c.checkpoint.every = 150
