@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench parity clean-venv
+.PHONY: demo test lint bench parity clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 
 # The main job on the embedded default: the shipped demo model, a bundled image and prompt -> MP4.
 demo: $(STAMP)
-	$(PY) sample.py --config=configs/demo.py
+	$(PY) sample.py --config=demo
 
-# The whole test suite (needs ../shared/fixtures/reference, or STEPVIDEO_FIXTURES).
-test: $(STAMP)
+# Lint (ruff, configured in pyproject.toml), then the whole test suite (needs ../shared/fixtures/reference,
+# or STEPVIDEO_FIXTURES).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q tests
 
 # Parity of every reference fixture through the converter.

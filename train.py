@@ -1,48 +1,7 @@
-"""Trains the Step-Video-TI2V DiT.
+"""`python train.py ...` from the repository root: the same as the `stepvideo-train` console script
+(see `stepvideo_jax/tools/train.py` for the flags)."""
 
-    python train.py --config configs/train_ti2v.py:tiny --workdir /tmp/run
-    python train.py --config configs/train_ti2v.py --workdir gs://bucket/run --config.data.manifest=...
-
-Re-running with the same workdir resumes from its latest checkpoint.
-"""
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/train_ti2v.py", "training configuration file")
-_WORKDIR = flags.DEFINE_string("workdir", None, "run folder (checkpoints, TensorBoard events)", required=True)
-
-
-def _online_encoder(config):
-    """VAE + text encoders from a converted checkpoint folder (for data.kind='video')."""
-
-    def make(objective):
-        from stepvideo_jax.checkpoint import restore_component
-        from stepvideo_jax.text import PromptEncoder
-        from stepvideo_jax.training.encode import ClipEncoder
-
-        ckpt = config.online.checkpoint
-        if not ckpt:
-            raise ValueError("data.kind='video' needs --config.online.checkpoint (a converted checkpoint folder)")
-        return ClipEncoder(restore_component(ckpt, "vae"), PromptEncoder.from_checkpoint(ckpt), objective)
-
-    return make
-
-
-def main(argv):
-    del argv
-    import jax
-
-    from stepvideo_jax import distributed
-    from stepvideo_jax.training.loop import train
-
-    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
-
-    config = _CONFIG.value
-    logging.info("devices: %s", jax.devices())
-    result = train(config, _WORKDIR.value, make_encoder=_online_encoder(config))
-    logging.info("finished at step %d; %s", result.final_step, result.data_summary)
-
+from stepvideo_jax.tools.train import run_main
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main()

@@ -12,19 +12,16 @@ call), and the fraction of the host loop's wall time spent outside the compiled 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
+from stepvideo_jax.configs import get_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(args):
-    spec = importlib.util.spec_from_file_location("_ti2v_config", os.path.join(REPO, "configs", "ti2v.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
+    c = get_config("ti2v:tiny")
     c.frames, c.height, c.width, c.steps = args.frames, args.height, args.width, args.steps
     c.output_dir = os.path.join(REPO, "outputs", "bench")
     c.progress = False

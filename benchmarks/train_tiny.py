@@ -18,23 +18,21 @@ args = parser.parse_args()
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import importlib.util  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT  # noqa: E402
-from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh  # noqa: E402
+from stepvideo_jax.sharding import MeshConfig, make_mesh  # noqa: E402
+from stepvideo_jax.dit import DIT_SHARDING
 from stepvideo_jax.training import ObjectiveConfig, OptimConfig, Trainer  # noqa: E402
-from stepvideo_jax.training.loop import _dataclass_from  # noqa: E402
+from stepvideo_jax.config import dataclass_from  # noqa: E402
+from stepvideo_jax.configs import get_config  # noqa: E402
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-spec = importlib.util.spec_from_file_location("train_ti2v", os.path.join(root, "configs", "train_ti2v.py"))
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-cfg = module.get_config("tiny")
-dit = _dataclass_from(DiTConfig, cfg.model)
-trainer = Trainer(lambda rngs: StepVideoDiT(dit, rngs=rngs), _dataclass_from(OptimConfig, cfg.optim),
-                  _dataclass_from(ObjectiveConfig, cfg.objective), make_mesh(MeshConfig(fsdp=-1)), DIT_RULES)
+cfg = get_config("train_ti2v:tiny")
+dit = dataclass_from(DiTConfig, cfg.model)
+trainer = Trainer(lambda rngs: StepVideoDiT(dit, rngs=rngs), dataclass_from(OptimConfig, cfg.optim),
+                  dataclass_from(ObjectiveConfig, cfg.objective), make_mesh(MeshConfig(fsdp=-1)), DIT_SHARDING)
 b, c = cfg.data.batch_size * args.devices, dit.in_channels
 r = np.random.default_rng(0)
 batch = dict(latents=r.standard_normal((b, 3, 2, 2, c), np.float32),

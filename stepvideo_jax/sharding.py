@@ -7,11 +7,14 @@ This module is the only place that knows about meshes.
   ``tensor`` (always present, size 1 when unused); one size may be ``-1`` to take the remaining
   devices. Multi-slice pods split each axis into an ICI part (inside a slice) and a DCN part
   (across slices).
-* ``ShardingRules``: one table for parameters and one for activations (the DiT names its hidden
-  width ``embed`` on both, and FSDP shards that axis of the parameters but not of the activations).
-  ``DIT_RULES``, ``TEXT_RULES`` and ``VAE_RULES`` are the tables of the three networks.
-* ``constrain(x, names)``: what model code calls on activations; the identity unless a mesh and
-  rules are active (``use_mesh_rules``).
+* ``ShardingRules``: one named table for parameters and one for activations (the DiT names its
+  hidden width ``embed`` on both, and FSDP shards that axis of the parameters but not of the
+  activations). Each network declares its own next to its model (``dit/sharding.py``,
+  ``text/sharding.py``, ``vae/sharding.py``) and enters it itself (``@enters_rules(TABLE)`` on its
+  entry points); a caller only activates the mesh (``use_mesh``). A logical name that the active
+  table does not know raises ``UnknownLogicalAxisError`` naming the name and the table.
+* ``constrain(x, names)``: what model code calls on activations; the identity unless a mesh is
+  active.
 * ``create_sharded_model(make_model, mesh, rules)``: parameters created directly in their shardings
   (``nnx.eval_shape`` + ``jax.jit`` with out-shardings), never whole on one device.
   ``model_shardings(abstract_model, mesh, rules)``: the same shardings, for an Orbax restore.
@@ -26,11 +29,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -39,19 +42,20 @@ __all__ = [
     "MESH_AXES",
     "MeshConfig",
     "make_mesh",
+    "LogicalTable",
     "ShardingRules",
-    "DIT_RULES",
-    "TEXT_RULES",
-    "VAE_RULES",
+    "UnknownLogicalAxisError",
     "constrain",
+    "use_mesh",
     "use_mesh_rules",
+    "enters_rules",
+    "current_mesh",
     "logical_to_spec",
     "current_mesh_rules",
     "mesh_axes_for",
     "create_sharded_model",
     "model_shardings",
     "replicated_fraction",
-    "sharded_vae_decode",
 ]
 
 MESH_AXES = ("data", "fsdp", "sequence", "tensor")
@@ -132,57 +136,55 @@ def make_mesh(cfg: MeshConfig, devices: Sequence[jax.Device] | None = None) -> M
 
 
 # --------------------------------------------------------------------------------------------- rules
+class UnknownLogicalAxisError(ValueError):
+    """A logical axis name that the active rules table does not map."""
+
+
+class LogicalTable(tuple):
+    """((logical name, mesh axes tried in order), ...) with a name for error messages."""
+
+    name: str
+
+    def __new__(cls, name: str, entries) -> "LogicalTable":
+        table = super().__new__(cls, tuple(entries))
+        table.name = name
+        return table
+
+    def __getnewargs__(self):  # pickling / deep copies keep the name
+        return (self.name, tuple(self))
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardingRules:
     """Logical name -> mesh axes (tried in order), one table for parameters, one for activations."""
 
-    params: tuple[tuple[str, tuple[str, ...]], ...]
-    activations: tuple[tuple[str, tuple[str, ...]], ...]
+    params: LogicalTable
+    activations: LogicalTable
+
+    @classmethod
+    def make(cls, name: str, *, params: dict, activations: dict) -> "ShardingRules":
+        """``ShardingRules.make("dit", params=dict(embed="fsdp", ...), activations=dict(...))``: each value is
+        a mesh axis, a tuple of them (tried in order) or None (replicated)."""
+        return cls(LogicalTable(f"{name}.params", _entries(params)), LogicalTable(f"{name}.activations", _entries(activations)))
+
+    @property
+    def name(self) -> str:
+        return self.params.name.rsplit(".", 1)[0]
 
 
-def _rules(**table: str | tuple[str, ...] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _entries(table: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
     out = []
     for name, axes in table.items():
         axes_t = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+        unknown = [a for a in axes_t if a not in MESH_AXES]
+        if unknown:
+            raise ValueError(f"logical axis {name!r} maps to unknown mesh axes {unknown}; expected some of {MESH_AXES}")
         out.append((name, axes_t))
     return tuple(out)
 
 
-# DiT: FSDP shards every weight on its model-width side (over `data` too: ZeRO-3 across the CFG /
-# data-parallel replicas), tensor parallelism on heads / FFN width;
-# activations are batch-sharded (CFG rows on `data`), sequence-sharded on `sequence` (and on `fsdp`
-# when the batch cannot use it), head-sharded on `tensor`.
-DIT_RULES = ShardingRules(
-    params=_rules(
-        layers=None, embed=("fsdp", "data"), heads="tensor", kv=None, mlp="tensor", modulation="tensor",
-        caption="tensor", norm=None,
-    ),
-    activations=_rules(
-        batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv=None,
-        mlp="tensor", context=None,
-    ),
-)
-
-# Text encoders (Step-LLM, HunyuanCLIP): same scheme; vocabulary rows on fsdp and tensor.
-TEXT_RULES = ShardingRules(
-    params=_rules(
-        layers=None, embed="fsdp", heads="tensor", kv_heads="tensor", kv=None, mlp="tensor",
-        vocab=("tensor", "fsdp"), norm=None, position=None,
-    ),
-    activations=_rules(
-        batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv_heads="tensor", kv=None,
-        mlp="tensor", vocab="tensor",
-    ),
-)
-
-# VAE (convolutional, ~0.5B params): weights replicated; the decode spreads its chunks of latent
-# frames (17 output frames each) over every mesh axis, as the release spreads them over ranks.
-VAE_RULES = ShardingRules(
-    params=_rules(conv_in=None, conv_out=None, norm=None),
-    activations=_rules(chunk=("data", "fsdp", "sequence", "tensor"), batch=("data", "fsdp"), frames=None),
-)
-
-_ACTIVE: contextvars.ContextVar[tuple[Mesh, LogicalRules] | None] = contextvars.ContextVar(
+# (mesh, activation table or None): the mesh a caller activated, and the table of the network running.
+_ACTIVE: contextvars.ContextVar[tuple[Mesh, LogicalRules | None] | None] = contextvars.ContextVar(
     "stepvideo_mesh_rules", default=None
 )
 
@@ -192,8 +194,22 @@ def _activation_table(rules: ShardingRules | LogicalRules) -> tuple:
 
 
 @contextlib.contextmanager
+def use_mesh(mesh: Mesh | None) -> Iterator[None]:
+    """Activates a mesh for the networks called inside (each enters its own rules table); None: no-op."""
+    if mesh is None:
+        yield
+        return
+    token = _ACTIVE.set((mesh, None))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
 def use_mesh_rules(mesh: Mesh, rules: ShardingRules | LogicalRules) -> Iterator[None]:
-    """Activates a mesh and the activation rules for ``constrain`` (and the attention wrappers)."""
+    """Activates a mesh and an activation table explicitly (for code outside a network, e.g. a train
+    step's batch constraints)."""
     token = _ACTIVE.set((mesh, _activation_table(rules)))
     try:
         yield
@@ -201,8 +217,45 @@ def use_mesh_rules(mesh: Mesh, rules: ShardingRules | LogicalRules) -> Iterator[
         _ACTIVE.reset(token)
 
 
+def enters_rules(rules: ShardingRules) -> Callable:
+    """Decorator for a network's entry points: while the method runs, the active mesh (if any) uses
+    this network's activation table."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def entered(*args, **kwargs):
+            active = _ACTIVE.get()
+            if active is None:
+                return fn(*args, **kwargs)
+            token = _ACTIVE.set((active[0], rules.activations))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _ACTIVE.reset(token)
+
+        return entered
+
+    return wrap
+
+
+def current_mesh() -> Mesh | None:
+    """The mesh activated by ``use_mesh`` / ``use_mesh_rules`` (None outside)."""
+    active = _ACTIVE.get()
+    return None if active is None else active[0]
+
+
 def current_mesh_rules() -> tuple[Mesh, LogicalRules] | None:
-    return _ACTIVE.get()
+    """(mesh, activation table) of the running network; None without a mesh. A mesh without a
+    network's table (code outside every network's entry point) raises."""
+    active = _ACTIVE.get()
+    if active is None:
+        return None
+    if active[1] is None:
+        raise UnknownLogicalAxisError(
+            "a mesh is active but no network's sharding rules are: call the network's entry point "
+            "(it enters its own table) or use use_mesh_rules(mesh, RULES)"
+        )
+    return active
 
 
 def _axes_tuple(axes) -> tuple[str, ...]:
@@ -219,10 +272,16 @@ def logical_to_spec(
     """Maps logical names to a PartitionSpec; each mesh axis is used once. With ``shape`` and ``mesh``
     an axis is only used where it divides the dimension (what is left over stays available) and
     axes of size 1 are dropped."""
-    table = dict(_activation_table(rules)) if isinstance(rules, ShardingRules) else dict(rules)
+    entries = _activation_table(rules) if isinstance(rules, ShardingRules) else rules
+    table = dict(entries)
     used: set[str] = set()
     out = []
     for i, name in enumerate(names):
+        if name is not None and name not in table:
+            raise UnknownLogicalAxisError(
+                f"logical axis {name!r} is not in sharding table {getattr(entries, 'name', '(unnamed)')!r} "
+                f"(it maps {sorted(table)})"
+            )
         axes = _axes_tuple(table.get(name)) if name is not None else ()
         chosen: list[str] = []
         for a in axes:
@@ -242,7 +301,7 @@ def logical_to_spec(
 
 def mesh_axes_for(name: str, size: int) -> tuple[str, ...]:
     """Under the active mesh/rules: the mesh axes a lone dimension ``name`` of ``size`` maps to."""
-    active = _ACTIVE.get()
+    active = current_mesh_rules()
     if active is None:
         return ()
     mesh, rules = active
@@ -260,7 +319,7 @@ def constrain(
     ``like=(names, shape)``: shard each named dimension of ``x`` as that dimension is sharded in an
     activation of ``shape`` (e.g. RoPE tables [N, D] sharded like the tokens of [B, N, H, D]).
     """
-    active = _ACTIVE.get()
+    active = current_mesh_rules()
     if active is None:
         return x
     mesh, rules = active
@@ -323,37 +382,3 @@ def replicated_fraction(model: nnx.Module) -> float:
         if arr.sharding.is_fully_replicated:
             replicated += nbytes
     return replicated / max(total, 1)
-
-
-# ---------------------------------------------------------------------------------------------- VAE
-def sharded_vae_decode(vae: nnx.Module, latents: jax.Array, mesh: Mesh, rules: ShardingRules = VAE_RULES) -> jax.Array:
-    """``VideoVAE.decode_channels_last`` with its chunks of latent frames spread over the devices.
-
-    latents [B, F', h, w, z] (F' a multiple of the VAE's chunk length) -> video [B, F, H, W, C]. The
-    B x F'/chunk chunks are decoded as one batch sharded on ``chunk`` (padded with zero chunks up
-    to a multiple of the devices it spreads over, then dropped), and the chunk boundaries blended as
-    in the single-device decode. Weights are replicated (small).
-    """
-    from stepvideo_jax.vae.model import blend_chunk_boundaries
-
-    cfg = vae.cfg
-    vae.check_latent_shape(latents.shape, channels_last=True)
-    chunk = cfg.latent_len if latents.shape[1] % cfg.latent_len == 0 else latents.shape[1]
-    b, f = latents.shape[:2]
-    n = b * (f // chunk)
-    spread = math.prod(mesh.shape[a] for a in dict(rules.activations)["chunk"])
-    n_pad = -n % spread
-    graphdef, state = nnx.split(vae)
-    state = jax.device_put(state, model_shardings(state, mesh, rules))
-
-    def run(state, z):
-        model = nnx.merge(graphdef, state)
-        xs = z.reshape(b, f // chunk, chunk, *z.shape[2:]).reshape(n, chunk, *z.shape[2:])  # [n, chunk, h, w, z]
-        xs = jnp.concatenate([xs, jnp.zeros((n_pad, *xs.shape[1:]), xs.dtype)]) if n_pad else xs
-        xs = constrain(xs, ("chunk", None, None, None, None))
-        ys = constrain(model.decoder(xs), ("chunk", None, None, None, None))[:n]  # [n, frames, H, W, C]
-        ys = ys.reshape(b, (f // chunk) * ys.shape[1], *ys.shape[2:])
-        return blend_chunk_boundaries(ys, cfg.decoded_frames(chunk), cfg.blend_keep)
-
-    with use_mesh_rules(mesh, rules):
-        return jax.jit(run)(state, latents)

@@ -7,7 +7,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
-from stepvideo_jax.tools.fixtures import FIXTURES_ENV, fixtures_dir  # noqa: E402
+from stepvideo_jax.parity.fixtures import FIXTURES_ENV, fixtures_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import pytest
 from stepvideo_jax.attention import available_kernels, default_kernel, dot_product_attention, sharded_attention
 from stepvideo_jax.attention.chunked import chunked_attention
 from stepvideo_jax.attention.splash import splash_attention
-from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh, use_mesh_rules
+from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh_rules
+from stepvideo_jax.dit import DIT_SHARDING
 
 
 def rel_l2(a, b):
@@ -90,7 +91,7 @@ def test_sharded_attention_equals_single_device(mesh_cfg, heads):
     mask = prefix_mask(2, 11, [9, 11])
     ref_self = dot_product_attention(q, k, v, kernel="xla")
     ref_cross = dot_product_attention(q, kc, vc, kv_mask=mask, kernel="xla")
-    with use_mesh_rules(mesh, DIT_RULES):
+    with use_mesh_rules(mesh, DIT_SHARDING):
         out_self = jax.jit(lambda q, k, v: sharded_attention(q, k, v, kernel="chunked", self_attention=True))(q, k, v)
         out_cross = jax.jit(
             lambda q, k, v, m: sharded_attention(q, k, v, kv_mask=m, kernel="xla", self_attention=False)

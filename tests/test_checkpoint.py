@@ -10,14 +10,8 @@ import pytest
 from flax import nnx
 
 from release_layout import build_release
-from stepvideo_jax.checkpoint import (
-    abstract_component,
-    component_config,
-    read_manifest,
-    restore_component,
-    write_manifest,
-)
-from stepvideo_jax.convert.release import convert_release
+from stepvideo_jax.checkpoint import read_manifest, write_manifest
+from stepvideo_jax.components import abstract_component, component_config, convert_release, restore_component
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +27,15 @@ def _flat(model):
 
 
 def test_restore_goes_straight_into_mesh_shardings(dit_ckpt):
-    from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh, model_shardings
+    from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings
+    from stepvideo_jax.dit import DIT_SHARDING
 
     mesh = make_mesh(MeshConfig.parse("fsdp=4,tensor=2"))
     sharded = restore_component(dit_ckpt, "transformer", mesh=mesh)
     single = restore_component(dit_ckpt, "transformer")
     abstract, _ = abstract_component(dit_ckpt, "transformer")
     expected = {
-        ".".join(map(str, p)): s for p, s in nnx.to_flat_state(model_shardings(nnx.state(abstract, nnx.Param), mesh, DIT_RULES))
+        ".".join(map(str, p)): s for p, s in nnx.to_flat_state(model_shardings(nnx.state(abstract, nnx.Param), mesh, DIT_SHARDING))
     }
     got, ref = _flat(sharded), _flat(single)
     assert sorted(got) == sorted(expected) == sorted(ref)

@@ -12,20 +12,22 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from release_layout import TOKENIZER_FILES, build_release, write_shards
-from stepvideo_jax.checkpoint import CONVERTER_VERSION, read_manifest, restore_component, tokenizer_dir
+from stepvideo_jax.checkpoint import CONVERTER_VERSION, read_manifest
+from stepvideo_jax.components import restore_component, tokenizer_dir
 from stepvideo_jax.convert.core import ConversionError
-from stepvideo_jax.convert.release import COMPONENTS, convert_release, open_weights
+from stepvideo_jax.components import COMPONENTS, convert_release
+from stepvideo_jax.convert.release import open_weights
 from stepvideo_jax.tools import parity
-from stepvideo_jax.tools.fixtures import load_fixture
+from stepvideo_jax.parity.fixtures import load_fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The parity checker of each component and the loader it calls (patched to hand it the restored model).
 CHECKERS = {
-    "transformer": ("stepvideo_jax.dit.parity", "load_dit"),
-    "vae": ("stepvideo_jax.vae.parity", "load_vae"),
-    "step_llm": ("stepvideo_jax.text.parity", "load_step_llm"),
-    "hunyuan_clip": ("stepvideo_jax.text.parity", "load_hunyuan_clip"),
+    "transformer": ("stepvideo_jax.parity.dit", "load_dit"),
+    "vae": ("stepvideo_jax.parity.vae", "load_vae"),
+    "step_llm": ("stepvideo_jax.parity.text", "load_step_llm"),
+    "hunyuan_clip": ("stepvideo_jax.parity.text", "load_hunyuan_clip"),
 }
 
 
@@ -297,11 +299,11 @@ def test_bin_weights_are_read_weights_only(tmp_path, fixture_prefix, monkeypatch
 
 def test_vae_without_config_file_is_the_released_model(tmp_path):
     """The release ships no VAE config: the real model's (version 2, z 64) is recorded."""
-    from stepvideo_jax.convert.release import read_component_config
+    from stepvideo_jax.components import COMPONENTS
     from stepvideo_jax.vae import VAEConfig
 
     (tmp_path / "vae").mkdir()
-    cfg = read_component_config(tmp_path, "vae")
+    cfg = COMPONENTS["vae"].release.read_config(tmp_path, "vae")
     assert cfg["version"] == 2 and cfg["z_channels"] == 64
     assert VAEConfig.from_release(cfg) == VAEConfig.real()
 

@@ -111,13 +111,14 @@ def test_vae_loss_terms():
 
 
 def test_vae_trainer_learns_a_fixed_clip():
-    from stepvideo_jax.sharding import VAE_RULES, MeshConfig, make_mesh
+    from stepvideo_jax.sharding import MeshConfig, make_mesh
+    from stepvideo_jax.vae import VAE_SHARDING
     from stepvideo_jax.training import OptimConfig, Trainer
 
     cfg = VAEConfig.tiny(z_channels=4, encoder_ch=8, decoder_ch=8, norm_groups=8)
     optim = OptimConfig(learning_rate=3e-3, warmup_steps=1, total_steps=40, ema_decay=0.0, weight_decay=0.0)
     mesh = make_mesh(MeshConfig.parse("data=1,fsdp=1"), devices=jax.devices()[:1])
-    trainer = Trainer(lambda rngs: VideoVAE(cfg, rngs=rngs), optim, VAEObjectiveConfig(kl_weight=1e-4), mesh, VAE_RULES)
+    trainer = Trainer(lambda rngs: VideoVAE(cfg, rngs=rngs), optim, VAEObjectiveConfig(kl_weight=1e-4), mesh, VAE_SHARDING)
     clip = synthetic.render_clip(_spec("down", 0.5), 17, 16 * 4, 16 * 4)[:, ::4, ::4]  # [17, 16, 16, 3]
     batch = trainer.device_batch({"video": (clip[None].astype(np.float32) / 127.5 - 1.0)})
     state = trainer.init_state(0)
@@ -130,7 +131,7 @@ def test_vae_trainer_learns_a_fixed_clip():
 
 # ---------------------------------------------------------------------------------------- export
 def test_save_components_round_trips_through_restore(tmp_path):
-    from stepvideo_jax.checkpoint import component_config, restore_component, save_components
+    from stepvideo_jax.components import component_config, restore_component, save_components
 
     vae = _tiny_vae()
     save_components(tmp_path / "ckpt", {"vae": (vae, None)}, source="test")

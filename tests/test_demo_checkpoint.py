@@ -1,7 +1,6 @@
 """The shipped demo checkpoint (demo/checkpoint, made by `python -m stepvideo_jax.tools.demo_recipe`)
 loads through the sampler's path and re-generates the short sample stored beside it."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -9,15 +8,13 @@ import pytest
 
 from stepvideo_jax.checkpoint import read_manifest
 from stepvideo_jax.tools.demo_recipe import REFERENCE_SAMPLE, reference_sample_settings
+from stepvideo_jax.configs import get_config
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _demo_config():
-    spec = importlib.util.spec_from_file_location("_demo_config", os.path.join(_REPO, "configs", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("")
+    return get_config("demo")
 
 
 def test_shipped_checkpoint_is_complete_and_small():

@@ -1,7 +1,6 @@
 """The image-to-video evaluation tool: metrics on rendered synthetic clips, aggregates, benchmark runs."""
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -11,6 +10,7 @@ from PIL import Image
 
 from stepvideo_jax.data import synthetic
 from stepvideo_jax.tools import evaluate
+from stepvideo_jax.configs import get_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,10 +161,7 @@ def test_benchmark_empty_folders(tmp_path):
 
 
 def _tiny_config(tmp_path):
-    spec = importlib.util.spec_from_file_location("_cfg_ti2v_eval", os.path.join(REPO, "configs", "ti2v.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    config = get_config("ti2v:tiny")
     config.steps = 2
     config.progress = False
     config.output_dir = str(tmp_path / "unused")

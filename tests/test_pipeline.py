@@ -1,6 +1,5 @@
 """The sampling pipeline end to end on the tiny config, and its input validation."""
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -12,15 +11,13 @@ from PIL import Image
 
 from stepvideo_jax import video_io
 from stepvideo_jax.diffusion import pipeline
+from stepvideo_jax.configs import get_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name: str, variant: str, **fields):
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
+    config = get_config(f"{name}:{variant}")
     for k, v in fields.items():
         config[k] = v
     return config

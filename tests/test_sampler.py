@@ -7,10 +7,10 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax.diffusion.flow_match import euler_step, flow_sigmas
-from stepvideo_jax.diffusion.pipeline import random_model
+from stepvideo_jax.testing import random_model
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning, guided_velocity
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-from stepvideo_jax.tools.parity import compare
+from stepvideo_jax.parity import compare
 
 
 def test_sigmas_formula_and_direction():
@@ -101,8 +101,8 @@ def test_fused_loop_matches_host_loop_and_checks_rows():
 @pytest.mark.parametrize("name", ["dit_ti2v", "dit_t2v"])
 def test_sampling_loop_parity(fixture_prefix, name):
     from stepvideo_jax.convert.dit import load_dit
-    from stepvideo_jax.dit.parity import run_fixture_sampling
-    from stepvideo_jax.tools.fixtures import load_fixture
+    from stepvideo_jax.parity.dit import run_fixture_sampling
+    from stepvideo_jax.parity.fixtures import load_fixture
 
     fx = load_fixture(fixture_prefix(name))
     sigmas, final = run_fixture_sampling(load_dit(fx.weights_path, fx.config), fx)

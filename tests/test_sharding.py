@@ -11,17 +11,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-from stepvideo_jax.sharding import (
-    DIT_RULES,
-    MeshConfig,
-    constrain,
-    create_sharded_model,
-    logical_to_spec,
-    make_mesh,
-    model_shardings,
-    replicated_fraction,
-    use_mesh_rules,
-)
+from stepvideo_jax.sharding import MeshConfig, constrain, create_sharded_model, logical_to_spec, make_mesh, model_shardings, replicated_fraction, use_mesh_rules
+from stepvideo_jax.dit import DIT_SHARDING
 
 MESHES = {
     "fsdp8": MeshConfig(fsdp=8),
@@ -78,9 +69,9 @@ def test_logical_to_spec_is_shape_aware():
     mesh = make_mesh(MeshConfig(fsdp=8))
     # A CFG batch of 2 cannot be split 8 ways, so fsdp goes to the sequence instead.
     act = ("batch", "seq", "embed")
-    assert logical_to_spec(act, DIT_RULES, shape=(2, 64, 32), mesh=mesh) == P(None, "fsdp", None)
-    assert logical_to_spec(act, DIT_RULES, shape=(8, 64, 32), mesh=mesh) == P("fsdp", None, None)
-    assert logical_to_spec(("embed", "heads", "kv"), DIT_RULES.params, shape=(64, 8, 48), mesh=mesh) == P(
+    assert logical_to_spec(act, DIT_SHARDING, shape=(2, 64, 32), mesh=mesh) == P(None, "fsdp", None)
+    assert logical_to_spec(act, DIT_SHARDING, shape=(8, 64, 32), mesh=mesh) == P("fsdp", None, None)
+    assert logical_to_spec(("embed", "heads", "kv"), DIT_SHARDING.params, shape=(64, 8, 48), mesh=mesh) == P(
         "fsdp", None, None
     )
     # The old call form (rules as a plain table, no shape) keeps working.
@@ -94,14 +85,14 @@ def test_parameters_are_created_in_their_shardings():
     cfg = tiny_cfg()
     mesh = make_mesh(MeshConfig(fsdp=2, tensor=4))
     make = lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0))
-    model = create_sharded_model(make, mesh, DIT_RULES)
+    model = create_sharded_model(make, mesh, DIT_SHARDING)
     wqkv = model.blocks.attn1.wqkv.kernel[...]  # [layers, embed, heads, 3*hd]
     assert wqkv.sharding.spec == P(None, "fsdp", "tensor", None)
     assert wqkv.addressable_shards[0].data.shape == (2, cfg.hidden_size // 2, cfg.num_heads // 4, 3 * cfg.head_dim)
     # Same values as an eager single-device build (threefry is partitionable; jit may differ by an ulp).
     eager = make()
     np.testing.assert_allclose(np.asarray(wqkv), np.asarray(eager.blocks.attn1.wqkv.kernel[...]), rtol=1e-6, atol=1e-7)
-    shardings = model_shardings(nnx.eval_shape(make), mesh, DIT_RULES)
+    shardings = model_shardings(nnx.eval_shape(make), mesh, DIT_SHARDING)
     assert shardings["blocks"]["ff"]["w_in"]["kernel"].spec == P(None, "fsdp", "tensor")
 
 
@@ -110,7 +101,7 @@ def test_fsdp_replicates_under_two_percent_of_dit_bytes():
     cfg = DiTConfig(param_dtype="bfloat16", dtype="bfloat16")
     mesh = make_mesh(MeshConfig(fsdp=8))
     abstract = nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
-    shardings = model_shardings(abstract, mesh, DIT_RULES)
+    shardings = model_shardings(abstract, mesh, DIT_SHARDING)
     total = replicated = 0
     for (path, var), (_, sh) in zip(nnx.to_flat_state(nnx.state(abstract)), nnx.to_flat_state(shardings)):
         nbytes = math.prod(var.shape) * jnp.dtype(var.dtype).itemsize
@@ -119,7 +110,7 @@ def test_fsdp_replicates_under_two_percent_of_dit_bytes():
     assert total > 50e9  # ~30B params in bf16
     assert replicated / total <= 0.02, f"{replicated / total:.4f} of the DiT bytes are replicated"
     # And concretely on the tiny model.
-    tiny = create_sharded_model(lambda: StepVideoDiT(tiny_cfg(num_heads=8, head_dim=32, rope_split=(16, 8, 8)), rngs=nnx.Rngs(0)), mesh, DIT_RULES)
+    tiny = create_sharded_model(lambda: StepVideoDiT(tiny_cfg(num_heads=8, head_dim=32, rope_split=(16, 8, 8)), rngs=nnx.Rngs(0)), mesh, DIT_SHARDING)
     assert replicated_fraction(tiny) <= 0.02
 
 
@@ -136,11 +127,11 @@ def reference_forward():
 def test_sharded_dit_forward_equals_single_device(reference_forward, mesh_name):
     cfg, state, expected, args = reference_forward
     mesh = make_mesh(MESHES[mesh_name])
-    model = create_sharded_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), mesh, DIT_RULES)
+    model = create_sharded_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), mesh, DIT_SHARDING)
     # The reference's exact values, placed in the sharded model's shardings (jit and eager random
     # init can differ in the last ulp).
-    nnx.update(model, jax.device_put(state, model_shardings(model, mesh, DIT_RULES)))
-    with use_mesh_rules(mesh, DIT_RULES):
+    nnx.update(model, jax.device_put(state, model_shardings(model, mesh, DIT_SHARDING)))
+    with use_mesh_rules(mesh, DIT_SHARDING):
         fn = nnx.jit(_forward)
         out = fn(model, args)
         hlo = fn.lower(model, args).as_text() if mesh_name == "data2_seq4_ulysses" else ""
@@ -157,6 +148,6 @@ def test_ulysses_on_more_sequence_shards_than_heads_gathers_kv(reference_forward
     args = dit_inputs(cfg)
     expected = np.asarray(nnx.jit(_forward)(model, args))
     mesh = make_mesh(MeshConfig(fsdp=1, sequence=8))
-    with use_mesh_rules(mesh, DIT_RULES):
+    with use_mesh_rules(mesh, DIT_SHARDING):
         out = nnx.jit(_forward)(model, args)
     assert rel_l2(out, expected) <= 1e-5

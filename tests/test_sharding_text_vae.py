@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from stepvideo_jax.sharding import (
-    TEXT_RULES,
-    VAE_RULES,
-    MeshConfig,
-    create_sharded_model,
-    make_mesh,
-    model_shardings,
-    sharded_vae_decode,
-    use_mesh_rules,
-)
+from stepvideo_jax.sharding import MeshConfig, create_sharded_model, make_mesh, model_shardings, use_mesh_rules
+
+from stepvideo_jax.text import TEXT_SHARDING
+
+from stepvideo_jax.vae import VAE_SHARDING, sharded_vae_decode
 from stepvideo_jax.text import StepLLM, StepLLMConfig
 from stepvideo_jax.vae import VAEConfig, VideoVAE
 
@@ -50,9 +45,9 @@ def llm_reference():
 def test_sharded_step_llm_equals_single_device(llm_reference, mesh_name):
     state, ids, mask, expected = llm_reference
     mesh = make_mesh(MESHES[mesh_name])
-    model = create_sharded_model(lambda: StepLLM(LLM_CFG, rngs=nnx.Rngs(0)), mesh, TEXT_RULES)
-    nnx.update(model, jax.device_put(state, model_shardings(model, mesh, TEXT_RULES)))
-    with use_mesh_rules(mesh, TEXT_RULES):
+    model = create_sharded_model(lambda: StepLLM(LLM_CFG, rngs=nnx.Rngs(0)), mesh, TEXT_SHARDING)
+    nnx.update(model, jax.device_put(state, model_shardings(model, mesh, TEXT_SHARDING)))
+    with use_mesh_rules(mesh, TEXT_SHARDING):
         out = nnx.jit(lambda m, i, a: m(i, a))(model, ids, mask)
     assert rel_l2(out, expected) <= 1e-5
 
@@ -79,4 +74,4 @@ def test_vae_decode_spreads_chunks_and_equals_single_device(vae_reference, mesh_
     assert out.shape == expected.shape
     assert rel_l2(out, expected) <= 1e-5
     # Parameters replicated; the chunk batch is spread over all 8 devices.
-    assert all(s.is_fully_replicated for s in jax.tree.leaves(model_shardings(vae, mesh, VAE_RULES)))
+    assert all(s.is_fully_replicated for s in jax.tree.leaves(model_shardings(vae, mesh, VAE_SHARDING)))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stepvideo_jax.text import PromptEncoder
-from stepvideo_jax.text.tiny import build_tiny_prompt_encoder, tiny_clip_config, tiny_step_llm_config
+from stepvideo_jax.testing import build_tiny_prompt_encoder, tiny_clip_config, tiny_step_llm_config
 
 NEG = "low quality, blurry, distorted"
 
@@ -79,7 +79,7 @@ def test_bad_prompts(encoder):
 
 
 def test_from_converted_checkpoint(tmp_path, fixture_prefix):
-    """PromptEncoder.from_checkpoint over a checkpoint converted from the fixtures' released layout:
+    """prompt_encoder_from_checkpoint over a checkpoint converted from the fixtures' released layout:
     its Step-LLM states equal the float64 reference forward of the fixture weights on the same tokens."""
     import io
 
@@ -88,9 +88,9 @@ def test_from_converted_checkpoint(tmp_path, fixture_prefix):
     from safetensors.numpy import load_file
     from text_reference import step_llm_forward
 
-    from stepvideo_jax.tools.fixtures import load_fixture
+    from stepvideo_jax.parity.fixtures import load_fixture
 
-    from stepvideo_jax.convert.release import convert_release
+    from stepvideo_jax.components import convert_release, prompt_encoder_from_checkpoint
 
     src = tmp_path / "release"
     build_release(str(src), fixture_prefix, components=("step_llm", "hunyuan_clip"))
@@ -101,7 +101,7 @@ def test_from_converted_checkpoint(tmp_path, fixture_prefix):
     )
     (src / "step_llm" / "step1_chat_tokenizer.model").write_bytes(model.getvalue())
     convert_release(str(src), str(tmp_path / "out"), components=["step_llm", "hunyuan_clip"], dtype="float32")
-    enc = PromptEncoder.from_checkpoint(tmp_path / "out")
+    enc = prompt_encoder_from_checkpoint(tmp_path / "out")
     llm_states, mask, clip_states = enc.encode_prompts(["a cat walks", "hello"])
     llm_len, clip_len = enc.step_tokenizer.max_length, enc.clip_tokenizer.max_length
     assert (llm_len, clip_len) == (320, 77)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from stepvideo_jax.text import ClipTokenizer, StepTokenizer, build_tiny_tokenizers
+from stepvideo_jax.testing import build_tiny_tokenizers
+from stepvideo_jax.text import ClipTokenizer, StepTokenizer
 
 LINES = [
     "a cat walks along the beach at sunset",

@@ -7,7 +7,6 @@ stand-in prompt encoder (hashing) let precompute run on generated videos without
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 
@@ -20,20 +19,20 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-from stepvideo_jax.sharding import DIT_RULES, MeshConfig, make_mesh
+from stepvideo_jax.sharding import MeshConfig, make_mesh
+from stepvideo_jax.dit import DIT_SHARDING
 from stepvideo_jax.training import ObjectiveConfig, OptimConfig, Trainer, widen_t2v_to_ti2v
 from stepvideo_jax.training.encode import ClipEncoder
-from stepvideo_jax.training.loop import _dataclass_from, train
+from stepvideo_jax.config import dataclass_from
+from stepvideo_jax.training.loop import train
 from stepvideo_jax.tools.precompute import precompute
+from stepvideo_jax.configs import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_config() -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("train_ti2v", os.path.join(ROOT, "configs", "train_ti2v.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config("tiny")
+    return get_config("train_ti2v:tiny")
 
 
 TINY = _tiny_config()
@@ -180,9 +179,9 @@ def _fixed_batch(batch_size=TINY.data.batch_size):
 
 def _trainer(mesh):
     """The loop's trainer for the tiny config (same optimizer and objective)."""
-    optim = _dataclass_from(OptimConfig, TINY.optim)
-    objective = _dataclass_from(ObjectiveConfig, TINY.objective)
-    return Trainer(lambda rngs: StepVideoDiT(DIT, rngs=rngs), optim, objective, mesh, DIT_RULES)
+    optim = dataclass_from(OptimConfig, TINY.optim)
+    objective = dataclass_from(ObjectiveConfig, TINY.objective)
+    return Trainer(lambda rngs: StepVideoDiT(DIT, rngs=rngs), optim, objective, mesh, DIT_SHARDING)
 
 
 def _steps(trainer, n, batch, null, fixed_noise=False):

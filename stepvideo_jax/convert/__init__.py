@@ -2,9 +2,9 @@
 
 from stepvideo_jax.convert.clip import convert_hunyuan_clip, load_hunyuan_clip, read_torch_bin
 from stepvideo_jax.convert.core import ConversionError, Rule, TensorSource, build_model, convert, flat_param_paths
-from stepvideo_jax.convert.dit import DIT_RULES, convert_dit, load_dit, read_dit_config
+from stepvideo_jax.convert.dit import DIT_KEYS, convert_dit, load_dit, read_dit_config
 from stepvideo_jax.convert.step_llm import convert_step_llm, load_step_llm, read_step_llm_config
-from stepvideo_jax.convert.vae import VAE_RULES, convert_vae, load_vae
+from stepvideo_jax.convert.vae import VAE_KEYS, convert_vae, load_vae
 
 __all__ = [
     "ConversionError",
@@ -13,11 +13,11 @@ __all__ = [
     "build_model",
     "convert",
     "flat_param_paths",
-    "DIT_RULES",
+    "DIT_KEYS",
     "convert_dit",
     "load_dit",
     "read_dit_config",
-    "VAE_RULES",
+    "VAE_KEYS",
     "convert_vae",
     "load_vae",
     "convert_step_llm",

@@ -29,7 +29,7 @@ from stepvideo_jax.convert.core import (
 )
 from stepvideo_jax.text.clip import ClipConfig, HunyuanCLIP
 
-__all__ = ["CLIP_RULES", "convert_hunyuan_clip", "load_hunyuan_clip", "read_torch_bin", "TORCH_INSTALL_HINT"]
+__all__ = ["CLIP_KEYS", "convert_hunyuan_clip", "load_hunyuan_clip", "read_torch_bin", "TORCH_INSTALL_HINT"]
 
 TORCH_INSTALL_HINT = "pip install 'stepvideo-jax[torch]'"
 
@@ -37,7 +37,7 @@ _E = r"encoder\.layer\.(?P<layer>\d+)\."
 _LN = r"LayerNorm\.(?:weight|gamma)"
 _LNB = r"LayerNorm\.(?:bias|beta)"
 
-CLIP_RULES: list[Rule] = [
+CLIP_KEYS: list[Rule] = [
     Rule(r"embeddings\.word_embeddings\.weight", "word_embeddings.embedding", identity),
     Rule(r"embeddings\.position_embeddings\.weight", "position_embeddings.embedding", identity),
     Rule(r"embeddings\.token_type_embeddings\.weight", "token_type_embeddings.embedding", identity),
@@ -154,7 +154,7 @@ def _open_weights(file: str) -> Mapping[str, np.ndarray] | TensorSource:
 def convert_hunyuan_clip(tensors, cfg: ClipConfig, *, dtype=None) -> dict:
     """Released BERT tensors -> {nnx path: array} for `HunyuanCLIP(cfg)`."""
     abstract = nnx.eval_shape(lambda: HunyuanCLIP(cfg, rngs=nnx.Rngs(0)))
-    return convert(_BertKeys(tensors), CLIP_RULES, flat_param_paths(abstract), stacked_prefixes=("layers.",), dtype=dtype)
+    return convert(_BertKeys(tensors), CLIP_KEYS, flat_param_paths(abstract), stacked_prefixes=("layers.",), dtype=dtype)
 
 
 def load_hunyuan_clip(

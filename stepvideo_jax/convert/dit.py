@@ -21,7 +21,7 @@ from stepvideo_jax.convert.core import (
 )
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 
-__all__ = ["DIT_RULES", "convert_dit", "load_dit", "read_dit_config"]
+__all__ = ["DIT_KEYS", "convert_dit", "load_dit", "read_dit_config"]
 
 _B = r"transformer_blocks\.(?P<layer>\d+)\."
 
@@ -30,7 +30,7 @@ def _linear(src: str, dst: str, weight=linear) -> list[Rule]:
     return [Rule(src + r"\.weight", dst + ".kernel", weight), Rule(src + r"\.bias", dst + ".bias")]
 
 
-DIT_RULES: list[Rule] = [
+DIT_KEYS: list[Rule] = [
     Rule(r"pos_embed\.proj\.weight", "patch_embed.kernel", conv_to_dense),
     Rule(r"pos_embed\.proj\.bias", "patch_embed.bias"),
     *_linear(r"adaln_single\.emb\.timestep_embedder\.linear_(?P<n>[12])", "time_embedder.linear_{n}"),
@@ -67,7 +67,7 @@ def read_dit_config(path: str | os.PathLike) -> dict[str, Any]:
 def convert_dit(tensors, cfg: DiTConfig, *, dtype=None) -> dict:
     """Released DiT tensors -> {nnx path: array} for `StepVideoDiT(cfg)`."""
     abstract = nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
-    return convert(tensors, DIT_RULES, flat_param_paths(abstract), stacked_prefixes=("blocks.",), dtype=dtype)
+    return convert(tensors, DIT_KEYS, flat_param_paths(abstract), stacked_prefixes=("blocks.",), dtype=dtype)
 
 
 def load_dit(

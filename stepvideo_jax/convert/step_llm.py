@@ -30,11 +30,11 @@ from stepvideo_jax.convert.core import (
 )
 from stepvideo_jax.text.step_llm import StepLLM, StepLLMConfig
 
-__all__ = ["STEP_LLM_RULES", "convert_step_llm", "load_step_llm", "read_step_llm_config"]
+__all__ = ["STEP_LLM_KEYS", "convert_step_llm", "load_step_llm", "read_step_llm_config"]
 
 _L = r"transformer\.layers\.(?P<layer>\d+)\."
 
-STEP_LLM_RULES: list[Rule] = [
+STEP_LLM_KEYS: list[Rule] = [
     Rule(r"tok_embeddings\.word_embeddings\.weight", "tok_embeddings.embedding", identity),
     Rule(_L + r"attention_norm\.weight", "layers.attention_norm"),
     Rule(_L + r"ffn_norm\.weight", "layers.ffn_norm"),
@@ -123,7 +123,7 @@ def convert_step_llm(tensors, cfg: StepLLMConfig, *, dtype=None) -> dict:
     """Released Step-LLM tensors -> {nnx path: array} for `StepLLM(cfg)`."""
     abstract = nnx.eval_shape(lambda: StepLLM(cfg, rngs=nnx.Rngs(0)))
     return convert(
-        _SplitFused(tensors, cfg), STEP_LLM_RULES, flat_param_paths(abstract), stacked_prefixes=("layers.",), dtype=dtype
+        _SplitFused(tensors, cfg), STEP_LLM_KEYS, flat_param_paths(abstract), stacked_prefixes=("layers.",), dtype=dtype
     )
 
 

@@ -20,7 +20,7 @@ from stepvideo_jax.convert.core import ConversionError, Rule, TensorSource, buil
 from stepvideo_jax.vae.config import VAEConfig
 from stepvideo_jax.vae.model import VideoVAE
 
-__all__ = ["VAE_RULES", "conv_kernel", "convert_vae", "load_vae", "release_shapes", "to_release_keys"]
+__all__ = ["VAE_KEYS", "conv_kernel", "convert_vae", "load_vae", "release_shapes", "to_release_keys"]
 
 
 def conv_kernel(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -34,7 +34,7 @@ def conv_kernel(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 _RESAMPLE = r"(?P<p>(?:encoder\.down|decoder\.up)\.\d+)\.(?:downsample|upsample)"
 
-VAE_RULES: list[Rule] = [
+VAE_KEYS: list[Rule] = [
     # The released file's spelling of the decoder's final conv, and the module's.
     Rule(r"decoder\.conv_out(?:\.conv)?\.weight", "decoder.conv_out.kernel", conv_kernel),
     Rule(r"decoder\.conv_out(?:\.conv)?\.bias", "decoder.conv_out.bias"),
@@ -64,7 +64,7 @@ def _param_paths(cfg: VAEConfig) -> dict:
 
 def convert_vae(tensors, cfg: VAEConfig, *, dtype=None) -> dict:
     """Released VAE tensors -> {nnx path: array} for `VideoVAE(cfg)`."""
-    return convert(tensors, VAE_RULES, _param_paths(cfg), dtype=dtype)
+    return convert(tensors, VAE_KEYS, _param_paths(cfg), dtype=dtype)
 
 
 def load_vae(
@@ -93,7 +93,7 @@ def load_vae(
 
 
 def _release_key(name: str, kernel_ndim: dict[str, int]) -> str:
-    """Our parameter path -> the released file's key (the inverse of VAE_RULES)."""
+    """Our parameter path -> the released file's key (the inverse of VAE_KEYS)."""
     stem, leaf = name.rsplit(".", 1)
     key_stem = stem.replace(".resample", ".downsample" if stem.startswith("encoder.") else ".upsample")
     if stem.rsplit(".", 1)[-1].startswith("norm"):

@@ -1,7 +1,7 @@
 """The text(-image)-to-video pipeline: prompts + first image -> latents -> video files.
 
     settings = SampleSettings.from_config(config)     # validates everything; nothing is written
-    dit, vae, prompt_encoder = load_components(config)
+    dit, vae, prompt_encoder = components.load_components(config, mesh)
     result = VideoPipeline(dit, vae, prompt_encoder)(settings, image)
     paths = save_video(result.video, settings)
 
@@ -25,29 +25,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stepvideo_jax import video_io
-from stepvideo_jax.distributed import is_main_process
+from stepvideo_jax import components, video_io
 from stepvideo_jax.diffusion.flow_match import flow_sigmas
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning
+from stepvideo_jax.distributed import is_main_process
+from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
+from stepvideo_jax.vae import sharded_vae_decode
 
 __all__ = [
     "SampleSettings",
     "VideoPipeline",
     "GenerationResult",
-    "load_components",
-    "random_model",
     "latent_grid",
     "prepare_image",
     "save_video",
     "run",
-    "CONVERTER_HINT",
 ]
 
 FRAMES_PER_CHUNK = 17  # video frames per VAE chunk
 LATENTS_PER_CHUNK = 3  # latent frames per VAE chunk
 SPATIAL_FACTOR = 16  # VAE spatial compression
 SYNTHETIC_IMAGE = "synthetic"  # `image` value selecting the built-in test pattern
-CONVERTER_HINT = "python convert_torch_weights.py --src=/path/to/stepvideo-ti2v --dst={dst}"
 
 
 def latent_grid(frames: int, height: int, width: int, vae_cfg=None) -> tuple[int, int, int]:
@@ -73,14 +71,6 @@ def _integer(config, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
-
-
-def _check_checkpoint_dir(path: str) -> None:
-    if not path or not os.path.isdir(path):
-        raise ValueError(
-            f"checkpoint folder {path!r} does not exist; convert the released weights first: "
-            + CONVERTER_HINT.format(dst=path or "checkpoints/stepvideo-ti2v")
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +132,7 @@ class SampleSettings:
             raise ValueError(f"this text-to-video config takes no image; got image={config.image!r}")
         video_io.check_output_dir(config.output_dir)
         if config.variant != "tiny":
-            _check_checkpoint_dir(config.checkpoint_dir)
+            components.check_checkpoint_dir(config.checkpoint_dir)
         return cls(
             ti2v=ti2v,
             prompt=config.prompt,
@@ -175,142 +165,8 @@ def prepare_image(settings: SampleSettings) -> np.ndarray | None:
     return video_io.cover_resize_crop(video_io.read_image(settings.image), settings.height, settings.width)
 
 
-# ---------------------------------------------------------------------------------------- components
 def _mesh(config):
-    if not config.mesh:
-        return None
-    from stepvideo_jax.sharding import MeshConfig, make_mesh
-
-    return make_mesh(MeshConfig.parse(config.mesh))
-
-
-def _tiny_cache_dir(config) -> str:
-    if config.tokenizer_cache_dir:
-        return config.tokenizer_cache_dir
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "stepvideo_jax", "tiny_tokenizers")
-
-
-def random_model(make_model, seed: int):
-    """`make_model()` with random parameters drawn on the host with NumPy, by name: biases 0, norm
-    scales 1, embeddings N(0, 0.02), other weights N(0, 1/fan_in) (fan_in: every axis but the last and
-    the stacked-layers axis). Building tiny models this way takes milliseconds, where running their
-    initialisers op by op (or compiling them) takes tens of seconds on a CPU."""
-    from flax import nnx
-
-    graphdef, state = nnx.split(nnx.eval_shape(make_model))
-    rng = np.random.default_rng(seed)
-    for path, var in nnx.to_flat_state(state):
-        if not isinstance(var, nnx.Param):
-            raise ValueError(f"tiny model has non-parameter state at {'.'.join(map(str, path))}")
-        name, shape, dtype = str(path[-1]), tuple(var.shape), var.dtype
-        if "bias" in name:
-            value = np.zeros(shape, np.float32)
-        elif "norm" in name or name == "scale" or name.endswith("_scale"):
-            value = np.ones(shape, np.float32)
-        elif name == "embedding":
-            value = rng.normal(0.0, 0.02, shape)
-        else:
-            axes = var.get_metadata().get("out_sharding") or (None,) * len(shape)
-            dims = [d for d, a in zip(shape, axes) if a != "layers"]
-            fan_in = int(np.prod(dims[:-1])) if len(dims) > 1 else dims[-1]
-            value = rng.normal(0.0, 1.0 / np.sqrt(max(fan_in, 1)), shape)
-        var.set_value(jnp.asarray(value, dtype))
-    return nnx.merge(graphdef, state)
-
-
-def _tiny_components(config, mesh):
-    """Random-weight tiny DiT, VAE and text encoders (tokenizers built into a cache folder)."""
-    from flax import nnx
-
-    from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-    from stepvideo_jax.text import ClipTokenizer, HunyuanCLIP, PromptEncoder, StepLLM, StepTokenizer
-    from stepvideo_jax.text.tiny import build_tiny_tokenizers, tiny_clip_config, tiny_step_llm_config
-    from stepvideo_jax.vae import VAEConfig, VideoVAE
-
-    t = config.tiny
-    seed = int(t.seed)
-    pdt = config.param_dtype or "float32"
-    llm_cfg = tiny_step_llm_config(param_dtype=pdt, dtype=config.text_dtype)
-    clip_cfg = tiny_clip_config(param_dtype=pdt, dtype=config.text_dtype)
-    spm_file, clip_vocab_dir = build_tiny_tokenizers(_tiny_cache_dir(config))
-    step_tok = StepTokenizer(spm_file, max_length=llm_cfg.max_length)
-    clip_tok = ClipTokenizer(clip_vocab_dir, max_length=clip_cfg.max_length)
-    if step_tok.vocab_size > llm_cfg.vocab_size or clip_tok.vocab_size > clip_cfg.vocab_size:
-        raise ValueError(
-            f"tiny tokenizer vocabs ({step_tok.vocab_size}, {clip_tok.vocab_size}) exceed the tiny encoders' "
-            f"({llm_cfg.vocab_size}, {clip_cfg.vocab_size})"
-        )
-    llm = random_model(lambda: StepLLM(llm_cfg, rngs=nnx.Rngs(0)), seed)
-    clip = random_model(lambda: HunyuanCLIP(clip_cfg, rngs=nnx.Rngs(0)), seed + 1)
-    encoder = PromptEncoder(llm, step_tok, clip, clip_tok, fingerprint=f"tiny-random-seed{seed}")
-    vae_cfg = VAEConfig.tiny(
-        z_channels=t.z_channels,
-        encoder_ch=t.vae_width,
-        decoder_ch=t.vae_width,
-        norm_groups=t.vae_norm_groups,
-        param_dtype=pdt,
-        dtype=config.vae_dtype,
-    )
-    vae = random_model(lambda: VideoVAE(vae_cfg, rngs=nnx.Rngs(0)), seed + 2)
-    frame_ch = t.dit_head_dim // 4 * 2  # RoPE channels: half (rounded to even) on frames, the rest on height/width
-    hw_ch = (t.dit_head_dim - frame_ch) // 2
-    dit_cfg = DiTConfig(
-        num_heads=t.dit_heads,
-        head_dim=t.dit_head_dim,
-        in_channels=t.z_channels,
-        out_channels=t.z_channels,
-        num_layers=t.dit_layers,
-        use_additional_conditions=bool(config.use_additional_conditions),
-        caption_channels=(llm_cfg.hidden_size, clip_cfg.hidden_size),
-        rope_split=(frame_ch, hw_ch, hw_ch),
-        param_dtype=pdt,
-        dtype=config.dit_dtype,
-        attention_kernel=config.attention_kernel,
-    )
-    dit = random_model(lambda: StepVideoDiT(dit_cfg, rngs=nnx.Rngs(0)), seed + 3)
-    if mesh is not None:
-        from stepvideo_jax.sharding import DIT_RULES, model_shardings
-
-        graphdef, state = nnx.split(dit)
-        dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, DIT_RULES)))
-    return dit, vae, encoder
-
-
-def _released_components(config, mesh):
-    from stepvideo_jax.checkpoint import component_config, restore_component, tokenizer_dir
-    from stepvideo_jax.text import ClipTokenizer, PromptEncoder, StepTokenizer
-
-    ckpt = config.checkpoint_dir
-    _check_checkpoint_dir(ckpt)
-    param_dtype = config.param_dtype or None
-
-    def restore(name: str, **runtime):
-        cfg = dataclasses.replace(component_config(ckpt, name), **runtime)
-        return restore_component(ckpt, name, mesh=mesh, config=cfg, dtype=param_dtype)
-
-    dit = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel)
-    if bool(dit.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
-        raise ValueError(
-            f"{ckpt}: the converted transformer has use_additional_conditions={dit.cfg.use_additional_conditions}, "
-            f"but this config (task {config.task!r}) needs {bool(config.use_additional_conditions)}"
-        )
-    vae = restore("vae", dtype=config.vae_dtype)
-    step_llm = restore("step_llm", dtype=config.text_dtype)
-    clip = restore("hunyuan_clip", dtype=config.text_dtype)
-    step_tok = StepTokenizer(os.path.join(tokenizer_dir(ckpt, "step_llm"), "step1_chat_tokenizer.model"),
-                             max_length=step_llm.cfg.max_length)
-    clip_tok = ClipTokenizer(tokenizer_dir(ckpt, "hunyuan_clip"), max_length=clip.cfg.max_length)
-    return dit, vae, PromptEncoder(step_llm, step_tok, clip, clip_tok)
-
-
-def load_components(config):
-    """(dit, vae, prompt_encoder) for a sampling config: random-weight tiny models for the `tiny`
-    variant, else the converted checkpoints under `config.checkpoint_dir`."""
-    mesh = _mesh(config)
-    if config.variant == "tiny":
-        return _tiny_components(config, mesh)
-    return _released_components(config, mesh)
+    return make_mesh(MeshConfig.parse(config.mesh)) if config.mesh else None
 
 
 # ------------------------------------------------------------------------------------------ pipeline
@@ -394,8 +250,6 @@ class VideoPipeline:
         if self.mesh is None:
             video = self.vae.decode_channels_last(latents)  # [1, F, H, W, 3]
         else:
-            from stepvideo_jax.sharding import sharded_vae_decode
-
             video = sharded_vae_decode(self.vae, latents, self.mesh)  # [1, F, H, W, 3], chunks over devices
         video = np.clip(_to_host(video)[0].astype(np.float32), -1.0, 1.0)  # [F, H, W, 3]
         lap("decode_s")
@@ -442,17 +296,12 @@ def run(config) -> dict[str, Any]:
     t0 = time.perf_counter()
     settings = SampleSettings.from_config(config)
     image = prepare_image(settings)
-    dit, vae, prompt_encoder = load_components(config)
-    t_load = time.perf_counter() - t0
     mesh = _mesh(config)
+    dit, vae, prompt_encoder = components.load_components(config, mesh)
+    t_load = time.perf_counter() - t0
     pipeline = VideoPipeline(dit, vae, prompt_encoder, mesh=mesh)
-    if mesh is None:
+    with use_mesh(mesh):  # each network enters its own sharding rules
         result = pipeline(settings, image)
-    else:
-        from stepvideo_jax.sharding import DIT_RULES, use_mesh_rules
-
-        with use_mesh_rules(mesh, DIT_RULES):
-            result = pipeline(settings, image)
     t1 = time.perf_counter()
     # Every process computes; only process 0 writes the video.
     paths = save_video(result.video, settings) if is_main_process() else {}

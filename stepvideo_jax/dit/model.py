@@ -16,7 +16,8 @@ from stepvideo_jax.dit.blocks import DiTBlock
 from stepvideo_jax.dit.config import DiTConfig
 from stepvideo_jax.dit.rope import grid_positions, rope_tables
 from stepvideo_jax.layers import dense, gelu_tanh, layer_norm, run_layer_stack, sinusoidal_embedding
-from stepvideo_jax.sharding import constrain
+from stepvideo_jax.dit.sharding import DIT_SHARDING
+from stepvideo_jax.sharding import constrain, enters_rules
 
 __all__ = ["StepVideoDiT", "TimestepMLP"]
 
@@ -34,6 +35,8 @@ class TimestepMLP(nnx.Module):
 
 
 class StepVideoDiT(nnx.Module):
+    SHARDING = DIT_SHARDING  # its logical-axis rules (entered by __call__ / forward under a mesh)
+
     def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         d, p = cfg.hidden_size, cfg.patch_size
@@ -65,6 +68,7 @@ class StepVideoDiT(nnx.Module):
         self.proj_out = dense(d, p * p * cfg.out_channels, names=("embed", None), use_bias=True, **kw)
 
     # ------------------------------------------------------------------ public API (release layout)
+    @enters_rules(DIT_SHARDING)
     def __call__(
         self,
         hidden_states: jax.Array,  # [B, F, C, H, W] noisy latents
@@ -98,6 +102,7 @@ class StepVideoDiT(nnx.Module):
         return jnp.transpose(out, (0, 1, 4, 2, 3))
 
     # ------------------------------------------------------------------ channels-last forward
+    @enters_rules(DIT_SHARDING)
     def forward(
         self,
         latents: jax.Array,  # [B, F, H, W, C]

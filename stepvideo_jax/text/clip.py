@@ -17,7 +17,8 @@ from flax import nnx
 
 from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 from stepvideo_jax.layers import dense, dense_general, layer_norm, logical, run_layer_stack
-from stepvideo_jax.sharding import constrain
+from stepvideo_jax.sharding import constrain, enters_rules
+from stepvideo_jax.text.sharding import TEXT_SHARDING
 
 __all__ = ["ClipConfig", "HunyuanCLIP", "ClipBlock"]
 
@@ -178,6 +179,8 @@ class ClipBlock(nnx.Module):
 
 
 class HunyuanCLIP(nnx.Module):
+    SHARDING = TEXT_SHARDING
+
     """`HunyuanCLIP(cfg, rngs=)(input_ids [B, L], attention_mask [B, L]) -> (last_hidden_state
     [B, L, D], pooler_output [B, D])`."""
 
@@ -198,6 +201,7 @@ class HunyuanCLIP(nnx.Module):
         kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=True)
         self.pooler = dense(d, d, names=("embed", None), **kw)
 
+    @enters_rules(TEXT_SHARDING)
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         cfg = self.cfg
         if input_ids.ndim != 2:

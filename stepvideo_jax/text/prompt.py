@@ -116,30 +116,6 @@ class PromptEncoder:
 
         self._encode = _encode
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        ckpt_dir: str | os.PathLike,
-        *,
-        mesh: jax.sharding.Mesh | None = None,
-        dtype: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> "PromptEncoder":
-        """Both encoders and tokenizers from a converted checkpoint folder (`stepvideo_jax.checkpoint`),
-        parameters restored straight into their shardings on `mesh`; `dtype` is the compute dtype."""
-        from stepvideo_jax.checkpoint import component_config, restore_component, tokenizer_dir
-
-        def restore(name: str):
-            cfg = component_config(ckpt_dir, name)
-            if dtype is not None:
-                cfg = dataclasses.replace(cfg, dtype=dtype)
-            return restore_component(ckpt_dir, name, mesh=mesh, config=cfg)
-
-        step_llm, clip = restore("step_llm"), restore("hunyuan_clip")
-        step_tok = StepTokenizer(tokenizer_dir(ckpt_dir, "step_llm"), max_length=step_llm.cfg.max_length)
-        clip_tok = ClipTokenizer(tokenizer_dir(ckpt_dir, "hunyuan_clip"), max_length=clip.cfg.max_length)
-        return cls(step_llm, step_tok, clip, clip_tok, cache_dir=cache_dir)
-
     # ------------------------------------------------------------------ public
     @property
     def fingerprint(self) -> str:

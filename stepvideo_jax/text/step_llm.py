@@ -31,7 +31,8 @@ from flax import nnx
 
 from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 from stepvideo_jax.layers import dense, dense_general, logical, rms_norm, run_layer_stack
-from stepvideo_jax.sharding import constrain
+from stepvideo_jax.sharding import constrain, enters_rules
+from stepvideo_jax.text.sharding import TEXT_SHARDING
 
 __all__ = ["StepLLMConfig", "StepLLM", "StepLLMBlock", "alibi_slopes", "sqrt_alibi_causal_bias"]
 
@@ -201,6 +202,8 @@ class StepLLMBlock(nnx.Module):
 
 
 class StepLLM(nnx.Module):
+    SHARDING = TEXT_SHARDING
+
     """`StepLLM(cfg, rngs=)(input_ids [B, L], attention_mask [B, L]) -> hidden states [B, L, D]`."""
 
     def __init__(self, cfg: StepLLMConfig, *, rngs: nnx.Rngs):
@@ -221,6 +224,7 @@ class StepLLM(nnx.Module):
 
         self.layers = _make_layers(rngs)  # every parameter has a leading [num_layers] axis
 
+    @enters_rules(TEXT_SHARDING)
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
         """`attention_mask` is checked and accepted for the release's signature but, as released, not
         applied: attention is causal only (padding follows the valid tokens)."""

@@ -1,1 +1,1 @@
-"""Command-line tools: parity (`python -m stepvideo_jax.tools.parity`)."""
+"""Command-line tools: parity, plan, precompute, motion_scores, evaluate, demo_recipe (each `python -m stepvideo_jax.tools.NAME`)."""

@@ -9,7 +9,7 @@ Stages (settings in ``configs/demo.py``; each stage reads what the previous ones
            prompts in the Step-Video-TI2V-Eval layout          -> WORKDIR/data
   text     sentencepiece + BERT tokenizers trained on the caption vocabulary, tiny Step-LLM and
            HunyuanCLIP with fixed random weights (frozen)      -> WORKDIR/components (step_llm, hunyuan_clip)
-  vae      the tiny Video-VAE v2 trained on the clips (``train.py`` task "vae")
+  vae      the tiny Video-VAE v2 trained on the clips (``train.py`` network "vae")
                                                                -> WORKDIR/vae, WORKDIR/components (+ vae)
   latents  VAE latents, condition latents, text states of every clip (``tools/precompute``)
                                                                -> WORKDIR/latents
@@ -44,13 +44,9 @@ EXAMPLES = (
 
 
 def _load_demo_config(variant: str):
-    import importlib.util
+    from stepvideo_jax.configs import demo
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs", "demo.py")
-    spec = importlib.util.spec_from_file_location("_demo_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return demo.get_config(variant)
 
 
 def reference_sample_settings(config):
@@ -76,7 +72,7 @@ def _text_components(recipe, workdir: str):
 
     from stepvideo_jax.data.synthetic import captions_for_tokenizer
     from stepvideo_jax.text import HunyuanCLIP, StepLLM
-    from stepvideo_jax.text.tiny import build_tiny_tokenizers, random_text_encoder, tiny_clip_config, tiny_step_llm_config
+    from stepvideo_jax.testing import build_tiny_tokenizers, random_model, tiny_clip_config, tiny_step_llm_config
 
     root = os.path.join(workdir, "text")
     spm_path, clip_dir = build_tiny_tokenizers(os.path.join(root, "build"), captions_for_tokenizer())
@@ -86,13 +82,13 @@ def _text_components(recipe, workdir: str):
     llm_cfg = tiny_step_llm_config(**recipe.text.step_llm.to_dict())
     clip_cfg = tiny_clip_config(**recipe.text.clip.to_dict())
     seed = int(recipe.text.seed)
-    llm = random_text_encoder(lambda: StepLLM(llm_cfg, rngs=nnx.Rngs(0)), seed)
-    clip = random_text_encoder(lambda: HunyuanCLIP(clip_cfg, rngs=nnx.Rngs(0)), seed + 1)
+    llm = random_model(lambda: StepLLM(llm_cfg, rngs=nnx.Rngs(0)), seed)
+    clip = random_model(lambda: HunyuanCLIP(clip_cfg, rngs=nnx.Rngs(0)), seed + 1)
     return llm, step_dir, clip, clip_dir
 
 
 def _stage_text(recipe, workdir: str) -> dict:
-    from stepvideo_jax.checkpoint import save_components
+    from stepvideo_jax.components import save_components
 
     llm, step_dir, clip, clip_dir = _text_components(recipe, workdir)
     save_components(os.path.join(workdir, "components"),
@@ -111,7 +107,8 @@ def _leaves(model):
 def _components_with(workdir: str, extra: dict, *, dst: str | None = None, param_dtype: str | None = None) -> None:
     """Writes WORKDIR/components' current components plus `extra` {name: (model, tokenizer)} to `dst`
     (default: WORKDIR/components itself), parameters cast to `param_dtype` if given."""
-    from stepvideo_jax.checkpoint import read_manifest, restore_component, save_components, tokenizer_dir
+    from stepvideo_jax.checkpoint import read_manifest
+    from stepvideo_jax.components import restore_component, save_components, tokenizer_dir
 
     ckpt = os.path.join(workdir, "components")
     keep = {}
@@ -145,17 +142,16 @@ def _stage_vae(recipe, workdir: str) -> dict:
 def _stage_latents(recipe, workdir: str) -> dict:
     import numpy as np
 
-    from stepvideo_jax.checkpoint import restore_component
-    from stepvideo_jax.text import PromptEncoder
+    from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
+    from stepvideo_jax.config import dataclass_from
     from stepvideo_jax.tools.precompute import precompute
     from stepvideo_jax.training.encode import ClipEncoder
-    from stepvideo_jax.training.loop import _dataclass_from
     from stepvideo_jax.training.objective import ObjectiveConfig
 
     dit_config = _load_demo_config("dit")
     ckpt = os.path.join(workdir, "components")
-    objective = _dataclass_from(ObjectiveConfig, dit_config.objective)
-    encoder = ClipEncoder(restore_component(ckpt, "vae"), PromptEncoder.from_checkpoint(ckpt), objective)
+    objective = dataclass_from(ObjectiveConfig, dit_config.objective)
+    encoder = ClipEncoder(restore_component(ckpt, "vae"), prompt_encoder_from_checkpoint(ckpt), objective)
     out = os.path.join(workdir, "latents")
     data = recipe.data
     counts = precompute(os.path.join(workdir, "data", "manifest.jsonl"), out, encoder, num_frames=int(data.frames),

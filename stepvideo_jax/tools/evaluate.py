@@ -339,11 +339,11 @@ def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequ
     seed for every video), writes the videos, contact sheets and reports under out_dir and returns
     the summary (see the module docstring). The release's 540p output crop is not applied: frame 0
     is compared with the input prepared at the config's size."""
-    import contextlib
-
     from tqdm import tqdm
 
-    from stepvideo_jax.diffusion.pipeline import SampleSettings, VideoPipeline, load_components, prepare_image
+    from stepvideo_jax.components import load_components
+    from stepvideo_jax.diffusion.pipeline import SampleSettings, VideoPipeline, prepare_image
+    from stepvideo_jax.sharding import use_mesh
 
     scores = [float(s) for s in motion_scores]
     if not scores or any(not math.isfinite(s) or s < 0 for s in scores) or len(set(scores)) != len(scores):
@@ -365,15 +365,9 @@ def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequ
     if not plans[0][1][0].ti2v:
         raise ValueError("evaluation needs an image-to-video config (use_additional_conditions=True)")
     mesh = _mesh(config)
-    pipeline = VideoPipeline(*load_components(config), mesh=mesh)
-    if mesh is None:
-        rules = contextlib.nullcontext()
-    else:
-        from stepvideo_jax.sharding import DIT_RULES, use_mesh_rules
-
-        rules = use_mesh_rules(mesh, DIT_RULES)
+    pipeline = VideoPipeline(*load_components(config, mesh), mesh=mesh)
     rows = []
-    with rules, tqdm(total=len(plans) * len(scores), desc="evaluate", unit="video") as bar:
+    with use_mesh(mesh), tqdm(total=len(plans) * len(scores), desc="evaluate", unit="video") as bar:
         for (category, item_id, _, prompt), settings_list in plans:
             prepared = prepare_image(settings_list[0])  # float32 [H, W, 3] in [-1, 1]
             image_u8 = image_to_uint8(prepared)

@@ -10,56 +10,12 @@ unknown kind or a malformed fixture.
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import Callable
-
-import numpy as np
 
 from stepvideo_jax.convert.core import ConversionError
-from stepvideo_jax.tools.fixtures import Fixture, FixtureError, load_fixture
+from stepvideo_jax.parity import KINDS, TOLERANCE, FixtureError, check_fixture, compare
 
 __all__ = ["KINDS", "check_fixture", "compare", "main", "TOLERANCE"]
-
-TOLERANCE = 1e-4
-
-# kind -> "module:function"; the function takes a Fixture and returns [(name, ours, expected)].
-KINDS: dict[str, str] = {
-    "dit_ti2v": "stepvideo_jax.dit.parity:check",
-    "dit_t2v": "stepvideo_jax.dit.parity:check",
-    "vae_v2": "stepvideo_jax.vae.parity:check",
-    "step_llm": "stepvideo_jax.text.parity:check_step_llm",
-    "hunyuan_clip": "stepvideo_jax.text.parity:check_hunyuan_clip",
-}
-
-
-def compare(ours, expected) -> tuple[float, float]:
-    """(max_abs, rel_l2) of ours vs expected, computed in float64."""
-    a = np.asarray(ours, dtype=np.float64)
-    b = np.asarray(expected, dtype=np.float64)
-    if a.shape != b.shape:
-        raise FixtureError(f"output shape {a.shape} does not match expected {b.shape}")
-    diff = a - b
-    denom = np.linalg.norm(b)
-    rel = float(np.linalg.norm(diff) / denom) if denom > 0 else float(np.linalg.norm(diff))
-    return float(np.max(np.abs(diff))) if diff.size else 0.0, rel
-
-
-def _checker(kind: str) -> Callable[[Fixture], list]:
-    if kind not in KINDS:
-        raise FixtureError(f"unknown fixture kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
-    module, fn = KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), fn)
-
-
-def check_fixture(prefix: str) -> list[tuple[str, float, float]]:
-    """Runs one fixture; returns [(output name, max_abs, rel_l2)]."""
-    fixture = load_fixture(prefix)
-    results = []
-    for name, ours, expected in _checker(fixture.kind)(fixture):
-        max_abs, rel = compare(ours, expected)
-        results.append((name, max_abs, rel))
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:

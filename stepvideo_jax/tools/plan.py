@@ -48,16 +48,9 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
-from stepvideo_jax.dit import DiTConfig, StepVideoDiT  # noqa: E402
-from stepvideo_jax.sharding import (  # noqa: E402
-    DIT_RULES,
-    TEXT_RULES,
-    MeshConfig,
-    logical_to_spec,
-    make_mesh,
-    model_shardings,
-    use_mesh_rules,
-)
+from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT  # noqa: E402
+from stepvideo_jax.sharding import MeshConfig, logical_to_spec, make_mesh, model_shardings, use_mesh_rules  # noqa: E402
+from stepvideo_jax.text import TEXT_SHARDING  # noqa: E402
 
 __all__ = ["PlanSizes", "plan", "main"]
 
@@ -112,7 +105,7 @@ def _input(shape, dtype, mesh, names, rules):
 def _dit_inputs(cfg: DiTConfig, sizes: PlanSizes, batch: int, mesh):
     f, h, w = sizes.latent_shape
     dt = cfg.jnp_dtype
-    r = DIT_RULES
+    r = DIT_SHARDING
     lat = _input((batch, f, h, w, cfg.in_channels), dt, mesh, ("batch", None, None, None, None), r)
     return dict(
         latents=lat,
@@ -208,7 +201,7 @@ def plan(
     report: dict = {"devices": len(jax.devices()), "mesh": dict(mesh.shape), "sizes": dataclasses.asdict(sizes)}
 
     def dit_program(cfg: DiTConfig, kind: str):
-        graphdef, state, params = _abstract(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), mesh, DIT_RULES)
+        graphdef, state, params = _abstract(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), mesh, DIT_SHARDING)
         if kind == "sample":
             inputs = _dit_inputs(cfg, sizes, sizes.cfg_batch, mesh)
             dt = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, PartitionSpec()))
@@ -228,7 +221,7 @@ def plan(
         small = [
             dataclasses.replace(cfg, num_layers=n, scan_layers=False, attention_kernel="xla") for n in (1, 2)
         ]
-        f1, f2 = (_stats(_compile(*dit_program(c, kind)[:2], mesh, DIT_RULES))["xla_flops_loop_bodies_once"] for c in small)
+        f1, f2 = (_stats(_compile(*dit_program(c, kind)[:2], mesh, DIT_SHARDING))["xla_flops_loop_bodies_once"] for c in small)
         return f1 + (cfg.num_layers - 1) * (f2 - f1)
 
     for kind in what:
@@ -236,7 +229,7 @@ def plan(
         if kind in ("sample", "train"):
             cfg = dit_cfg if kind == "sample" else (train_cfg or dit_cfg)
             fn, args, donate = dit_program(cfg, kind)
-            stats = _stats(_compile(fn, args, mesh, DIT_RULES, donate))
+            stats = _stats(_compile(fn, args, mesh, DIT_SHARDING, donate))
             batch = sizes.cfg_batch if kind == "sample" else sizes.train_batch
             stats["model_flops_total"] = _dit_model_flops(cfg, sizes, batch, train=kind == "train")
             if flops:
@@ -245,14 +238,14 @@ def plan(
             from stepvideo_jax.text import StepLLM, StepLLMConfig
 
             cfg = llm_cfg or StepLLMConfig(param_dtype="bfloat16", dtype="bfloat16")
-            graphdef, state, params = _abstract(lambda: StepLLM(cfg, rngs=nnx.Rngs(0)), mesh, TEXT_RULES)
-            ids = _input((sizes.cfg_batch, sizes.llm_tokens), jnp.int32, mesh, ("batch", None), TEXT_RULES)
+            graphdef, state, params = _abstract(lambda: StepLLM(cfg, rngs=nnx.Rngs(0)), mesh, TEXT_SHARDING)
+            ids = _input((sizes.cfg_batch, sizes.llm_tokens), jnp.int32, mesh, ("batch", None), TEXT_SHARDING)
 
             def encode(params, ids):
                 state_ = nnx.replace_by_pure_dict(state, params) or state
                 return nnx.merge(graphdef, state_)(ids, jnp.ones_like(ids))
 
-            stats = _stats(_compile(encode, (params, ids), mesh, TEXT_RULES))
+            stats = _stats(_compile(encode, (params, ids), mesh, TEXT_SHARDING))
             n_params = sum(x.size for x in jax.tree.leaves(params))
             stats["model_flops_total"] = 2.0 * n_params * sizes.cfg_batch * sizes.llm_tokens
         else:

@@ -81,12 +81,11 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
 def main(argv):
     del argv
     f = flags.FLAGS
-    from stepvideo_jax.checkpoint import restore_component
-    from stepvideo_jax.text import PromptEncoder
+    from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
     from stepvideo_jax.training.encode import ClipEncoder
     from stepvideo_jax.training.objective import ObjectiveConfig
 
-    encoder = ClipEncoder(restore_component(f.checkpoint, "vae"), PromptEncoder.from_checkpoint(f.checkpoint),
+    encoder = ClipEncoder(restore_component(f.checkpoint, "vae"), prompt_encoder_from_checkpoint(f.checkpoint),
                           ObjectiveConfig())
     counts = precompute(f.manifest, f.out, encoder, num_frames=f.num_frames, frame_stride=f.frame_stride,
                         buckets=f.buckets, seed=f.seed, null_prompt=f.null_prompt)

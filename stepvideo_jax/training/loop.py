@@ -1,6 +1,6 @@
 """The training loop: data -> (online encoding) -> sharded train step -> metrics and checkpoints.
 
-``config.task`` picks the network: ``"dit"`` (default) trains the DiT with flow matching on latents
+``config.network`` picks the network: ``"dit"`` (default) trains the DiT with flow matching on latents
 (precomputed, or encoded online from raw clips); ``"vae"`` trains the Video-VAE on raw clips
 (``data.kind = "video"``) with reconstruction + KL (``training.vae_objective``).
 
@@ -27,7 +27,9 @@ from flax import nnx
 
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-from stepvideo_jax.sharding import DIT_RULES, VAE_RULES, MeshConfig, make_mesh
+from stepvideo_jax.components import restore_component
+from stepvideo_jax.config import dataclass_from
+from stepvideo_jax.sharding import MeshConfig, make_mesh
 from stepvideo_jax.training.checkpointing import RunCheckpoints
 from stepvideo_jax.training.metrics import MetricsWriter
 from stepvideo_jax.training.objective import ObjectiveConfig
@@ -50,16 +52,6 @@ class TrainResult:
     preempted: bool = False
 
 
-def _dataclass_from(cls, tree) -> Any:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = dict(tree)
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(fields)}")
-    return cls(**{k: tuple(map(tuple, v)) if k == "buckets" else (tuple(v) if isinstance(v, list) else v)
-                  for k, v in values.items()})
-
-
 def load_null_text(path: str) -> dict[str, np.ndarray]:
     with np.load(path) as npz:
         return {k: npz[k] for k in ("llm_states", "llm_mask", "clip_states")}
@@ -76,49 +68,47 @@ def _vae_params_with_logvar_bias(trainer: Trainer, seed: int, bias: float) -> di
     return trainer.params_of(model)
 
 
-def _initial_params(config, trainer: Trainer, dit_cfg, task: str = "dit"):
+def _initial_params(config, trainer: Trainer, model_cfg, network: str = "dit"):
     """None for a random init, else parameters restored from a converted checkpoint (T2V ones widened)."""
     init = config.get("init", ml_collections.ConfigDict({"kind": "random"}))
     kind = init.get("kind", "random")
     if kind == "random":
-        if task == "vae" and init.get("logvar_bias") is not None:
+        if network == "vae" and init.get("logvar_bias") is not None:
             return _vae_params_with_logvar_bias(trainer, int(config.train.seed), float(init.logvar_bias))
         return None
-    from stepvideo_jax.checkpoint import restore_component
-
-    if task == "vae":
+    if network == "vae":
         if kind != "converted":
-            raise ValueError(f"task 'vae' takes init.kind 'random' or 'converted'; got {kind!r}")
-        return trainer.params_of(restore_component(init.checkpoint, "vae", config=dit_cfg))
+            raise ValueError(f"network 'vae' takes init.kind 'random' or 'converted'; got {kind!r}")
+        return trainer.params_of(restore_component(init.checkpoint, "vae", config=model_cfg))
 
     if kind == "converted":  # a converted TI2V transformer
-        model = restore_component(init.checkpoint, "transformer", config=dit_cfg)
+        model = restore_component(init.checkpoint, "transformer", config=model_cfg)
         return trainer.params_of(model)
     if kind == "t2v":  # a converted T2V transformer, widened to TI2V
         from stepvideo_jax.training.ti2v_init import widen_t2v_to_ti2v
 
-        t2v_cfg = dataclasses.replace(dit_cfg, use_additional_conditions=False)
+        t2v_cfg = dataclasses.replace(model_cfg, use_additional_conditions=False)
         t2v = restore_component(init.checkpoint, "transformer", config=t2v_cfg)
-        return trainer.params_of(widen_t2v_to_ti2v(t2v, seed=int(config.train.seed), cfg=dit_cfg))
+        return trainer.params_of(widen_t2v_to_ti2v(t2v, seed=int(config.train.seed), cfg=model_cfg))
     raise ValueError(f"init.kind must be 'random', 'converted' or 't2v'; got {kind!r}")
 
 
 def _build_trainer(config: ml_collections.ConfigDict):
-    """(task, Trainer, model config, objective config) of a training config."""
-    task = config.get("task", "dit")
-    if task not in ("dit", "vae"):
-        raise ValueError(f"config.task must be 'dit' or 'vae'; got {task!r}")
-    optim = _dataclass_from(OptimConfig, config.optim)
+    """(network, Trainer, model config, objective config) of a training config."""
+    network = config.get("network", "dit")
+    if network not in ("dit", "vae"):
+        raise ValueError(f"config.network must be 'dit' or 'vae'; got {network!r}")
+    optim = dataclass_from(OptimConfig, config.optim)
     mesh = make_mesh(MeshConfig.parse(config.mesh))
-    if task == "vae":
-        model_cfg = _dataclass_from(VAEConfig, config.model)
-        objective = _dataclass_from(VAEObjectiveConfig, config.objective)
-        trainer = Trainer(lambda rngs: VideoVAE(model_cfg, rngs=rngs), optim, objective, mesh, VAE_RULES)
+    if network == "vae":
+        model_cfg = dataclass_from(VAEConfig, config.model)
+        objective = dataclass_from(VAEObjectiveConfig, config.objective)
+        trainer = Trainer(lambda rngs: VideoVAE(model_cfg, rngs=rngs), optim, objective, mesh)
     else:
-        model_cfg = _dataclass_from(DiTConfig, config.model)
-        objective = _dataclass_from(ObjectiveConfig, config.objective)
-        trainer = Trainer(lambda rngs: StepVideoDiT(model_cfg, rngs=rngs), optim, objective, mesh, DIT_RULES)
-    return task, trainer, model_cfg, objective
+        model_cfg = dataclass_from(DiTConfig, config.model)
+        objective = dataclass_from(ObjectiveConfig, config.objective)
+        trainer = Trainer(lambda rngs: StepVideoDiT(model_cfg, rngs=rngs), optim, objective, mesh)
+    return network, trainer, model_cfg, objective
 
 
 def load_trained_model(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool = True):
@@ -144,15 +134,15 @@ def train(
     make_encoder: Callable[[ObjectiveConfig], Any] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    task, trainer, model_cfg, objective = _build_trainer(config)
-    data_cfg = _dataclass_from(DataConfig, {k: v for k, v in config.data.items() if k != "null_prompt"})
+    network, trainer, model_cfg, objective = _build_trainer(config)
+    data_cfg = dataclass_from(DataConfig, {k: v for k, v in config.data.items() if k != "null_prompt"})
     seed = int(config.train.seed)
     data_iter = iter(make_dataset(data_cfg))
     encoder = null_dev = None
-    if task == "vae":
+    if network == "vae":
         if data_cfg.kind != "video" or data_cfg.num_frames != model_cfg.frame_len:
             raise ValueError(
-                f"task 'vae' trains on raw clips of one VAE chunk: data.kind must be 'video' and data.num_frames "
+                f"network 'vae' trains on raw clips of one VAE chunk: data.kind must be 'video' and data.num_frames "
                 f"{model_cfg.frame_len}; got {data_cfg.kind!r}, {data_cfg.num_frames}"
             )
     else:
@@ -179,7 +169,7 @@ def train(
         state = checkpoints.restore(latest, trainer.abstract_state(), data_iter)
         logging.info("resumed from step %d (%s)", latest, checkpoints.directory)
     else:
-        state = trainer.init_state(seed, _initial_params(config, trainer, model_cfg, task))
+        state = trainer.init_state(seed, _initial_params(config, trainer, model_cfg, network))
     start = int(jax.device_get(state["step"]))
     total = int(config.train.steps)
 

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stepvideo_jax.sharding import DIT_RULES, logical_to_spec, model_shardings, use_mesh_rules
+from stepvideo_jax.sharding import ShardingRules, logical_to_spec, model_shardings, use_mesh_rules
 from stepvideo_jax.training.objective import ObjectiveConfig, flow_matching_loss
 from stepvideo_jax.training.vae_objective import VAEObjectiveConfig, vae_loss
 from stepvideo_jax.training.optimizer import OptimConfig, make_optimizer, make_schedule
@@ -57,20 +57,21 @@ class Trainer:
         optim: OptimConfig,
         objective: ObjectiveConfig | VAEObjectiveConfig,
         mesh: Mesh,
-        rules=DIT_RULES,
+        rules: ShardingRules | None = None,
     ):
         self.make_model, self.optim, self.objective = make_model, optim, objective
-        self.mesh, self.rules = mesh, rules
+        self.mesh = mesh
         self.loss = _objective_loss(objective)
         self.tx = make_optimizer(optim)
         self.schedule = make_schedule(optim)
         abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
+        self.rules = rules or type(abstract).SHARDING  # default: the network's own table
         self.graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
         others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
         if others:
             raise ValueError(f"the model has non-parameter state {others[:5]}; the trainer only handles nnx.Param")
         self.rest = rest
-        self.param_shardings = nnx.to_pure_dict(model_shardings(abstract_params, mesh, rules))
+        self.param_shardings = nnx.to_pure_dict(model_shardings(abstract_params, mesh, self.rules))
         self.abstract_params = jax.tree.map(
             lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
             nnx.to_pure_dict(abstract_params), self.param_shardings,

@@ -11,12 +11,17 @@ chunk boundary are mixed as released. Chunks run one after another inside one co
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jax.sharding import Mesh
+
+from stepvideo_jax.sharding import constrain, model_shardings, use_mesh_rules
 from stepvideo_jax.vae.config import VAEConfig
+from stepvideo_jax.vae.sharding import VAE_SHARDING
 from stepvideo_jax.vae.layers import (
     AttentionBlock,
     CausalConv3d,
@@ -29,7 +34,7 @@ from stepvideo_jax.vae.layers import (
     pixel_unshuffle_3d,
 )
 
-__all__ = ["VideoVAE", "VideoEncoder", "VideoDecoder", "blend_chunk_boundaries", "tiled_map"]
+__all__ = ["VideoVAE", "VideoEncoder", "VideoDecoder", "blend_chunk_boundaries", "tiled_map", "sharded_vae_decode"]
 
 
 class _Mid(nnx.Module):
@@ -281,6 +286,8 @@ def _decode_program(graphdef, state, latents, *, sequential: bool, tile, overlap
 
 
 class VideoVAE(nnx.Module):
+    SHARDING = VAE_SHARDING
+
     def __init__(self, cfg: VAEConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.encoder = VideoEncoder(cfg, rngs=rngs)
@@ -362,3 +369,35 @@ class VideoVAE(nnx.Module):
         self.check_latent_shape(latents.shape, channels_last=False)
         out = self.decode_channels_last(jnp.transpose(latents, (0, 1, 3, 4, 2)), **kw)
         return jnp.transpose(out, (0, 1, 4, 2, 3))
+
+
+def sharded_vae_decode(vae: VideoVAE, latents: jax.Array, mesh: Mesh) -> jax.Array:
+    """``VideoVAE.decode_channels_last`` with its chunks of latent frames spread over the devices.
+
+    latents [B, F', h, w, z] (F' a multiple of the VAE's chunk length) -> video [B, F, H, W, C]. The
+    B x F'/chunk chunks are decoded as one batch sharded on ``chunk`` (padded with zero chunks up
+    to a multiple of the devices it spreads over, then dropped), and the chunk boundaries blended as
+    in the single-device decode. Weights are replicated (small).
+    """
+    rules = VAE_SHARDING
+    cfg = vae.cfg
+    vae.check_latent_shape(latents.shape, channels_last=True)
+    chunk = cfg.latent_len if latents.shape[1] % cfg.latent_len == 0 else latents.shape[1]
+    b, f = latents.shape[:2]
+    n = b * (f // chunk)
+    spread = math.prod(mesh.shape[a] for a in dict(rules.activations)["chunk"])
+    n_pad = -n % spread
+    graphdef, state = nnx.split(vae)
+    state = jax.device_put(state, model_shardings(state, mesh, rules))
+
+    def run(state, z):
+        model = nnx.merge(graphdef, state)
+        xs = z.reshape(b, f // chunk, chunk, *z.shape[2:]).reshape(n, chunk, *z.shape[2:])  # [n, chunk, h, w, z]
+        xs = jnp.concatenate([xs, jnp.zeros((n_pad, *xs.shape[1:]), xs.dtype)]) if n_pad else xs
+        xs = constrain(xs, ("chunk", None, None, None, None))
+        ys = constrain(model.decoder(xs), ("chunk", None, None, None, None))[:n]  # [n, frames, H, W, C]
+        ys = ys.reshape(b, (f // chunk) * ys.shape[1], *ys.shape[2:])
+        return blend_chunk_boundaries(ys, cfg.decoded_frames(chunk), cfg.blend_keep)
+
+    with use_mesh_rules(mesh, rules):
+        return jax.jit(run)(state, latents)

@@ -1,7 +1,7 @@
 """Sampling config for Step-Video-TI2V (text + first image -> video).
 
-    python sample.py --config=configs/ti2v.py          # the released 30B model (converted checkpoint)
-    python sample.py --config=configs/ti2v.py:tiny     # small random-weight models, runs on a laptop
+    python sample.py --config=ti2v          # the released 30B model (converted checkpoint)
+    python sample.py --config=ti2v:tiny     # small random-weight models, runs on a laptop
 
 Any field can be overridden: `--config.prompt="..." --config.image=cat.png --config.seed=7`.
 """
@@ -26,7 +26,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
         raise ValueError(f"unknown config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
     c = config_dict.ConfigDict()
     c.variant = variant or "release"  # "release": converted 30B checkpoints; "tiny": random weights
-    c.task = "ti2v"
+    c.pipeline = "ti2v"  # "ti2v" (first image + motion score) or "t2v"
     c.use_additional_conditions = True  # image condition + motion score (False: text-to-video)
     c.checkpoint_dir = "checkpoints/stepvideo-ti2v"  # written by convert_torch_weights.py
 

@@ -1,16 +1,10 @@
-"""Sampling config for Step-Video-T2V (text -> video): the same code as configs/ti2v.py with
+"""Sampling config for Step-Video-T2V (text -> video): the same code as the ti2v config with
 `use_additional_conditions=False` (no first image, no motion score) and the T2V release's defaults.
 
-    python sample.py --config=configs/t2v.py:tiny --config.prompt="..."
+    python sample.py --config=t2v:tiny --config.prompt="..."
 """
 
-import importlib.util
-import os
-
-# config_flags loads this file by path, so its sibling is loaded by path too.
-_spec = importlib.util.spec_from_file_location("_stepvideo_ti2v_config", os.path.join(os.path.dirname(__file__), "ti2v.py"))
-ti2v = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ti2v)
+from stepvideo_jax.configs import ti2v
 
 # The Step-Video-T2V release's default magic strings (its `stepvideo/config.py`).
 POSITIVE_MAGIC = "超高清、HDR 视频、环境光、杜比全景声、画面稳定、流畅动作、逼真的细节、专业级构图、超现实主义、自然、生动、超细节、清晰。"
@@ -20,7 +14,7 @@ NEGATIVE_MAGIC = "画面暗、低分辨率、不良手、文本、缺少手指�
 def get_config(arg: str | None = None):
     variant = (arg or "").strip()
     c = ti2v.base_config(variant)
-    c.task = "t2v"
+    c.pipeline = "t2v"
     c.use_additional_conditions = False
     c.checkpoint_dir = "checkpoints/stepvideo-t2v"
     c.prompt = "一名宇航员在月球上发现一块石碑，上面印有“stepfun”字样，闪闪发光"

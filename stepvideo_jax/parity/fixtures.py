@@ -16,11 +16,11 @@ FIXTURES_ENV = "STEPVIDEO_FIXTURES"
 
 
 def fixtures_dir() -> str:
-    """The reference fixtures folder: $STEPVIDEO_FIXTURES, else ../shared/fixtures/reference beside the repo."""
+    """The reference fixtures folder: $STEPVIDEO_FIXTURES, else ../shared/fixtures/reference from the
+    current directory (the repository root, where the tests and `make parity` run)."""
     if os.environ.get(FIXTURES_ENV):
         return os.environ[FIXTURES_ENV]
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.normpath(os.path.join(repo, "..", "shared", "fixtures", "reference"))
+    return os.path.normpath(os.path.join(os.getcwd(), "..", "shared", "fixtures", "reference"))
 
 
 class FixtureError(ValueError):

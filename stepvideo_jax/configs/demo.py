@@ -1,15 +1,15 @@
 """The embedded demo model: a small Step-Video-TI2V trained on this repo's synthetic motion clips.
 
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo  # trains it and exports demo/checkpoint + demo/examples
-    python sample.py --config=configs/demo.py                      # then: example image + prompt -> MP4
-    python sample.py --config=configs/demo.py --config.prompt="a small white square moves up" \\
-        --config.image=demo/examples/white_square.png --config.motion_score=10
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo  # trains it, exports stepvideo_jax/demo/{checkpoint,examples}
+    python sample.py --config=demo                                 # then: example image + prompt -> MP4
+    python sample.py --config=demo --config.prompt="a small white square moves up" \\
+        --config.image=stepvideo_jax/demo/examples/white_square.png --config.motion_score=10
 
-``demo/checkpoint`` (bfloat16 parameters, with its manifest) and ``demo/examples`` ship in the
-repository; the README's demo section has the recipe's measured time and the evaluation figures.
+``stepvideo_jax/demo/checkpoint`` (bfloat16 parameters, with its manifest) and ``stepvideo_jax/demo/examples``
+ship inside the package; the README's demo section has the recipe's measured time and the evaluation figures.
 
-Variants (``--config=configs/demo.py:VARIANT``):
-  ""       sampling with the exported checkpoint ``demo/checkpoint``
+Variants (``--config=demo:VARIANT``):
+  ""       sampling with the exported checkpoint ``stepvideo_jax/demo/checkpoint``
   "vae"    training config of the tiny Video-VAE v2 (``python train.py``, task "vae")
   "dit"    training config of the tiny TI2V DiT (``python train.py``, precomputed latents)
   "recipe" the whole recipe's settings (data, text encoders, stages), read by
@@ -23,8 +23,10 @@ import os
 
 from ml_collections import config_dict
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_DIR = os.path.join(_REPO, "demo")
+from stepvideo_jax.configs import common, ti2v
+
+# The shipped model and its example inputs are package data (stepvideo_jax/demo).
+DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo")
 
 FRAMES, HEIGHT, WIDTH = 17, 64, 64
 Z_CHANNELS = 8
@@ -52,11 +54,6 @@ DIT_MODEL = dict(
 
 
 def _sample_config() -> config_dict.ConfigDict:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_ti2v_config", os.path.join(_REPO, "configs", "ti2v.py"))
-    ti2v = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ti2v)
     c = ti2v.base_config("")
     c.variant = "demo"
     c.checkpoint_dir = os.path.join(DEMO_DIR, "checkpoint")
@@ -80,58 +77,50 @@ def _sample_config() -> config_dict.ConfigDict:
     return c
 
 
-def _train_common(c: config_dict.ConfigDict, workdir: str) -> None:
-    c.mesh = "data=-1,fsdp=1"
-    c.init = config_dict.ConfigDict(dict(kind="random", checkpoint=""))
-    c.online = config_dict.ConfigDict(dict(checkpoint=""))
-    c.checkpoint = config_dict.ConfigDict(dict(every=200, keep=2, async_save=False))
-    c.workdir = workdir
+def _train_sections(workdir: str) -> dict:
+    return dict(
+        mesh="data=-1,fsdp=1",
+        checkpoint=common.checkpoint(every=200, keep=2, async_save=False),
+        workdir=workdir,
+    )
 
 
 def _vae_config() -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.task = "vae"
-    c.model = config_dict.ConfigDict(dict(VAE_MODEL, param_dtype="float32", dtype="float32"))
     # L2 (what PSNR measures): 100 steps reach the image PSNR that L1 reached after 500 (19.7 dB).
-    c.objective = config_dict.ConfigDict(dict(recon="l2", kl_weight=1e-4, image_weight=1.0))
-    c.optim = config_dict.ConfigDict(dict(
-        learning_rate=2e-3, warmup_steps=20, schedule="cosine", total_steps=450, end_lr_factor=0.05,
-        b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, grad_clip=1.0, ema_decay=0.0,
-    ))
-    c.data = config_dict.ConfigDict(dict(
-        manifest="runs/demo/data/manifest.jsonl", kind="video", batch_size=3, num_frames=FRAMES, frame_stride=1,
-        buckets=((HEIGHT, WIDTH),), default_motion_score=5.0, seed=0, shuffle=True, num_epochs=None, null_prompt="",
-    ))
-    # The shipped VAE ran this, then a second cosine cycle resumed in the same workdir with
-    # --config.train.steps=900 --config.optim.total_steps=900 (24.8 -> 28.2 dB image PSNR; README).
-    c.train = config_dict.ConfigDict(dict(steps=450, seed=0, log_every=25, tensorboard=False))
-    _train_common(c, "runs/demo/vae")
+    vae_objective = config_dict.ConfigDict(dict(recon="l2", kl_weight=1e-4, image_weight=1.0))
+    c = common.train_config(
+        "vae",
+        dict(VAE_MODEL, param_dtype="float32", dtype="float32"),
+        objective=vae_objective,
+        optim=common.optim(learning_rate=2e-3, warmup_steps=20, total_steps=450, end_lr_factor=0.05, b2=0.99,
+                           ema_decay=0.0),
+        data=_data(manifest="runs/demo/data/manifest.jsonl", kind="video", batch_size=3),
+        # The shipped VAE ran this, then a second cosine cycle resumed in the same workdir with
+        # --config.train.steps=900 --config.optim.total_steps=900 (24.8 -> 28.2 dB image PSNR; README).
+        train=common.train(steps=450, log_every=25, tensorboard=False),
+        **_train_sections("runs/demo/vae"),
+    )
     c.checkpoint.every = 150
     # Posterior std exp(-3) = 0.05 at the start: the decoder sees the latent mean from step 0.
     c.init.logvar_bias = -6.0
     return c
 
 
+def _data(**overrides) -> config_dict.ConfigDict:
+    return common.data(num_frames=FRAMES, buckets=((HEIGHT, WIDTH),), **overrides)
+
+
 def _dit_config() -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.task = "dit"
-    c.model = config_dict.ConfigDict(dict(DIT_MODEL))
-    c.objective = config_dict.ConfigDict(dict(
-        timestep_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, time_shift=1.0,
-        caption_dropout=0.1, cond_noise="lognormal", cond_noise_min=0.0, cond_noise_max=0.1,
-        cond_noise_mean=-4.0, cond_noise_std=0.5,
-    ))
-    c.optim = config_dict.ConfigDict(dict(
-        learning_rate=1e-3, warmup_steps=100, schedule="cosine", total_steps=3500, end_lr_factor=0.05,
-        b1=0.9, b2=0.99, eps=1e-8, weight_decay=0.0, grad_clip=1.0, ema_decay=0.998,
-    ))
-    c.data = config_dict.ConfigDict(dict(
-        manifest="runs/demo/latents/index.jsonl", kind="latents", batch_size=32, num_frames=FRAMES, frame_stride=1,
-        buckets=((HEIGHT, WIDTH),), default_motion_score=5.0, seed=0, shuffle=True, num_epochs=None, null_prompt="",
-    ))
-    c.train = config_dict.ConfigDict(dict(steps=3500, seed=0, log_every=100, tensorboard=False))
-    _train_common(c, "runs/demo/dit")
-    return c
+    return common.train_config(
+        "dit",
+        DIT_MODEL,
+        objective=common.objective(cond_noise_mean=-4.0),
+        optim=common.optim(learning_rate=1e-3, warmup_steps=100, total_steps=3500, end_lr_factor=0.05, b2=0.99,
+                           ema_decay=0.998),
+        data=_data(manifest="runs/demo/latents/index.jsonl", kind="latents", batch_size=32),
+        train=common.train(steps=3500, log_every=100, tensorboard=False),
+        **_train_sections("runs/demo/dit"),
+    )
 
 
 def _recipe_config() -> config_dict.ConfigDict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from stepvideo_jax.convert.vae import load_vae
-from stepvideo_jax.tools.fixtures import Fixture, FixtureError
+from stepvideo_jax.parity.fixtures import Fixture, FixtureError
 
 __all__ = ["check"]
 

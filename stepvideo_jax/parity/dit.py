@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepvideo_jax.convert.dit import load_dit
-from stepvideo_jax.tools.fixtures import Fixture
+from stepvideo_jax.parity.fixtures import Fixture
 
 __all__ = ["check", "fixture_inputs", "run_fixture_sampling"]
 

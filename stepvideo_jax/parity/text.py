@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from stepvideo_jax.convert.clip import load_hunyuan_clip
 from stepvideo_jax.convert.step_llm import load_step_llm
-from stepvideo_jax.tools.fixtures import Fixture
+from stepvideo_jax.parity.fixtures import Fixture
 
 __all__ = ["check_step_llm", "check_hunyuan_clip"]
 

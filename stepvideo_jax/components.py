@@ -1,0 +1,436 @@
+"""The component registry: what each of Step-Video's four networks *is*, in one place, as objects.
+
+    COMPONENTS["transformer" | "vae" | "step_llm" | "hunyuan_clip"] -> Component
+
+A `Component` holds the network's frozen config class, its model class, its sharding rules, where it
+lives in the released checkpoint folder and the converter key table that maps it. Everything that
+loads, saves or converts a component goes through this module:
+
+* `restore_component(ckpt_dir, name, mesh=...)`: a converted checkpoint folder -> model, with every
+  parameter read by Orbax straight into its shardings on the mesh (the component's own rules);
+* `save_components(dst, {name: (model, tokenizer folder)})`: trained JAX models -> the same layout;
+* `convert_release(src, dst)`: the released PyTorch folder -> the same layout (`convert_torch_weights.py`);
+* `prompt_encoder_from_checkpoint(ckpt_dir)`: both text encoders and tokenizers -> `PromptEncoder`;
+* `load_components(config)`: (dit, vae, prompt encoder) for a sampling config (released, demo or tiny).
+
+A checkpoint folder holds `manifest.json` (per component: its config, dtype, sources) and one Orbax
+checkpoint per component (`checkpoint.py` does the generic I/O); `manifest_entry` builds an entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from stepvideo_jax import checkpoint
+from stepvideo_jax.config import dtype_from_name
+from stepvideo_jax.convert import clip as clip_keys
+from stepvideo_jax.convert import dit as dit_keys
+from stepvideo_jax.convert import step_llm as step_llm_keys
+from stepvideo_jax.convert import vae as vae_keys
+from stepvideo_jax.convert.core import ConversionError
+from stepvideo_jax.convert.release import ReleaseFiles, convert_arrays, copy_tokenizer, file_record, source_files
+from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.sharding import ShardingRules, model_shardings
+from stepvideo_jax.text import ClipConfig, ClipTokenizer, HunyuanCLIP, PromptEncoder, StepLLM, StepLLMConfig
+from stepvideo_jax.text import StepTokenizer
+from stepvideo_jax.testing import tiny_pipeline_components
+from stepvideo_jax.vae import VAEConfig, VideoVAE
+
+__all__ = [
+    "Component",
+    "COMPONENTS",
+    "component",
+    "config_from_manifest",
+    "component_config",
+    "tokenizer_dir",
+    "abstract_component",
+    "restore_component",
+    "manifest_entry",
+    "save_components",
+    "convert_release",
+    "prompt_encoder_from_checkpoint",
+    "load_components",
+    "CONVERTER_HINT",
+    "check_checkpoint_dir",
+]
+
+CONVERTER_HINT = "python convert_torch_weights.py --src=/path/to/stepvideo-ti2v --dst={dst}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    """One network of the release: how to build it, shard it, find it and convert it."""
+
+    name: str
+    config_class: type  # frozen config dataclass with `from_release(dict, **overrides)` and `to_release()`
+    model_class: type  # nnx.Module taking (cfg, *, rngs)
+    sharding: ShardingRules
+    release: ReleaseFiles
+    key_table: Sequence  # the converter's Rule table (documentation and tooling; `convert` applies it)
+    convert: Callable  # (tensors, cfg, *, dtype) -> {nnx path: array}
+    dtype_field: str = "param_dtype"  # config field holding the parameters' dtype name
+    # Fields that choose how the network runs, not what its weights are: a caller may change them.
+    runtime_fields: tuple[str, ...] = ("dtype", "scan_layers", "remat_policy", "attention_kernel")
+
+    def config_from_release(self, config: Mapping[str, Any], dtype: str):
+        """The frozen config from a release / manifest `config` dict and a parameter dtype name."""
+        return self.config_class.from_release(dict(config), **{self.dtype_field: dtype})
+
+    def abstract_model(self, cfg) -> nnx.Module:
+        """The model for `cfg` with shapes and dtypes only (no memory used)."""
+        return nnx.eval_shape(lambda: self.model_class(cfg, rngs=nnx.Rngs(0)))
+
+
+COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in (
+        Component(
+            "transformer", DiTConfig, StepVideoDiT, StepVideoDiT.SHARDING,
+            ReleaseFiles("transformer", "transformer/config.json"), dit_keys.DIT_KEYS, dit_keys.convert_dit,
+        ),
+        Component(
+            "vae", VAEConfig, VideoVAE, VideoVAE.SHARDING,
+            # The release has no VAE config file: its constructor arguments live in the official code.
+            ReleaseFiles("vae/vae_v2.safetensors", "vae/config.json", builtin_config=lambda: VAEConfig.real().to_release()),
+            vae_keys.VAE_KEYS, vae_keys.convert_vae,
+            runtime_fields=("dtype", "attention_block", "conv_impl"),
+        ),
+        Component(
+            "step_llm", StepLLMConfig, StepLLM, StepLLM.SHARDING,
+            ReleaseFiles("step_llm", "step_llm/config.json", tokenizer="step_llm/step1_chat_tokenizer.model"),
+            step_llm_keys.STEP_LLM_KEYS, step_llm_keys.convert_step_llm,
+        ),
+        Component(
+            "hunyuan_clip", ClipConfig, HunyuanCLIP, HunyuanCLIP.SHARDING,
+            ReleaseFiles(
+                "hunyuan_clip/clip_text_encoder", "hunyuan_clip/clip_text_encoder/config.json",
+                tokenizer="hunyuan_clip/tokenizer",
+            ),
+            clip_keys.CLIP_KEYS, clip_keys.convert_hunyuan_clip,
+        ),
+    )
+}
+
+
+def component(name: str) -> Component:
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown component {name!r}; expected one of {', '.join(COMPONENTS)}")
+    return COMPONENTS[name]
+
+
+def config_from_manifest(name: str, config: Mapping[str, Any], dtype: str):
+    """The frozen config of component `name` from its manifest `config` dict and parameter dtype."""
+    return component(name).config_from_release(config, dtype)
+
+
+def _entry(ckpt_dir: str, name: str) -> Mapping[str, Any]:
+    component(name)  # an unknown name fails as such, not as "absent from this checkpoint"
+    return checkpoint.manifest_component(checkpoint.read_manifest(ckpt_dir), ckpt_dir, name)
+
+
+def component_config(ckpt_dir: str | os.PathLike, name: str):
+    """The frozen config a component was converted with (its runtime fields may be replaced)."""
+    ckpt_dir = os.fspath(ckpt_dir)
+    entry = _entry(ckpt_dir, name)
+    return config_from_manifest(name, entry["config"], entry["dtype"])
+
+
+def tokenizer_dir(ckpt_dir: str | os.PathLike, name: str) -> str:
+    """The folder holding the tokenizer files copied for component `name`."""
+    ckpt_dir = os.fspath(ckpt_dir)
+    entry = _entry(ckpt_dir, name)
+    if not entry.get("tokenizer"):
+        raise ValueError(f"{ckpt_dir}: component {name!r} has no tokenizer")
+    return os.path.join(ckpt_dir, entry["tokenizer"])
+
+
+# ------------------------------------------------------------------------------------ restore
+def _check_requested(comp: Component, ckpt_dir: str, stored_cfg, requested) -> None:
+    """Fails naming both values when the caller's config differs from the converted one in a field
+    that determines the weights (anything but the component's runtime fields)."""
+    if type(requested) is not type(stored_cfg):
+        raise ValueError(
+            f"{ckpt_dir}: component {comp.name!r} holds a {type(stored_cfg).__name__}, but a "
+            f"{type(requested).__name__} was requested"
+        )
+    diffs = [
+        f"{f.name}: checkpoint {getattr(stored_cfg, f.name)!r}, requested {getattr(requested, f.name)!r}"
+        for f in dataclasses.fields(stored_cfg)
+        if f.name not in comp.runtime_fields and getattr(stored_cfg, f.name) != getattr(requested, f.name)
+    ]
+    if diffs:
+        raise ValueError(f"{ckpt_dir}: component {comp.name!r} was converted with a different config: " + "; ".join(diffs))
+
+
+def abstract_component(ckpt_dir: str | os.PathLike, name: str, *, config=None):
+    """(abstract model, config) of a converted component: shapes and dtypes only, no memory used."""
+    ckpt_dir = os.fspath(ckpt_dir)
+    comp = component(name)
+    entry = _entry(ckpt_dir, name)
+    stored_cfg = comp.config_from_release(entry["config"], entry["dtype"])
+    cfg = stored_cfg
+    if config is not None:
+        _check_requested(comp, ckpt_dir, stored_cfg, config)
+        cfg = config
+    return comp.abstract_model(cfg), cfg
+
+
+def _param_shardings(params: nnx.State, mesh, rules: ShardingRules) -> dict[str, Any]:
+    """{"a.b.kernel": sharding} for every parameter: one device without a mesh, else the logical rules."""
+    if mesh is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return {".".join(map(str, p)): device for p, _ in nnx.to_flat_state(params)}
+    tree = model_shardings(params, mesh, rules)
+    return {".".join(map(str, p)): checkpoint.variable_value(v) for p, v in nnx.to_flat_state(tree)}
+
+
+def restore_component(
+    ckpt_dir: str | os.PathLike,
+    name: str,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    config=None,
+    dtype: str | None = None,
+) -> nnx.Module:
+    """Restores component `name` ("transformer", "vae", "step_llm", "hunyuan_clip") of a converted
+    checkpoint folder straight into its target shardings.
+
+    mesh: with a mesh, every parameter is placed by the component's own sharding rules; without one,
+      on the first device.
+    config: optional frozen config the caller expects; it may differ from the converted one only in
+      runtime fields (compute dtype, remat, attention kernel, ...), which it then sets.
+    dtype: optional parameter dtype name the caller expects.
+    A mismatch with the manifest, or a stored array that disagrees with it, raises naming both.
+    """
+    ckpt_dir = os.fspath(ckpt_dir)
+    comp = component(name)
+    entry = _entry(ckpt_dir, name)
+    if dtype is not None and dtype != entry["dtype"]:
+        raise ValueError(f"{ckpt_dir}: component {name!r} was converted to {entry['dtype']}, but {dtype} was requested")
+    abstract, _ = abstract_component(ckpt_dir, name, config=config)
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
+    if others:
+        raise ValueError(f"component {name!r}: model has non-parameter state {others[:5]}, which checkpoints do not hold")
+    path = os.path.abspath(os.path.join(ckpt_dir, entry["checkpoint"]))
+    flat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(params)}
+    shardings = _param_shardings(params, mesh, comp.sharding)
+    target = {
+        k: jax.ShapeDtypeStruct(checkpoint.variable_value(v).shape, checkpoint.variable_value(v).dtype, sharding=shardings[k])
+        for k, v in flat.items()
+    }
+    restored = checkpoint.restore_params(path, target, dtype_name=entry["dtype"])
+    for key, var in flat.items():
+        var.set_value(restored[key])
+    return nnx.merge(graphdef, params, rest)
+
+
+# ------------------------------------------------------------------------------------ writing
+def manifest_entry(
+    name: str,
+    config: Mapping[str, Any],
+    dtype: str,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    sources: list[dict] | None = None,
+    tokenizer: bool = False,
+    tokenizer_files: list[dict] | None = None,
+) -> dict[str, Any]:
+    """The manifest entry of one component written as `<name>/params` (+ `<name>/tokenizer`)."""
+    component(name)
+    entry: dict[str, Any] = {
+        "config": dict(config),
+        "dtype": dtype,
+        "checkpoint": f"{name}/params",
+        "num_params": sum(int(a.size) for a in arrays.values()),
+        "bytes": sum(int(a.nbytes) for a in arrays.values()),
+        "sources": list(sources or []),
+        "tokenizer": f"{name}/tokenizer" if tokenizer else None,
+    }
+    if tokenizer_files is not None:
+        entry["tokenizer_files"] = tokenizer_files
+    return entry
+
+
+def save_components(
+    dst: str | os.PathLike,
+    components: Mapping[str, tuple[nnx.Module, str | None]],
+    *,
+    source: str,
+    overwrite: bool = False,
+    param_dtype: str | None = None,
+) -> dict[str, Any]:
+    """Writes JAX models as a checkpoint folder that `restore_component` and the sampler read (the
+    layout `convert_torch_weights.py` writes): {name: (model, tokenizer folder or None)}, where the
+    model's `cfg` has `to_release()`. `param_dtype` (a dtype name) casts every parameter on the way
+    out (e.g. "bfloat16" halves a float32 model); by default each model's own parameter dtype is kept.
+    The folder is written beside `dst` under a temporary name and renamed; returns the manifest."""
+    manifest = checkpoint.new_manifest(source)
+    with checkpoint.staged_folder(dst, overwrite=overwrite) as tmp:
+        for name, (model, tokenizer) in components.items():
+            comp = component(name)
+            arrays = {k: np.asarray(v) for k, v in checkpoint.flat_values(nnx.state(model, nnx.Param)).items()}
+            if param_dtype is not None:
+                cast = np.dtype(dtype_from_name(param_dtype))
+                arrays = {k: a.astype(cast) for k, a in arrays.items()}
+            dtypes = {str(a.dtype) for a in arrays.values()}
+            if len(dtypes) != 1:
+                raise ValueError(f"component {name!r} mixes parameter dtypes {sorted(dtypes)}; cast it to one first")
+            os.makedirs(os.path.join(tmp, name))
+            checkpoint.save_params(os.path.join(tmp, name, "params"), arrays)
+            if tokenizer:
+                shutil.copytree(tokenizer, os.path.join(tmp, name, "tokenizer"))
+            dtype = param_dtype or getattr(model.cfg, comp.dtype_field)
+            manifest["components"][name] = manifest_entry(
+                name, model.cfg.to_release(), dtype, arrays, tokenizer=bool(tokenizer)
+            )
+        checkpoint.write_manifest(tmp, manifest)
+    return manifest
+
+
+def _check_release(src: str, names: Sequence[str]) -> None:
+    """Fails before anything is written if a component's files are absent."""
+    for name in names:
+        files = component(name).release
+        weights = os.path.join(src, files.weights)
+        if not os.path.exists(weights):
+            raise ConversionError(f"{weights}: not found (component {name!r}; is {src} a released checkpoint folder?)")
+        files.read_config(src, name)
+        if files.tokenizer and not os.path.exists(os.path.join(src, files.tokenizer)):
+            raise ConversionError(f"{os.path.join(src, files.tokenizer)}: tokenizer not found (component {name!r})")
+
+
+def convert_release(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    components: Sequence[str] | None = None,
+    dtype: str = "bfloat16",
+    overwrite: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Converts the released folder `src` into `dst` (Orbax checkpoints + manifest); returns the manifest.
+
+    Each component goes through its key table tensor by tensor (host memory peaks near one
+    component's converted size). `dst` is written under a temporary name beside it and renamed on
+    success; an existing `dst` is replaced only with `overwrite`. Any failure removes the temporary
+    folder and leaves `dst` untouched.
+    """
+    src = os.path.abspath(os.fspath(src))
+    dst = os.path.abspath(os.fspath(dst))
+    names = list(components or COMPONENTS)
+    unknown = [c for c in names if c not in COMPONENTS]
+    if unknown:
+        raise ValueError(f"unknown components {unknown}; expected some of {', '.join(COMPONENTS)}")
+    dtype_from_name(dtype)
+    if not os.path.isdir(src):
+        raise ConversionError(f"{src}: source folder not found")
+    if os.path.exists(dst) and not overwrite:
+        raise FileExistsError(f"{dst}: destination exists; pass --overwrite to replace it")
+    _check_release(src, names)
+
+    manifest = checkpoint.new_manifest(src)
+    with checkpoint.staged_folder(dst, overwrite=overwrite) as tmp:
+        for name in names:
+            comp = component(name)
+            t0 = time.perf_counter()
+            config = comp.release.read_config(src, name)
+            cfg = comp.config_from_release(config, dtype)
+            arrays, tensors = convert_arrays(src, comp.release, comp.convert, cfg, np.dtype(dtype_from_name(dtype)))
+            os.makedirs(os.path.join(tmp, name))
+            t1 = time.perf_counter()
+            checkpoint.save_params(os.path.join(tmp, name, "params"), arrays)
+            t2 = time.perf_counter()
+            copied = None
+            if comp.release.tokenizer:
+                copied = copy_tokenizer(src, comp.release.tokenizer, os.path.join(tmp, name, "tokenizer"))
+            entry = manifest_entry(
+                name, config, dtype, arrays,
+                sources=[file_record(f, src) for f in source_files(src, comp.release, tensors)],
+                tokenizer=bool(copied),
+                tokenizer_files=None if copied is None else [file_record(f, src) for f in copied],
+            )
+            del arrays
+            manifest["components"][name] = entry
+            t3 = time.perf_counter()
+            log(
+                f"{name}: {entry['num_params']:,} parameters, {entry['bytes'] / 2**30:.2f} GiB {dtype} in "
+                f"{t3 - t0:.1f}s (convert {t1 - t0:.1f}s, write {t2 - t1:.1f}s, hash and copy {t3 - t2:.1f}s)"
+            )
+        checkpoint.write_manifest(tmp, manifest)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------ pipelines
+def prompt_encoder_from_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    dtype: str | None = None,
+    param_dtype: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> PromptEncoder:
+    """Both text encoders and their tokenizers from a checkpoint folder, parameters restored straight
+    into their shardings on `mesh`; `dtype` is the compute dtype, `param_dtype` the expected stored one."""
+    ckpt_dir = os.fspath(ckpt_dir)
+
+    def restore(name: str):
+        cfg = component_config(ckpt_dir, name)
+        if dtype is not None:
+            cfg = dataclasses.replace(cfg, dtype=dtype)
+        return restore_component(ckpt_dir, name, mesh=mesh, config=cfg, dtype=param_dtype)
+
+    step_llm, clip = restore("step_llm"), restore("hunyuan_clip")
+    step_tok = StepTokenizer(tokenizer_dir(ckpt_dir, "step_llm"), max_length=step_llm.cfg.max_length)
+    clip_tok = ClipTokenizer(tokenizer_dir(ckpt_dir, "hunyuan_clip"), max_length=clip.cfg.max_length)
+    return PromptEncoder(step_llm, step_tok, clip, clip_tok, cache_dir=cache_dir)
+
+
+def check_checkpoint_dir(path: str) -> None:
+    """A one-line error (with the converter command) when `path` is not a folder."""
+    if not path or not os.path.isdir(path):
+        raise ValueError(
+            f"checkpoint folder {path!r} does not exist; convert the released weights first: "
+            + CONVERTER_HINT.format(dst=path or "checkpoints/stepvideo-ti2v")
+        )
+
+
+def _checkpoint_components(config, mesh):
+    ckpt = config.checkpoint_dir
+    check_checkpoint_dir(ckpt)
+    param_dtype = config.param_dtype or None
+
+    def restore(name: str, **runtime):
+        cfg = dataclasses.replace(component_config(ckpt, name), **runtime)
+        return restore_component(ckpt, name, mesh=mesh, config=cfg, dtype=param_dtype)
+
+    dit = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel)
+    if bool(dit.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
+        raise ValueError(
+            f"{ckpt}: the converted transformer has use_additional_conditions={dit.cfg.use_additional_conditions}, "
+            f"but this config (pipeline {config.pipeline!r}) needs {bool(config.use_additional_conditions)}"
+        )
+    vae = restore("vae", dtype=config.vae_dtype)
+    encoder = prompt_encoder_from_checkpoint(ckpt, mesh=mesh, dtype=config.text_dtype, param_dtype=param_dtype)
+    return dit, vae, encoder
+
+
+def load_components(config, mesh: jax.sharding.Mesh | None = None):
+    """(dit, vae, prompt_encoder) for a sampling config: random-weight tiny models for the `tiny`
+    variant, else the checkpoint folder `config.checkpoint_dir` (converted release, demo, or trained
+    and exported here). With a mesh, the DiT and text encoders are placed by their own rules."""
+    if config.variant != "tiny":
+        return _checkpoint_components(config, mesh)
+    dit, vae, encoder = tiny_pipeline_components(config)
+    if mesh is not None:
+        graphdef, state = nnx.split(dit)
+        dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, dit.SHARDING)))
+    return dit, vae, encoder

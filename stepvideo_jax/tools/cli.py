@@ -1,0 +1,74 @@
+"""What every command-line tool shares: absl flags with a packaged `--config`, one-line errors.
+
+`run(main, config_flag="config")` is `absl.app.run` with a flags parser that resolves the config
+flag's value (`ti2v:tiny`, `configs/demo.py`, or a file path; see `stepvideo_jax.configs`) and turns
+a bad value or an unknown `--config.FIELD` into one line (exit 2) naming the nearest fields.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Callable, Sequence
+
+from absl import app, flags
+
+from stepvideo_jax import configs
+
+__all__ = ["run", "parse_flags", "usage_error"]
+
+
+def usage_error(message: str) -> None:
+    """One line on stderr, exit code 2 (a usage error)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _unknown_field(argv: Sequence[str], config_flag: str) -> str | None:
+    """The first `--CONFIG.FIELD=...` whose FIELD the loaded config does not have, with the nearest names."""
+    holder = flags.FLAGS[config_flag]
+    config = holder.value
+    for arg in argv:
+        m = re.match(rf"^--?(?:no)?{config_flag}\.([\w.]+)", arg)
+        if not m:
+            continue
+        node, ok = config, True
+        for part in m.group(1).split("."):
+            if hasattr(node, "keys") and part in node.keys():
+                node = node[part]
+            else:
+                ok = False
+                break
+        if not ok:
+            near = configs.nearest_names(m.group(1), config)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            return f"unknown config field {m.group(1)!r}{hint}"
+    return None
+
+
+def parse_flags(argv: Sequence[str], config_flag: str = "config") -> list[str]:
+    try:
+        argv = configs.rewrite_config_argv(argv, config_flag)
+    except ValueError as e:
+        usage_error(str(e))
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        if config_flag in flags.FLAGS and flags.FLAGS[config_flag].present:
+            unknown = _unknown_field(argv, config_flag)
+            if unknown:
+                usage_error(unknown)
+        usage_error(str(e).splitlines()[0])
+    except (KeyError, AttributeError, TypeError, ValueError) as e:  # ml_collections: a bad override
+        text = str(e).replace("\\n", "\n").replace("\\'", "'")
+        m = re.search(r"'(\w+)'\W*Did you mean \"([\w.]+)\"", text)
+        if m:
+            usage_error(f"unknown config field {m.group(1)!r}; did you mean {m.group(2)!r}?")
+        m = re.fullmatch(r"\W*'?(\w+)'?\W*", text)
+        if m:
+            usage_error(f"unknown config field {m.group(1)!r}")
+        usage_error(f"bad --{config_flag} override: {text.strip(chr(39)).splitlines()[0]}")
+
+
+def run(main: Callable[[list[str]], int | None], config_flag: str = "config") -> None:
+    app.run(main, flags_parser=lambda argv: parse_flags(argv, config_flag))

@@ -1,0 +1,59 @@
+"""Trains the Step-Video-TI2V DiT (or the VAE) (`train.py`, console script `stepvideo-train`).
+
+    stepvideo-train --config=train_ti2v:tiny --workdir=/tmp/run
+    stepvideo-train --config=train_ti2v --workdir=gs://bucket/run --config.data.manifest=...
+
+Re-running with the same workdir resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from stepvideo_jax import configs
+from stepvideo_jax.tools import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", configs.config_path("train_ti2v"), "Training config: NAME[:VARIANT] (train_ti2v, demo:dit, ...) or FILE."
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run folder (checkpoints, TensorBoard events)", required=True)
+
+
+def _online_encoder(config):
+    """VAE + text encoders from a converted checkpoint folder (for data.kind='video')."""
+
+    def make(objective):
+        from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
+        from stepvideo_jax.training.encode import ClipEncoder
+
+        ckpt = config.online.checkpoint
+        if not ckpt:
+            raise ValueError("data.kind='video' needs --config.online.checkpoint (a converted checkpoint folder)")
+        return ClipEncoder(restore_component(ckpt, "vae"), prompt_encoder_from_checkpoint(ckpt), objective)
+
+    return make
+
+
+def main(argv):
+    del argv
+    import jax
+
+    from stepvideo_jax import distributed
+    from stepvideo_jax.training.loop import train
+
+    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
+
+    config = _CONFIG.value
+    logging.info("devices: %s", jax.devices())
+    result = train(config, _WORKDIR.value, make_encoder=_online_encoder(config))
+    logging.info("finished at step %d; %s", result.final_step, result.data_summary)
+
+
+def run_main() -> None:
+    """Console-script entry point."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run_main()
