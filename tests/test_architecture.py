@@ -129,7 +129,7 @@ def test_dit_restores_into_its_shardings_and_runs_without_the_caller_entering_ru
         hidden_states=rng.normal(size=(2, 3, 8, 4, 4)).astype(np.float32),
         timestep=np.array([0.3, 0.7], np.float32),
         encoder_hidden_states=rng.normal(size=(2, 5, 16)).astype(np.float32),
-        encoder_attention_mask=np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32),
+        encoder_attention_mask=np.concatenate([np.ones((2, 77), np.int32), np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)], axis=1),
         encoder_hidden_states_2=rng.normal(size=(2, 77, 12)).astype(np.float32),
         condition_hidden_states=rng.normal(size=(2, 3, 8, 4, 4)).astype(np.float32),
         motion_score=5.0,
