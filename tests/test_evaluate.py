@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from stepvideo_jax.data import synthetic
-from stepvideo_jax.tools import evaluate
+from stepvideo_jax import evaluation as evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any, Iterable
 
+from stepvideo_jax.files import iter_jsonl, write_jsonl_atomic
+
 __all__ = ["read_manifest", "write_manifest"]
 
 
@@ -19,32 +21,20 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = os.fspath(path)
     root = os.path.dirname(os.path.abspath(path))
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
-            if not isinstance(item, dict) or not isinstance(item.get("video"), str):
-                raise ValueError(f'{path}:{lineno}: expected {{"video": path, "caption": text, ...}}; got {line.strip()[:80]!r}')
-            score = item.get("motion_score")
-            if score is not None and not isinstance(score, (int, float)):
-                raise ValueError(f"{path}:{lineno}: motion_score must be a number or absent; got {score!r}")
-            entry = dict(item)
-            entry["video"] = os.path.join(root, item["video"])
-            entry["caption"] = item.get("caption")
-            entry["motion_score"] = None if score is None else float(score)
-            entries.append(entry)
+    for lineno, item in iter_jsonl(path):
+        if not isinstance(item.get("video"), str):
+            raise ValueError(f'{path}:{lineno}: expected {{"video": path, "caption": text, ...}}; got {json.dumps(item)[:80]!r}')
+        score = item.get("motion_score")
+        if score is not None and not isinstance(score, (int, float)):
+            raise ValueError(f"{path}:{lineno}: motion_score must be a number or absent; got {score!r}")
+        entry = dict(item)
+        entry["video"] = os.path.join(root, item["video"])
+        entry["caption"] = item.get("caption")
+        entry["motion_score"] = None if score is None else float(score)
+        entries.append(entry)
     return entries
 
 
 def write_manifest(path: str | os.PathLike, entries: Iterable[dict[str, Any]]) -> None:
     """Writes a JSONL manifest atomically (temp file then rename); video paths are written as given."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for entry in entries:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, entries)

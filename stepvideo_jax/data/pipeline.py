@@ -35,6 +35,7 @@ from absl import logging
 from stepvideo_jax.data.buckets import bucket_key, choose_bucket, parse_buckets, resize_center_crop
 from stepvideo_jax.data.manifest import read_manifest
 from stepvideo_jax.data.video import FRAMES_PER_CHUNK, SkipItem, read_clip
+from stepvideo_jax.files import iter_jsonl
 
 __all__ = [
     "DataConfig",
@@ -106,14 +107,10 @@ def read_latent_index(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = os.fspath(path)
     root = os.path.dirname(os.path.abspath(path))
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if not isinstance(item, dict) or not isinstance(item.get("latents"), str):
-                raise ValueError(f'{path}:{lineno}: expected {{"latents": path, ...}}; got {line.strip()[:80]!r}')
-            entries.append(dict(item, latents=os.path.join(root, item["latents"])))
+    for lineno, item in iter_jsonl(path):
+        if not isinstance(item.get("latents"), str):
+            raise ValueError(f'{path}:{lineno}: expected {{"latents": path, ...}}; got {json.dumps(item)[:80]!r}')
+        entries.append(dict(item, latents=os.path.join(root, item["latents"])))
     return entries
 
 
