@@ -19,7 +19,8 @@ import contextlib
 import json
 import os
 import secrets
-from typing import IO, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 __all__ = [
     "atomic_path",
@@ -120,7 +121,9 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+                raise ValueError(
+                    f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line"
+                ) from None
             if not isinstance(item, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line; got {line.strip()[:80]!r}")
             yield lineno, item

@@ -18,8 +18,9 @@ def test_shapes_are_the_released_state_dict(fixture_prefix, name):
     shapes = release_dit_shapes(DiTConfig.from_release(fixture.config))
     assert shapes == released
     # Non-block keys first, then layer by layer.
+    is_block = [k.startswith("transformer_blocks.") for k in shapes]
     layers = [int(k.split(".")[1]) for k in shapes if k.startswith("transformer_blocks.")]
-    assert layers == sorted(layers) and not any(k.startswith("transformer_blocks.") for k in list(shapes)[:len(shapes) - len(layers)])
+    assert is_block == sorted(is_block) and layers == sorted(layers)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -35,4 +36,5 @@ def test_converter_accepts_the_table(cfg):
     assert ("clip_projection.weight" in shapes) == (len(cfg.caption_channels) == 2)
     assert any("motion_score_embedder" in k for k in shapes) == cfg.use_additional_conditions
     arrays = convert_dit({k: np.zeros(s, np.float32) for k, s in shapes.items()}, cfg)  # raises on any mismatch
-    assert arrays["blocks.attn1.wqkv.kernel"].shape == (cfg.num_layers, cfg.hidden_size, cfg.num_heads, 3 * cfg.head_dim)
+    wqkv = arrays["blocks.attn1.wqkv.kernel"]
+    assert wqkv.shape == (cfg.num_layers, cfg.hidden_size, cfg.num_heads, 3 * cfg.head_dim)

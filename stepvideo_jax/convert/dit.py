@@ -7,7 +7,8 @@ import json
 import math
 import os
 import re
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from flax import nnx
 
@@ -71,7 +72,7 @@ def _expand_source(rule: Rule, num_layers: int) -> Iterator[tuple[str, dict[str,
                for _, pattern in groups]
     for values in itertools.product(*choices):
         fill = iter(values)
-        key = _SOURCE_GROUP.sub(lambda _: next(fill), rule.source).replace("\\.", ".")
+        key = _SOURCE_GROUP.sub(lambda _, fill=fill: next(fill), rule.source).replace("\\.", ".")
         if not rule.match(key):
             raise ValueError(f"cannot list the keys of rule source {rule.source!r} (got {key!r})")
         yield key, dict(zip((name for name, _ in groups), values))

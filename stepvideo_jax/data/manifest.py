@@ -23,7 +23,8 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     entries = []
     for lineno, item in iter_jsonl(path):
         if not isinstance(item.get("video"), str):
-            raise ValueError(f'{path}:{lineno}: expected {{"video": path, "caption": text, ...}}; got {json.dumps(item)[:80]!r}')
+            got = json.dumps(item)[:80]
+            raise ValueError(f'{path}:{lineno}: expected {{"video": path, "caption": text, ...}}; got {got!r}')
         score = item.get("motion_score")
         if score is not None and not isinstance(score, (int, float)):
             raise ValueError(f"{path}:{lineno}: motion_score must be a number or absent; got {score!r}")

@@ -29,7 +29,8 @@ Imports only NumPy, OpenCV, scikit-image, the motion score and the synthetic cap
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -229,4 +229,5 @@ class PromptEncoder:
         path = self._disk_path(prompt)
         tensors = {name: np.asarray(jax.device_get(a)) for name, a in zip(("llm_states", "llm_mask", "clip_states"), entry)}
         with atomic_path(path) as tmp:
-            save_file(tensors, tmp, metadata={"format": _CACHE_FORMAT, "prompt": prompt, "fingerprint": self.fingerprint})
+            metadata = {"format": _CACHE_FORMAT, "prompt": prompt, "fingerprint": self.fingerprint}
+            save_file(tensors, tmp, metadata=metadata)
