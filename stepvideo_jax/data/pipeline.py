@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Sequence
 
@@ -33,9 +32,8 @@ import numpy as np
 from absl import logging
 
 from stepvideo_jax.data.buckets import bucket_key, choose_bucket, parse_buckets, resize_center_crop
-from stepvideo_jax.data.manifest import read_manifest
+from stepvideo_jax.data.manifest import iter_path_index, read_manifest
 from stepvideo_jax.data.video import FRAMES_PER_CHUNK, SkipItem, read_clip
-from stepvideo_jax.files import iter_jsonl
 
 __all__ = [
     "DataConfig",
@@ -104,14 +102,7 @@ LATENT_KEYS = ("latents", "condition", "llm_states", "llm_mask", "clip_states", 
 
 def read_latent_index(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Reads the precompute index (JSONL of {"latents": npz path, "caption", "motion_score"})."""
-    path = os.fspath(path)
-    root = os.path.dirname(os.path.abspath(path))
-    entries = []
-    for lineno, item in iter_jsonl(path):
-        if not isinstance(item.get("latents"), str):
-            raise ValueError(f'{path}:{lineno}: expected {{"latents": path, ...}}; got {json.dumps(item)[:80]!r}')
-        entries.append(dict(item, latents=os.path.join(root, item["latents"])))
-    return entries
+    return [item for _, item in iter_path_index(path, "latents", '{"latents": path, ...}')]
 
 
 class LatentLoader:
