@@ -92,3 +92,16 @@ def test_jsonl_errors_name_the_file_and_the_line(tmp_path):
     expected = rf"^{re.escape(str(path))}:2: expected a JSON object per line; got '\[1, 2\]'$"
     with pytest.raises(ValueError, match=expected):
         read_jsonl(path)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_video_writers_final_mode_follows_the_umask(tmp_path, umask, mask):
+    """write_mp4 goes through ffmpeg and write_png through PIL, both onto the helper's temporary file."""
+    from stepvideo_jax.video_io import write_mp4, write_png
+
+    umask(mask)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    write_mp4(str(tmp_path / "v.mp4"), frames)
+    write_png(str(tmp_path / "v.png"), frames[0])
+    assert _mode(tmp_path / "v.mp4") == _mode(tmp_path / "v.png") == 0o666 & ~mask
+    assert sorted(os.listdir(tmp_path)) == ["v.mp4", "v.png"]
