@@ -69,7 +69,7 @@ def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequ
                        seed: int | None = None, limit: int | None = None) -> dict[str, Any]:
     """Generates every benchmark item at every requested motion score (models loaded once, the same
     seed for every video), writes the videos, contact sheets and reports under out_dir and returns
-    the summary (see the module docstring). The release's 540p output crop is not applied: frame 0
+    the summary (`metrics.summarize` plus the run settings). The release's 540p output crop is not applied: frame 0
     is compared with the input prepared at the config's size."""
     import contextlib
 
