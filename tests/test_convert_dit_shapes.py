@@ -1,21 +1,24 @@
 """The one release DiT key -> shape table (`release_dit_shapes`), derived from the converter's DIT_RULES."""
 
+import json
+
 import numpy as np
 import pytest
 from safetensors import safe_open
 
 from stepvideo_jax.convert.dit import convert_dit, release_dit_shapes
 from stepvideo_jax.dit import DiTConfig
-from stepvideo_jax.tools.fixtures import load_fixture
 
 
 @pytest.mark.parametrize("name", ["dit_ti2v", "dit_t2v"])
 def test_shapes_are_the_released_state_dict(fixture_prefix, name):
     """The fixtures were written by the released PyTorch model: every key and shape must agree."""
-    fixture = load_fixture(fixture_prefix(name))
-    with safe_open(fixture.weights_path, "np") as f:
+    prefix = fixture_prefix(name)
+    with open(prefix + ".json") as f:
+        config = json.load(f)["config"]
+    with safe_open(prefix + ".weights.safetensors", "np") as f:
         released = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-    shapes = release_dit_shapes(DiTConfig.from_release(fixture.config))
+    shapes = release_dit_shapes(DiTConfig.from_release(config))
     assert shapes == released
     # Non-block keys first, then layer by layer.
     is_block = [k.startswith("transformer_blocks.") for k in shapes]
