@@ -15,9 +15,9 @@ import datetime
 import os
 import subprocess
 import sys
-import tempfile
 
 from benchmarks.common import machine_description
+from stepvideo_jax.files import write_text_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,10 +119,7 @@ def main() -> int:
     if only and os.path.exists(args.output):
         sections = _merge_sections(args.output, sections)
     text = header + "\n" + "\n".join(sections)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(args.output), suffix=".md.tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, args.output)
+    write_text_atomic(args.output, text)
     print(f"wrote {args.output}")
     return 1 if failed else 0
 

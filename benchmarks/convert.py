@@ -32,38 +32,6 @@ _TMP = flags.DEFINE_string("tmp", "/tmp", "Where the generated checkpoint and th
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _dit_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
-    """Release key -> shape of a `StepVideoModel` with config.json `cfg`."""
-    D = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    hd, p = cfg["attention_head_dim"], cfg["patch_size"]
-    cin = cfg["in_channels"] * (2 if cfg["use_additional_conditions"] else 1)
-    cap = cfg["caption_channels"]
-    s = {
-        "pos_embed.proj.weight": (D, cin, p, p), "pos_embed.proj.bias": (D,),
-        "adaln_single.linear.weight": (6 * D, D), "adaln_single.linear.bias": (6 * D,),
-        "caption_projection.linear_1.weight": (D, cap[0]), "caption_projection.linear_1.bias": (D,),
-        "caption_projection.linear_2.weight": (D, D), "caption_projection.linear_2.bias": (D,),
-        "clip_projection.weight": (D, cap[1]), "clip_projection.bias": (D,),
-        "proj_out.weight": (p * p * cfg["out_channels"], D), "proj_out.bias": (p * p * cfg["out_channels"],),
-        "scale_shift_table": (2, D),
-    }
-    for emb in ("timestep_embedder", "motion_score_embedder"):
-        e = f"adaln_single.emb.{emb}."
-        s.update({e + "linear_1.weight": (D, 256), e + "linear_1.bias": (D,), e + "linear_2.weight": (D, D), e + "linear_2.bias": (D,)})
-    for i in range(cfg["num_layers"]):
-        b = f"transformer_blocks.{i}."
-        s.update({
-            b + "attn1.wqkv.weight": (3 * D, D), b + "attn1.wo.weight": (D, D),
-            b + "attn1.q_norm.weight": (hd,), b + "attn1.k_norm.weight": (hd,),
-            b + "attn2.wq.weight": (D, D), b + "attn2.wkv.weight": (2 * D, D), b + "attn2.wo.weight": (D, D),
-            b + "attn2.q_norm.weight": (hd,), b + "attn2.k_norm.weight": (hd,),
-            b + "ff.net.0.proj.weight": (4 * D, D), b + "ff.net.2.weight": (D, 4 * D),
-            b + "norm1.weight": (D,), b + "norm1.bias": (D,), b + "norm2.weight": (D,), b + "norm2.bias": (D,),
-            b + "scale_shift_table": (6, D),
-        })
-    return s
-
-
 def generate_release(root: str, size_gb: float, shards: int, src_dtype: str, heads: int) -> int:
     """Writes `root/transformer/` with random weights; returns its byte size."""
     import ml_dtypes
@@ -79,7 +47,10 @@ def generate_release(root: str, size_gb: float, shards: int, src_dtype: str, hea
         "norm_elementwise_affine": False, "norm_eps": 1e-6, "use_additional_conditions": True,
         "caption_channels": [4096, 1024],
     }
-    shapes = _dit_shapes(cfg)
+    from stepvideo_jax.convert.dit import release_dit_shapes
+    from stepvideo_jax.dit import DiTConfig
+
+    shapes = release_dit_shapes(DiTConfig.from_release(cfg))
     total = sum(int(np.prod(s)) for s in shapes.values()) * itemsize
     folder = os.path.join(root, "transformer")
     os.makedirs(folder)

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from stepvideo_jax.config import dtype_from_name
+from stepvideo_jax.files import write_json_atomic
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -63,12 +64,7 @@ def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_manifest(ckpt_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
-    file = os.path.join(os.fspath(ckpt_dir), MANIFEST_NAME)
-    tmp = file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, file)
+    write_json_atomic(os.path.join(os.fspath(ckpt_dir), MANIFEST_NAME), manifest, indent=1, sort_keys=True)
 
 
 def manifest_component(manifest: Mapping[str, Any], ckpt_dir: str, name: str) -> Mapping[str, Any]:

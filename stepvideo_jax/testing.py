@@ -19,6 +19,7 @@ from flax import nnx
 
 import jax.numpy as jnp
 
+from stepvideo_jax.files import write_bytes_atomic
 from stepvideo_jax.text.clip import ClipConfig, HunyuanCLIP
 from stepvideo_jax.text.prompt import PromptEncoder
 from stepvideo_jax.text.step_llm import StepLLM, StepLLMConfig
@@ -53,13 +54,6 @@ SPM_FILE = "step1_chat_tokenizer.model"
 CLIP_TOKENIZER_DIR = "tokenizer"
 
 _BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _train_spm(texts: Sequence[str]) -> bytes:
@@ -110,8 +104,8 @@ def build_tiny_tokenizers(out_dir: str | os.PathLike, texts: Sequence[str] | Non
     clip_dir = os.path.join(out_dir, CLIP_TOKENIZER_DIR)
     os.makedirs(clip_dir, exist_ok=True)
     spm_path = os.path.join(out_dir, SPM_FILE)
-    _write_atomic(spm_path, _train_spm(texts))
-    _write_atomic(os.path.join(clip_dir, "vocab.txt"), ("\n".join(_bert_vocab(texts)) + "\n").encode())
+    write_bytes_atomic(spm_path, _train_spm(texts))
+    write_bytes_atomic(os.path.join(clip_dir, "vocab.txt"), ("\n".join(_bert_vocab(texts)) + "\n").encode())
     return spm_path, clip_dir
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import unicodedata
 from typing import Sequence
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from stepvideo_jax.files import atomic_path
 
 __all__ = [
     "DENOISE_FILTER",
@@ -160,13 +161,6 @@ def reserve_output_paths(out_dir: str, stem: str, suffixes: Sequence[str]) -> li
     raise ValueError(f"no free output name for {stem!r} in {out_dir!r} after 9999 tries")
 
 
-def _temp_beside(path: str) -> str:
-    stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=os.path.dirname(path))
-    os.close(fd)
-    return tmp
-
-
 def _check_frames(frames: np.ndarray) -> None:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [frames, height, width, 3]; got {frames.dtype} {frames.shape}")
@@ -178,8 +172,7 @@ def write_mp4(path: str, frames: np.ndarray, *, fps: int = 25, denoise: bool = F
     """Writes uint8 [F, H, W, 3] frames as H.264 to `path` (through a temporary file); returns path."""
     _check_frames(frames)
     f, h, w, _ = frames.shape
-    tmp = _temp_beside(path)
-    try:
+    with atomic_path(path) as tmp:  # ffmpeg overwrites the temporary file, which keeps its umask mode
         writer = imageio_ffmpeg.write_frames(
             tmp,
             (w, h),
@@ -195,10 +188,6 @@ def write_mp4(path: str, frames: np.ndarray, *, fps: int = 25, denoise: bool = F
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -206,13 +195,8 @@ def write_png(path: str, image: np.ndarray) -> str:
     """Writes a uint8 [H, W, 3] image as PNG to `path` (through a temporary file); returns path."""
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 [height, width, 3]; got {image.dtype} {image.shape}")
-    tmp = _temp_beside(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -11,6 +11,9 @@ import math
 
 import numpy as np
 
+from stepvideo_jax.convert.dit import release_dit_shapes
+from stepvideo_jax.dit import DiTConfig
+
 
 def _ln(x, eps, w=None, b=None):
     mu = x.mean(-1, keepdims=True)
@@ -129,41 +132,9 @@ def dit_forward(W, cfg, hidden_states, timestep, enc, mask, enc2=None, cond=None
 
 
 def random_release_weights(cfg, seed=0, scale=0.3):
-    """Random weights under the release's key names and shapes for a DiT config dict."""
+    """Random weights under the release's key names and shapes (`release_dit_shapes`) for a DiT config dict."""
     rng = np.random.default_rng(seed)
-    nh, hd, L, p = cfg["num_attention_heads"], cfg["attention_head_dim"], cfg["num_layers"], cfg["patch_size"]
-    D = nh * hd
-    cin = cfg["in_channels"] * (2 if cfg["use_additional_conditions"] else 1)
-    cout = cfg["out_channels"]
-    cap = cfg["caption_channels"]
-    cap = [cap] if isinstance(cap, int) else list(cap)
-    shapes = {
-        "pos_embed.proj.weight": (D, cin, p, p), "pos_embed.proj.bias": (D,),
-        "adaln_single.emb.timestep_embedder.linear_1.weight": (D, 256), "adaln_single.emb.timestep_embedder.linear_1.bias": (D,),
-        "adaln_single.emb.timestep_embedder.linear_2.weight": (D, D), "adaln_single.emb.timestep_embedder.linear_2.bias": (D,),
-        "adaln_single.linear.weight": (6 * D, D), "adaln_single.linear.bias": (6 * D,),
-        "caption_projection.linear_1.weight": (D, cap[0]), "caption_projection.linear_1.bias": (D,),
-        "caption_projection.linear_2.weight": (D, D), "caption_projection.linear_2.bias": (D,),
-        "proj_out.weight": (p * p * cout, D), "proj_out.bias": (p * p * cout,),
-        "scale_shift_table": (2, D),
-    }
-    if cfg["use_additional_conditions"]:
-        for n, s in (("linear_1.weight", (D, 256)), ("linear_1.bias", (D,)), ("linear_2.weight", (D, D)), ("linear_2.bias", (D,))):
-            shapes["adaln_single.emb.motion_score_embedder." + n] = s
-    if len(cap) == 2:
-        shapes["clip_projection.weight"] = (D, cap[1])
-        shapes["clip_projection.bias"] = (D,)
-    for i in range(L):
-        b = f"transformer_blocks.{i}."
-        shapes.update({
-            b + "attn1.wqkv.weight": (3 * D, D), b + "attn1.wo.weight": (D, D),
-            b + "attn1.q_norm.weight": (hd,), b + "attn1.k_norm.weight": (hd,),
-            b + "attn2.wq.weight": (D, D), b + "attn2.wkv.weight": (2 * D, D), b + "attn2.wo.weight": (D, D),
-            b + "attn2.q_norm.weight": (hd,), b + "attn2.k_norm.weight": (hd,),
-            b + "ff.net.0.proj.weight": (4 * D, D), b + "ff.net.2.weight": (D, 4 * D),
-            b + "norm1.weight": (D,), b + "norm1.bias": (D,), b + "norm2.weight": (D,), b + "norm2.bias": (D,),
-            b + "scale_shift_table": (6, D),
-        })
+    shapes = release_dit_shapes(DiTConfig.from_release(cfg))
     out = {}
     for k, s in shapes.items():
         fan_in = int(np.prod(s[1:])) if len(s) > 1 else 1

@@ -32,17 +32,17 @@ def test_parity_with_release_fixture(fixture_prefix, name):
 
 
 def test_parity_tool_exit_codes(fixture_prefix, tmp_path, capsys):
-    assert parity.main([fixture_prefix("dit_ti2v"), fixture_prefix("dit_t2v")]) == 0
+    assert parity.check_prefixes([fixture_prefix("dit_ti2v"), fixture_prefix("dit_t2v")]) == 0
     out = capsys.readouterr().out
     assert out.count(" ok") >= 2 and "FAIL" not in out
     bad = tmp_path / "bad"
     (tmp_path / "bad.json").write_text(json.dumps({"kind": "no_such_kind", "config": {}}))
     (tmp_path / "bad.weights.safetensors").write_bytes(b"")
     save_file({"x": np.zeros(1, np.float32)}, str(tmp_path / "bad.io.safetensors"))
-    assert parity.main([str(bad)]) == 2
+    assert parity.check_prefixes([str(bad)]) == 2
     assert "unknown fixture kind 'no_such_kind'" in capsys.readouterr().err
     (tmp_path / "broken.json").write_text("{not json")
-    assert parity.main([str(tmp_path / "broken")]) == 2
+    assert parity.check_prefixes([str(tmp_path / "broken")]) == 2
 
 
 def _write_fixture(tmp_path, name, cfg, seed, frames, height, width, llm_len, clip_len, valid):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stepvideo_jax.data import synthetic
-from stepvideo_jax.tools import evaluate
+from stepvideo_jax import evaluation as evaluate
 from stepvideo_jax.configs import get_config
+from stepvideo_jax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

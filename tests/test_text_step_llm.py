@@ -54,7 +54,7 @@ def test_parity_tool_on_other_head_counts(tmp_path, capsys, heads, groups):
     expected = step_llm_forward(weights, cfg, ids)
     prefix = tmp_path / f"step_llm_h{heads}_g{groups}"
     _write_fixture(prefix, cfg, weights, ids, mask, expected)
-    assert parity.main([str(prefix)]) == 0
+    assert parity.check_prefixes([str(prefix)]) == 0
     line = capsys.readouterr().out.strip()
     rel = float(line.split("rel_l2=")[1].split()[0])
     assert line.endswith(" ok") and ":output " in line and rel <= 1e-5, line

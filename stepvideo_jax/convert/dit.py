@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
-from typing import Any, Mapping
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from flax import nnx
 
 from stepvideo_jax.convert.core import (
+    ConversionError,
     Rule,
     TensorSource,
     build_model,
@@ -21,7 +26,7 @@ from stepvideo_jax.convert.core import (
 )
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 
-__all__ = ["DIT_KEYS", "convert_dit", "load_dit", "read_dit_config"]
+__all__ = ["DIT_KEYS", "convert_dit", "load_dit", "read_dit_config", "release_dit_shapes"]
 
 _B = r"transformer_blocks\.(?P<layer>\d+)\."
 
@@ -52,6 +57,65 @@ DIT_KEYS: list[Rule] = [
     Rule(_B + r"norm(?P<n>[12])\.bias", "blocks.norm{n}_bias"),
     Rule(_B + r"scale_shift_table", "blocks.scale_shift_table", identity),
 ]
+
+
+# A named group of a DIT_KEYS source: one character of a class ("[12]") or the layer index ("\d+").
+_SOURCE_GROUP = re.compile(r"\(\?P<(\w+)>(\[\w+\]|\\d\+)\)")
+
+
+def _expand_source(rule: Rule, num_layers: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every key `rule.source` matches, with its groups (layer indices up to `num_layers`)."""
+    groups = _SOURCE_GROUP.findall(rule.source)
+    if len(groups) != rule.source.count("(?P<"):
+        raise ValueError(f"cannot list the keys of rule source {rule.source!r}")
+    choices = [[str(i) for i in range(num_layers)] if pattern == r"\d+" else list(pattern[1:-1])
+               for _, pattern in groups]
+    for values in itertools.product(*choices):
+        fill = iter(values)
+        key = _SOURCE_GROUP.sub(lambda _, fill=fill: next(fill), rule.source).replace("\\.", ".")
+        if not rule.match(key):
+            raise ValueError(f"cannot list the keys of rule source {rule.source!r} (got {key!r})")
+        yield key, dict(zip((name for name, _ in groups), values))
+
+
+def _release_shape(transform, shape: tuple[int, ...], cfg: DiTConfig) -> tuple[int, ...]:
+    """The released tensor's shape that `transform` turns into a parameter of `shape` (its inverse)."""
+    if transform is identity:
+        return shape
+    if transform is linear:  # torch (out, in) -> (in, out)
+        return shape[::-1]
+    if transform is linear_to:  # torch (out, in) -> (D, heads, k*hd) or (heads, hd, D)
+        if shape[0] == cfg.hidden_size:
+            return (math.prod(shape[1:]), shape[0])
+        return (shape[-1], math.prod(shape[:-1]))
+    if transform is conv_to_dense:  # torch (D, C, p, p) -> (p*p*C, D)
+        p = cfg.patch_size
+        return (shape[1], shape[0] // (p * p), p, p)
+    raise ValueError(f"no inverse shape for transform {transform!r}")
+
+
+def release_dit_shapes(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
+    """{release key: torch shape} of the released `StepVideoModel` state dict for `cfg`, derived from
+    DIT_KEYS and the model's parameter shapes (no weights are built): the non-block keys in table
+    order, then each block's keys, layer by layer."""
+    abstract = nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
+    params = {path: shape for path, (shape, _) in flat_param_paths(abstract).items()}
+    top, blocks, covered = {}, [], set()
+    for index, rule in enumerate(DIT_KEYS):
+        for key, groups in _expand_source(rule, cfg.num_layers):
+            target = rule.target.format(**{k: v for k, v in groups.items() if k != "layer"})
+            if target not in params:  # an optional part this config lacks (motion embedder, CLIP projection)
+                continue
+            covered.add(target)
+            if "layer" in groups:
+                shape = _release_shape(rule.transform, params[target][1:], cfg)
+                blocks.append((int(groups["layer"]), index, key, shape))
+            else:
+                top[key] = _release_shape(rule.transform, params[target], cfg)
+    missing = sorted(set(params) - covered)
+    if missing:
+        raise ConversionError(f"DIT_KEYS map no release key to parameters {missing}")
+    return {**top, **{key: shape for _, _, key, shape in sorted(blocks)}}
 
 
 def read_dit_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -9,42 +9,38 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-__all__ = ["read_manifest", "write_manifest"]
+from stepvideo_jax.files import iter_jsonl, write_jsonl_atomic
+
+__all__ = ["iter_path_index", "read_manifest", "write_manifest"]
+
+
+def iter_path_index(path: str | os.PathLike, key: str, form: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of a JSONL file whose objects name a file under `key`, that path made
+    absolute (a relative one against the JSONL file's folder). `form` describes an object for errors."""
+    path = os.fspath(path)
+    root = os.path.dirname(os.path.abspath(path))
+    for lineno, item in iter_jsonl(path):
+        if not isinstance(item.get(key), str):
+            raise ValueError(f"{path}:{lineno}: expected {form}; got {json.dumps(item)[:80]!r}")
+        yield lineno, dict(item, **{key: os.path.join(root, item[key])})
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Reads a JSONL manifest; returns dicts with an absolute "video" path, "caption" and "motion_score"."""
-    path = os.fspath(path)
-    root = os.path.dirname(os.path.abspath(path))
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
-            if not isinstance(item, dict) or not isinstance(item.get("video"), str):
-                raise ValueError(f'{path}:{lineno}: expected {{"video": path, "caption": text, ...}}; got {line.strip()[:80]!r}')
-            score = item.get("motion_score")
-            if score is not None and not isinstance(score, (int, float)):
-                raise ValueError(f"{path}:{lineno}: motion_score must be a number or absent; got {score!r}")
-            entry = dict(item)
-            entry["video"] = os.path.join(root, item["video"])
-            entry["caption"] = item.get("caption")
-            entry["motion_score"] = None if score is None else float(score)
-            entries.append(entry)
+    for lineno, item in iter_path_index(path, "video", '{"video": path, "caption": text, ...}'):
+        score = item.get("motion_score")
+        if score is not None and not isinstance(score, (int, float)):
+            raise ValueError(f"{os.fspath(path)}:{lineno}: motion_score must be a number or absent; got {score!r}")
+        item["caption"] = item.get("caption")
+        item["motion_score"] = None if score is None else float(score)
+        entries.append(item)
     return entries
 
 
 def write_manifest(path: str | os.PathLike, entries: Iterable[dict[str, Any]]) -> None:
     """Writes a JSONL manifest atomically (temp file then rename); video paths are written as given."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for entry in entries:
-            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, entries)

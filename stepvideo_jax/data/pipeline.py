@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from typing import Any, Callable, Sequence
 
@@ -33,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from stepvideo_jax.data.buckets import bucket_key, choose_bucket, parse_buckets, resize_center_crop
-from stepvideo_jax.data.manifest import read_manifest
+from stepvideo_jax.data.manifest import iter_path_index, read_manifest
 from stepvideo_jax.data.video import FRAMES_PER_CHUNK, SkipItem, read_clip
 
 __all__ = [
@@ -103,18 +102,7 @@ LATENT_KEYS = ("latents", "condition", "llm_states", "llm_mask", "clip_states", 
 
 def read_latent_index(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Reads the precompute index (JSONL of {"latents": npz path, "caption", "motion_score"})."""
-    path = os.fspath(path)
-    root = os.path.dirname(os.path.abspath(path))
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            if not isinstance(item, dict) or not isinstance(item.get("latents"), str):
-                raise ValueError(f'{path}:{lineno}: expected {{"latents": path, ...}}; got {line.strip()[:80]!r}')
-            entries.append(dict(item, latents=os.path.join(root, item["latents"])))
-    return entries
+    return [item for _, item in iter_path_index(path, "latents", '{"latents": path, ...}')]
 
 
 class LatentLoader:

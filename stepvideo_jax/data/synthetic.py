@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
 import re
 from typing import Any
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from stepvideo_jax.data.manifest import write_manifest
+from stepvideo_jax.files import atomic_path, write_jsonl_atomic, write_text_atomic
 from stepvideo_jax.motion import SAMPLE_EVERY, motion_score_from_frames
 
 __all__ = [
@@ -221,19 +221,6 @@ def clip_motion_score(frames: np.ndarray) -> float:
     return motion_score_from_frames(frames[::SAMPLE_EVERY])
 
 
-def _save_npy(path: str, array: np.ndarray) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
-def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int = 17, height: int = 64,
                   width: int = 64, max_speed: float = 0.6, seed: int = 0) -> dict[str, Any]:
     """Writes ``out_dir/clips/*.npy`` + ``out_dir/manifest.jsonl`` (training) and
@@ -254,7 +241,8 @@ def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int
         clip = render_clip(spec, frames, height, width)
         score = clip_motion_score(clip)
         name = os.path.join("clips", f"{i:06d}.npy")
-        _save_npy(os.path.join(out_dir, name), clip)
+        with atomic_path(os.path.join(out_dir, name)) as tmp:
+            np.save(tmp, clip)
         entries.append({"video": name, "caption": spec.caption, "motion_score": round(score, 4),
                         "speed": round(spec.speed, 4), "direction": spec.direction})
         scores.append(score)
@@ -265,12 +253,11 @@ def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int
         first = render_clip(spec, 1, height, width)[0]
         item_id = f"{j:03d}"
         png = os.path.join(held_dir, f"{item_id}.png")
-        tmp = f"{png}.tmp-{os.getpid()}.png"
-        cv2.imwrite(tmp, cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
-        os.replace(tmp, png)
-        _write_text(os.path.join(held_dir, f"{item_id}.txt"), spec.caption + "\n")
+        with atomic_path(png) as tmp:
+            cv2.imwrite(tmp, cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
+        write_text_atomic(os.path.join(held_dir, f"{item_id}.txt"), spec.caption + "\n")
         held.append({"id": item_id, "caption": spec.caption, **{k: v for k, v in dataclasses.asdict(spec).items()}})
-    _write_text(os.path.join(out_dir, "heldout", "heldout.jsonl"), "".join(json.dumps(h) + "\n" for h in held))
+    write_jsonl_atomic(os.path.join(out_dir, "heldout", "heldout.jsonl"), held, ensure_ascii=True)
     s = np.asarray(scores)
     return {"train": num_train, "heldout": len(held), "train_captions": len(train_combos),
             "motion_score_min": float(s.min()), "motion_score_median": float(np.median(s)),

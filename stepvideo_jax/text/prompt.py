@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from stepvideo_jax.files import atomic_path
 from stepvideo_jax.text.clip import HunyuanCLIP
 from stepvideo_jax.text.step_llm import StepLLM
 from stepvideo_jax.text.tokenizers import ClipTokenizer, StepTokenizer, as_prompt_list
@@ -203,6 +204,6 @@ class PromptEncoder:
         os.makedirs(self.cache_dir, exist_ok=True)
         path = self._disk_path(prompt)
         tensors = {name: np.asarray(jax.device_get(a)) for name, a in zip(("llm_states", "llm_mask", "clip_states"), entry)}
-        tmp = f"{path}.tmp{os.getpid()}"
-        save_file(tensors, tmp, metadata={"format": _CACHE_FORMAT, "prompt": prompt, "fingerprint": self.fingerprint})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            metadata = {"format": _CACHE_FORMAT, "prompt": prompt, "fingerprint": self.fingerprint}
+            save_file(tensors, tmp, metadata=metadata)

@@ -31,6 +31,8 @@ import time
 
 from absl import app, flags, logging
 
+from stepvideo_jax.files import atomic_path, write_json_atomic, write_text_atomic
+
 __all__ = ["run_recipe", "STAGES", "REFERENCE_SAMPLE", "reference_sample_settings", "EXAMPLES"]
 
 STAGES = ("data", "text", "vae", "latents", "dit", "export")
@@ -195,20 +197,16 @@ def _stage_export(recipe, workdir: str) -> dict:
                            width=int(data.width), max_speed=float(data.max_speed))
         write_png(os.path.join(recipe.examples_dir, f"{stem}.png"),
                   render_clip(spec, 1, int(data.height), int(data.width))[0])
-        tmp = os.path.join(recipe.examples_dir, f".{stem}.txt.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(spec.caption + "\n")
-        os.replace(tmp, os.path.join(recipe.examples_dir, f"{stem}.txt"))
+        write_text_atomic(os.path.join(recipe.examples_dir, f"{stem}.txt"), spec.caption + "\n")
     # A short stored sample: the test re-generates it from the shipped checkpoint.
     config = reference_sample_settings(_load_demo_config(""))
     config.output_dir = os.path.join(workdir, "reference_sample")
     out = run(config)
     result = out["result"]
     path = os.path.join(export_dir, REFERENCE_SAMPLE)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, latents=result.latents, video=result.video, steps=config.steps, seed=config.seed,
-                        prompt=config.prompt, motion_score=config.motion_score)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, latents=result.latents, video=result.video, steps=config.steps, seed=config.seed,
+                            prompt=config.prompt, motion_score=config.motion_score)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(export_dir) for f in fs)
     return {"export_dir": export_dir, "bytes": size}
 
@@ -238,10 +236,7 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
         summary = _STAGE_FUNCS[stage](recipe, workdir)
         record[stage] = {"seconds": round(time.perf_counter() - t0, 1), **summary}
         logging.info("stage %s done: %s", stage, record[stage])
-        tmp = record_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1, default=str)
-        os.replace(tmp, record_path)
+        write_json_atomic(record_path, record, indent=1, default=str)
     return record
 
 

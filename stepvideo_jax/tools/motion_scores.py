@@ -15,6 +15,7 @@ import sys
 from absl import app, flags, logging
 
 from stepvideo_jax.data.manifest import write_manifest
+from stepvideo_jax.files import read_jsonl
 from stepvideo_jax.motion import motion_score
 
 __all__ = ["VIDEO_EXTENSIONS", "score_folder"]
@@ -28,13 +29,10 @@ def _relative(path: str, root: str) -> str:
 
 def score_folder(video_dir: str, manifest: str) -> dict[str, int]:
     """Scores the folder's videos into ``manifest`` (created if absent); returns counts."""
-    import json
-
     root = os.path.dirname(os.path.abspath(manifest))
     entries: list[dict] = []
     if os.path.exists(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            entries = [json.loads(line) for line in f if line.strip()]
+        entries = read_jsonl(manifest)
     by_path = {os.path.normpath(os.path.join(root, e["video"])): e for e in entries}
     videos = sorted(
         os.path.join(video_dir, n) for n in os.listdir(video_dir) if n.lower().endswith(VIDEO_EXTENSIONS)

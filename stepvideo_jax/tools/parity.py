@@ -5,26 +5,27 @@
 PREFIX is a fixture path without its suffix (`../shared/fixtures/reference/dit_ti2v`). Each fixture's
 weights go through the same converter users run; one line per checked output:
 `NAME max_abs=... rel_l2=... ok|FAIL`. Exit 0 only if every output has rel_l2 <= 1e-4; exit 2 for an
-unknown kind or a malformed fixture.
+unknown kind or a malformed fixture (or no PREFIX). Flags are parsed by absl (`--help` lists them).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+
+from absl import app
 
 from stepvideo_jax.convert.core import ConversionError
 from stepvideo_jax.parity import KINDS, TOLERANCE, FixtureError, check_fixture, compare
 
-__all__ = ["KINDS", "check_fixture", "compare", "main", "TOLERANCE"]
+__all__ = ["KINDS", "check_fixture", "check_prefixes", "compare", "main", "TOLERANCE"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        return 0 if argv else 2
+def check_prefixes(prefixes: Sequence[str]) -> int:
+    """Checks every fixture, printing one line per output; returns the exit status (0 all within
+    TOLERANCE, 1 some output outside it, 2 an unknown kind or a malformed fixture)."""
     ok = True
-    for prefix in argv:
+    for prefix in prefixes:
         try:
             results = check_fixture(prefix)
         except (FixtureError, ConversionError) as e:
@@ -37,5 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def main(argv: Sequence[str]) -> int:
+    """absl entry point: argv[0] is the program, the rest are fixture prefixes."""
+    if len(argv) < 2:
+        raise app.UsageError("give at least one fixture PREFIX", exitcode=2)
+    return check_prefixes(argv[1:])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main)

@@ -16,7 +16,6 @@ temporary name and renamed.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import sys
 
@@ -28,6 +27,7 @@ from stepvideo_jax.data.buckets import parse_buckets
 from stepvideo_jax.data.manifest import read_manifest
 from stepvideo_jax.data.pipeline import VideoLoader
 from stepvideo_jax.data.video import SkipItem
+from stepvideo_jax.files import atomic_path, write_jsonl_atomic
 from stepvideo_jax.motion import motion_score
 from stepvideo_jax.training.loop import NULL_PROMPT_FILE
 
@@ -37,9 +37,8 @@ INDEX_FILE = "index.jsonl"
 
 
 def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
 
 
 def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_stride: int, buckets,
@@ -68,11 +67,7 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
         index.append({"latents": name, "caption": example["caption"], "motion_score": float(score),
                       "video": entry["video"]})
     _save_npz(os.path.join(out_dir, NULL_PROMPT_FILE), encoder.null_text(null_prompt))
-    tmp = os.path.join(out_dir, f"{INDEX_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in index:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, os.path.join(out_dir, INDEX_FILE))
+    write_jsonl_atomic(os.path.join(out_dir, INDEX_FILE), index)
     counts = {"written": len(index), **{f"skipped_{k}": v for k, v in sorted(skipped.items())}}
     logging.info("precompute: %s", counts)
     return counts
