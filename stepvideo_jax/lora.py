@@ -47,6 +47,12 @@ __all__ = [
     "lora_param_count",
     "adapter_arrays",
     "set_adapter_arrays",
+    "save_adapter",
+    "load_adapter",
+    "apply_adapters",
+    "fingerprint_checkpoint",
+    "release_layout",
+    "RELEASE_NAMES",
 ]
 
 # Self- and cross-attention projections and the FFN of every block.
@@ -148,7 +154,7 @@ def apply_lora(model: nnx.Module, cfg: LoRAConfig, *, seed: int = 0) -> nnx.Modu
         lead_names = names[: len(lead)]
         in_names = names[len(lead): len(lead) + len(ins)]
         out_names = names[len(lead) + len(ins):]
-        dtype = kernel[...].dtype
+        dtype = jnp.float32  # adapters train in float32 whatever the (frozen) base's dtype
         a = rng.normal(0.0, 1.0 / math.sqrt(math.prod(ins)), lead + ins + (cfg.rank,))
         lora_a = LoRAParam(jnp.asarray(a, dtype), out_sharding=lead_names + in_names + ("lora_rank",),
                            eager_sharding=False)
@@ -222,3 +228,97 @@ def config_from_json(text: str) -> LoRAConfig:
     fields = json.loads(text)
     fields["targets"] = tuple(fields.get("targets", DEFAULT_TARGETS))
     return LoRAConfig(**fields)
+
+
+# ------------------------------------------------------------------------------------ adapter files
+ADAPTER_FORMAT = "stepvideo-jax/lora-v1"
+
+
+def save_adapter(path: str, arrays: Mapping[str, np.ndarray], cfg: LoRAConfig, *, base_fingerprint: str) -> None:
+    """Writes adapters (`adapter_arrays` keys, stacked per layer) as safetensors with the LoRA config
+    and the base checkpoint's fingerprint in the metadata; atomically (temp name, then rename)."""
+    import os
+
+    from safetensors.numpy import save_file
+
+    metadata = {"format": ADAPTER_FORMAT, "lora_config": config_to_json(cfg), "base_fingerprint": base_fingerprint}
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        save_file({k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_adapter(path: str) -> tuple[LoRAConfig, dict[str, np.ndarray], str]:
+    """(LoRA config, adapter arrays, base fingerprint) of a file written by `save_adapter`."""
+    import os
+
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        raise ValueError(f"LoRA adapter {path!r} not found (expected a .safetensors file written by train.py)")
+    try:
+        with safe_open(path, framework="numpy") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a corrupt header
+        raise ValueError(f"{path}: not a readable safetensors adapter ({e})") from e
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"{path}: not a stepvideo-jax LoRA adapter (metadata format {meta.get('format')!r})")
+    return config_from_json(meta["lora_config"]), arrays, meta.get("base_fingerprint", "")
+
+
+def apply_adapters(model: nnx.Module, adapters: list[tuple[str, float]]) -> nnx.Module:
+    """Merges each (adapter file, scale) into `model`'s weights, one after another (so several
+    adapters combine additively); returns the merged model."""
+    for path, scale in adapters:
+        cfg, arrays, _ = load_adapter(path)
+        apply_lora(model, cfg)
+        set_adapter_arrays(model, arrays)
+        merge_lora(model, scale=scale)
+    return model
+
+
+def fingerprint_checkpoint(ckpt_dir: str) -> str:
+    """sha256 of a checkpoint folder's manifest.json: names the base weights an adapter was trained on."""
+    import hashlib
+    import os
+
+    with open(os.path.join(ckpt_dir, "manifest.json"), "rb") as f:
+        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+
+
+# Our block module paths -> the released DiT's (diffusers-style names; see convert/dit.py DIT_KEYS).
+RELEASE_NAMES = {
+    "attn1.wqkv": "attn1.wqkv",
+    "attn1.wo": "attn1.wo",
+    "attn2.wq": "attn2.wq",
+    "attn2.wkv": "attn2.wkv",
+    "attn2.wo": "attn2.wo",
+    "ff.w_in": "ff.net.0.proj",
+    "ff.w_out": "ff.net.2",
+}
+
+
+def release_layout(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Adapters in the layout diffusers / ComfyUI LoRA files use, on the released DiT's key names:
+    `transformer_blocks.{i}.{name}.lora_A.weight` [r, in] and `...lora_B.weight` [out, r] (PyTorch
+    Linear layout; multi-axis inputs/outputs flattened row-major, the release's order). Only block
+    linears are exported (a patch-embedding or AdaLN adapter raises)."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in arrays.items():
+        module, kind = key.rsplit(".", 1)
+        if not module.startswith("blocks."):
+            raise ValueError(f"adapter {key} is not on a block linear; the release layout holds block adapters only")
+        name = RELEASE_NAMES.get(module[len("blocks."):])
+        if name is None:
+            raise ValueError(f"adapter {key}: no released name for module {module!r}")
+        for i in range(value.shape[0]):
+            a = np.asarray(value[i])
+            if kind == "lora_a":  # [*in, r] -> [r, in]
+                out[f"transformer_blocks.{i}.{name}.lora_A.weight"] = a.reshape(-1, a.shape[-1]).T.copy()
+            else:  # [r, *out] -> [out, r]
+                out[f"transformer_blocks.{i}.{name}.lora_B.weight"] = a.reshape(a.shape[0], -1).T.copy()
+    return out
