@@ -38,6 +38,7 @@ from stepvideo_jax.convert import vae as vae_keys
 from stepvideo_jax.convert.core import ConversionError
 from stepvideo_jax.convert.release import ReleaseFiles, convert_arrays, copy_tokenizer, file_record, source_files
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.lora import apply_adapters
 from stepvideo_jax.sharding import ShardingRules, model_shardings
 from stepvideo_jax.text import ClipConfig, ClipTokenizer, HunyuanCLIP, PromptEncoder, StepLLM, StepLLMConfig
 from stepvideo_jax.text import StepTokenizer
@@ -413,6 +414,9 @@ def _checkpoint_components(config, mesh):
         return restore_component(ckpt, name, mesh=mesh, config=cfg, dtype=param_dtype)
 
     dit = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel)
+    adapters = lora_adapters(config)
+    if adapters:
+        apply_adapters(dit, adapters)
     if bool(dit.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
         raise ValueError(
             f"{ckpt}: the converted transformer has use_additional_conditions={dit.cfg.use_additional_conditions}, "
@@ -423,6 +427,25 @@ def _checkpoint_components(config, mesh):
     return dit, vae, encoder
 
 
+def lora_adapters(config) -> list[tuple[str, float]]:
+    """[(adapter file, scale)] from a sampling config's `lora` / `lora_scale` fields (checked, one line)."""
+    paths = [p.strip() for p in str(config.get("lora", "") or "").split(",") if p.strip()]
+    if not paths:
+        return []
+    try:
+        scales = [float(s) for s in str(config.get("lora_scale", "1.0")).split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"lora_scale must be numbers separated by commas; got {config.lora_scale!r}") from None
+    if len(scales) == 1:
+        scales = scales * len(paths)
+    if len(scales) != len(paths):
+        raise ValueError(f"lora_scale has {len(scales)} values for {len(paths)} adapters; give one, or one each")
+    for p in paths:
+        if not os.path.isfile(p):
+            raise ValueError(f"LoRA adapter {p!r} not found (expected a .safetensors file written by train.py)")
+    return list(zip(paths, scales))
+
+
 def load_components(config, mesh: jax.sharding.Mesh | None = None):
     """(dit, vae, prompt_encoder) for a sampling config: random-weight tiny models for the `tiny`
     variant, else the checkpoint folder `config.checkpoint_dir` (converted release, demo, or trained
@@ -430,6 +453,9 @@ def load_components(config, mesh: jax.sharding.Mesh | None = None):
     if config.variant != "tiny":
         return _checkpoint_components(config, mesh)
     dit, vae, encoder = tiny_pipeline_components(config)
+    adapters = lora_adapters(config)
+    if adapters:
+        apply_adapters(dit, adapters)
     if mesh is not None:
         graphdef, state = nnx.split(dit)
         dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, dit.SHARDING)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ml_collections import config_dict
 
-__all__ = ["objective", "optim", "data", "train", "checkpoint", "train_config"]
+__all__ = ["objective", "optim", "data", "train", "checkpoint", "lora", "train_config"]
 
 
 def _section(defaults: dict, overrides: dict) -> config_dict.ConfigDict:
@@ -51,6 +51,13 @@ def train(**overrides) -> config_dict.ConfigDict:
 
 def checkpoint(**overrides) -> config_dict.ConfigDict:
     return _section(dict(every=500, keep=3, async_save=True), overrides)
+
+
+def lora(**overrides) -> config_dict.ConfigDict:
+    """LoRAConfig fields (+ seed of the adapters' A initialisation); rank 0 = no LoRA (full training)."""
+    from stepvideo_jax.lora import DEFAULT_TARGETS
+
+    return _section(dict(rank=16, alpha=16.0, targets=DEFAULT_TARGETS, dropout=0.0, seed=0), overrides)
 
 
 def train_config(network: str, model: dict, **sections) -> config_dict.ConfigDict:

@@ -12,6 +12,7 @@ Variants (``--config=demo:VARIANT``):
   ""       sampling with the exported checkpoint ``stepvideo_jax/demo/checkpoint``
   "vae"    training config of the tiny Video-VAE v2 (``python train.py``, task "vae")
   "dit"    training config of the tiny TI2V DiT (``python train.py``, precomputed latents)
+  "lora"   training rank-8 adapters on the shipped DiT (base frozen; ``python train.py``, precomputed latents)
   "recipe" the whole recipe's settings (data, text encoders, stages), read by
            ``python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo``
 
@@ -30,7 +31,7 @@ DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 FRAMES, HEIGHT, WIDTH = 17, 64, 64
 Z_CHANNELS = 8
-VARIANTS = ("", "vae", "dit", "recipe")
+VARIANTS = ("", "vae", "dit", "lora", "recipe")
 
 # Network shapes (frozen-config fields). The VAE's GroupNorms use 2 groups: with one channel per
 # group (8 groups at width 8) every channel is normalised on its own per frame, which erases the
@@ -123,6 +124,18 @@ def _dit_config() -> config_dict.ConfigDict:
     )
 
 
+def _lora_config() -> config_dict.ConfigDict:
+    c = _dit_config()
+    c.lora = common.lora(rank=8, alpha=8.0)
+    c.model.update(param_dtype="bfloat16")  # the shipped DiT as stored; adapters train in float32
+    c.init.update(kind="converted", checkpoint=os.path.join(DEMO_DIR, "checkpoint"))
+    c.optim.update(learning_rate=2e-3, warmup_steps=50, total_steps=1500, ema_decay=0.0)
+    c.train.update(steps=1500)
+    c.data.update(manifest="runs/demo/lora/latents/index.jsonl")
+    c.workdir = "runs/demo/lora"
+    return c
+
+
 def _recipe_config() -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
     c.data = config_dict.ConfigDict(dict(
@@ -141,4 +154,5 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     variant = (arg or "").strip()
     if variant not in VARIANTS:
         raise ValueError(f"unknown demo config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
-    return {"": _sample_config, "vae": _vae_config, "dit": _dit_config, "recipe": _recipe_config}[variant]()
+    return {"": _sample_config, "vae": _vae_config, "dit": _dit_config, "lora": _lora_config,
+            "recipe": _recipe_config}[variant]()

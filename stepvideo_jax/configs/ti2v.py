@@ -29,6 +29,10 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.pipeline = "ti2v"  # "ti2v" (first image + motion score) or "t2v"
     c.use_additional_conditions = True  # image condition + motion score (False: text-to-video)
     c.checkpoint_dir = "checkpoints/stepvideo-ti2v"  # written by convert_torch_weights.py
+    # LoRA adapters merged into the DiT at load: comma-separated .safetensors files written by train.py
+    # (a LoRA run's WORKDIR/adapter.safetensors) and their scales ("1.0", or one per adapter).
+    c.lora = ""
+    c.lora_scale = "1.0"
 
     c.prompt = "笑起来"
     c.positive_magic = POSITIVE_MAGIC

@@ -14,7 +14,7 @@ DIT_SHARDING = ShardingRules.make(
     "dit",
     params=dict(
         layers=None, embed=("fsdp", "data"), heads="tensor", kv=None, mlp="tensor", modulation="tensor",
-        caption="tensor", norm=None,
+        caption="tensor", norm=None, lora_rank=None,
     ),
     activations=dict(
         batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv=None,

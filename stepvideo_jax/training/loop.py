@@ -14,6 +14,7 @@ checkpoint on disk is the last good one. A TPU preemption notice forces a checkp
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -27,6 +28,15 @@ from flax import nnx
 
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.lora import (
+    LoRAConfig,
+    LoRAParam,
+    adapter_arrays,
+    apply_lora,
+    config_to_json,
+    fingerprint_checkpoint,
+    save_adapter,
+)
 from stepvideo_jax.components import restore_component
 from stepvideo_jax.config import dataclass_from
 from stepvideo_jax.sharding import MeshConfig, make_mesh
@@ -42,6 +52,9 @@ __all__ = ["TrainResult", "train", "load_trained_model", "load_null_text", "NULL
 
 # Written by tools/precompute.py next to its index: the text arrays of the prompt used for dropped captions.
 NULL_PROMPT_FILE = "null_prompt.npz"
+# A LoRA run's base fingerprint (checked on resume) and, when it finishes, its adapter file.
+LORA_RECORD = "lora_base.json"
+ADAPTER_FILE = "adapter.safetensors"
 
 
 @dataclasses.dataclass
@@ -107,8 +120,56 @@ def _build_trainer(config: ml_collections.ConfigDict):
     else:
         model_cfg = dataclass_from(DiTConfig, config.model)
         objective = dataclass_from(ObjectiveConfig, config.objective)
-        trainer = Trainer(lambda rngs: StepVideoDiT(model_cfg, rngs=rngs), optim, objective, mesh)
+        lora = _lora_config(config)
+        if lora is None:
+            trainer = Trainer(lambda rngs: StepVideoDiT(model_cfg, rngs=rngs), optim, objective, mesh)
+        else:  # only the adapters train; the base weights are frozen beside the state (set_frozen)
+            lora_cfg, lora_seed = lora
+            trainer = Trainer(
+                lambda rngs: apply_lora(StepVideoDiT(model_cfg, rngs=rngs), lora_cfg, seed=lora_seed),
+                optim, objective, mesh, trainable=LoRAParam,
+            )
     return network, trainer, model_cfg, objective
+
+
+def _lora_config(config) -> tuple[LoRAConfig, int] | None:
+    """(LoRAConfig, adapter init seed) when the config has a `lora` section with a rank, else None."""
+    section = config.get("lora")
+    if not section or not section.get("rank"):
+        return None
+    fields = {k: v for k, v in section.items() if k != "seed"}
+    return dataclass_from(LoRAConfig, fields), int(section.get("seed", 0))
+
+
+def _prepare_lora(config, trainer: Trainer, model_cfg, workdir: str):
+    """Sets the frozen base weights of a LoRA run (the converted checkpoint `init.checkpoint`, or a
+    random base for `init.kind="random"`), checks a resumed run uses the same base, and returns
+    (initial adapter params, base fingerprint)."""
+    lora_cfg, lora_seed = _lora_config(config)
+    init = config.init
+    if init.kind == "converted":
+        base = restore_component(init.checkpoint, "transformer", config=model_cfg)
+        fingerprint = fingerprint_checkpoint(init.checkpoint)
+    elif init.kind == "random":
+        base = StepVideoDiT(model_cfg, rngs=nnx.Rngs(jax.random.key(int(config.train.seed), impl="threefry2x32")))
+        fingerprint = f"random-seed{int(config.train.seed)}"
+    else:
+        raise ValueError(f"a LoRA run takes init.kind 'converted' (the base checkpoint) or 'random'; got {init.kind!r}")
+    adapted = apply_lora(base, lora_cfg, seed=lora_seed)
+    trainer.set_frozen(trainer.frozen_of(adapted))
+    record = os.path.join(workdir, LORA_RECORD)
+    if os.path.exists(record):
+        with open(record) as f:
+            previous = json.load(f).get("base_fingerprint")
+        if previous != fingerprint:
+            raise ValueError(f"{workdir}: this LoRA run was started on base {previous}, not {fingerprint}; "
+                             "use a new workdir for another base")
+    elif jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        with open(record + ".tmp", "w") as f:
+            json.dump({"base_fingerprint": fingerprint, "lora": config_to_json(lora_cfg)}, f)
+        os.replace(record + ".tmp", record)
+    return trainer.params_of(adapted), fingerprint, lora_cfg
 
 
 def load_trained_model(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool = True):
@@ -164,10 +225,15 @@ def train(
         os.path.join(workdir, "checkpoints"), save_every=int(ckpt.every), max_to_keep=int(ckpt.keep),
         async_save=bool(ckpt.get("async_save", True)),
     )
+    lora = None
+    if trainer.frozen_shardings is not None:
+        lora = _prepare_lora(config, trainer, model_cfg, workdir)
     latest = checkpoints.latest_step()
     if latest is not None:
         state = checkpoints.restore(latest, trainer.abstract_state(), data_iter)
         logging.info("resumed from step %d (%s)", latest, checkpoints.directory)
+    elif lora is not None:
+        state = trainer.init_state(seed, lora[0])
     else:
         state = trainer.init_state(seed, _initial_params(config, trainer, model_cfg, network))
     start = int(jax.device_get(state["step"]))
@@ -231,4 +297,8 @@ def train(
             bar.close()
         result.data_summary = data_iter.summary()
         logging.info("%s", result.data_summary)
+    if lora is not None and jax.process_index() == 0 and result.final_step == total:
+        params = state["ema"] if "ema" in state else state["params"]
+        model = trainer.model_of(params)
+        save_adapter(os.path.join(workdir, ADAPTER_FILE), adapter_arrays(model), lora[2], base_fingerprint=lora[1])
     return result

@@ -58,6 +58,7 @@ class Trainer:
         objective: ObjectiveConfig | VAEObjectiveConfig,
         mesh: Mesh,
         rules: ShardingRules | None = None,
+        trainable: type = nnx.Param,
     ):
         self.make_model, self.optim, self.objective = make_model, optim, objective
         self.mesh = mesh
@@ -66,12 +67,23 @@ class Trainer:
         self.schedule = make_schedule(optim)
         abstract = nnx.eval_shape(lambda: make_model(nnx.Rngs(0)))
         self.rules = rules or type(abstract).SHARDING  # default: the network's own table
-        self.graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+        # `trainable` (an nnx.Param subclass, e.g. LoRAParam) selects what the optimizer updates; the
+        # other parameters are frozen: held once beside the state (`set_frozen`), never in it.
+        self.trainable = trainable
+        if trainable is nnx.Param:
+            self.graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+            abstract_frozen = None
+        else:
+            self.graphdef, abstract_params, abstract_frozen, rest = nnx.split(abstract, trainable, nnx.Param, ...)
         others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
         if others:
             raise ValueError(f"the model has non-parameter state {others[:5]}; the trainer only handles nnx.Param")
         self.rest = rest
         self.param_shardings = nnx.to_pure_dict(model_shardings(abstract_params, mesh, self.rules))
+        self.frozen_shardings = (
+            None if abstract_frozen is None else nnx.to_pure_dict(model_shardings(abstract_frozen, mesh, self.rules))
+        )
+        self.frozen = None  # the frozen parameters (pure dict, on their shardings) once set
         self.abstract_params = jax.tree.map(
             lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
             nnx.to_pure_dict(abstract_params), self.param_shardings,
@@ -93,10 +105,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ states
     def params_of(self, model: nnx.Module) -> dict:
-        return nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[1])
+        """The trainable parameters of `model` (all of them unless a `trainable` filter was given)."""
+        return nnx.to_pure_dict(nnx.split(model, self.trainable, ...)[1])
 
-    def model_of(self, params: Mapping) -> nnx.Module:
-        return nnx.merge(self.graphdef, params, self.rest)
+    def frozen_of(self, model: nnx.Module) -> dict:
+        """The frozen (non-trainable) parameters of `model`."""
+        return nnx.to_pure_dict(nnx.split(model, self.trainable, nnx.Param, ...)[2])
+
+    def set_frozen(self, frozen: Mapping) -> None:
+        """Places the frozen parameters (e.g. a base checkpoint's weights) on their shardings."""
+        if self.frozen_shardings is None:
+            raise ValueError("this trainer trains every parameter; there is nothing frozen to set")
+        self.frozen = jax.device_put(dict(frozen), self.frozen_shardings)
+
+    def model_of(self, params: Mapping, frozen: Mapping | None = None) -> nnx.Module:
+        if self.frozen_shardings is None:
+            return nnx.merge(self.graphdef, params, self.rest)
+        frozen = self.frozen if frozen is None else frozen
+        if frozen is None:
+            raise ValueError("set_frozen() first: the frozen parameters are not set")
+        return nnx.merge(self.graphdef, params, frozen, self.rest)
 
     def init_state(self, seed: int, params: Mapping | None = None) -> dict:
         """A fresh state: parameters from ``make_model(nnx.Rngs(seed))`` (or the given ones), built
@@ -165,13 +193,13 @@ class Trainer:
         return jax.tree.map(lambda a: jax.device_put(np.asarray(a), self.replicated), tree)
 
     # ------------------------------------------------------------------ the step
-    def _step_fn(self, state: dict, batch: dict, null_text: dict | None, fixed_noise: jax.Array):
+    def _step_fn(self, state: dict, batch: dict, null_text: dict | None, fixed_noise: jax.Array, frozen=None):
         tx, optim = self.tx, self.optim
         key = jax.random.wrap_key_data(state["rng"], impl="threefry2x32")
         key = jax.random.fold_in(key, jnp.where(fixed_noise, 0, state["step"]))
 
         def loss_fn(params):
-            return self.loss(self.model_of(params), batch, key, null_text)
+            return self.loss(self.model_of(params, frozen), batch, key, null_text)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         grad_norm = optax.tree.norm(grads)
@@ -196,12 +224,13 @@ class Trainer:
             null_shardings = None if null_text is None else jax.tree.map(lambda _: self.replicated, null_text)
             jitted = jax.jit(
                 self._step_fn,
-                in_shardings=(self.state_shardings, batch_shardings, null_shardings, self.replicated),
+                in_shardings=(self.state_shardings, batch_shardings, null_shardings, self.replicated,
+                              self.frozen_shardings),
                 out_shardings=(self.state_shardings, self.replicated),
                 donate_argnums=(0,),
             )
             with use_mesh_rules(self.mesh, self.rules):
-                _COMPILED_STEPS[key] = jitted.lower(state, batch, null_text, np.bool_(False)).compile()
+                _COMPILED_STEPS[key] = jitted.lower(state, batch, null_text, np.bool_(False), self._frozen_arg()).compile()
         return _COMPILED_STEPS[key]
 
     def step(self, state: dict, batch: dict, null_text: dict | None = None, *, fixed_noise: bool = False):
@@ -210,7 +239,13 @@ class Trainer:
         fixed_noise: draw t, noise and caption dropout from the step-0 stream at every step (to check
         that a fixed batch is learnt); normally step s uses ``fold_in(rng, s)``.
         """
-        return self.compiled_step(state, batch, null_text)(state, batch, null_text, np.bool_(fixed_noise))
+        compiled = self.compiled_step(state, batch, null_text)
+        return compiled(state, batch, null_text, np.bool_(fixed_noise), self._frozen_arg())
+
+    def _frozen_arg(self):
+        if self.frozen_shardings is not None and self.frozen is None:
+            raise ValueError("set_frozen() first: the frozen parameters are not set")
+        return self.frozen
 
     def step_flops(self, state: dict, batch: dict, null_text: dict | None = None) -> float:
         """FLOPs of one step's per-device program, from XLA's cost analysis of the compiled step."""

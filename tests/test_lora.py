@@ -1,0 +1,189 @@
+"""LoRA on the DiT: adapters start as the identity, merge == on the fly, adapters sharded like their base."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
+from stepvideo_jax.lora import LoRAConfig, LoRAParam, apply_lora, lora_param_count, merge_lora, adapter_arrays
+from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings, use_mesh
+from stepvideo_jax.testing import random_model
+
+CFG = DiTConfig(num_heads=4, head_dim=32, in_channels=8, out_channels=8, num_layers=2, caption_channels=(16, 12),
+                rope_split=(16, 8, 8), use_additional_conditions=True, param_dtype="float32", dtype="float32",
+                attention_kernel="xla")
+
+
+def _inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(
+        hidden_states=rng.normal(size=(2, 3, 8, 4, 4)).astype(np.float32),
+        timestep=np.array([0.3, 0.7], np.float32),
+        encoder_hidden_states=rng.normal(size=(2, 5, 16)).astype(np.float32),
+        encoder_attention_mask=np.ones((2, 82), np.int32),
+        encoder_hidden_states_2=rng.normal(size=(2, 77, 12)).astype(np.float32),
+        condition_hidden_states=rng.normal(size=(2, 3, 8, 4, 4)).astype(np.float32),
+        motion_score=5.0,
+    )
+
+
+def _randomize_b(model, seed=1):
+    rng = np.random.default_rng(seed)
+    for path, var in nnx.to_flat_state(nnx.state(model, LoRAParam)):
+        if path[-1] == "lora_b":
+            var[...] = rng.normal(0, 0.05, var.shape).astype(np.float32)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_adapters_start_as_identity_and_merge_equals_on_the_fly(scan):
+    cfg = dataclasses.replace(CFG, scan_layers=scan)
+    base = random_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), seed=0)
+    expected = np.asarray(base(**_inputs()))
+    model = apply_lora(random_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), seed=0), LoRAConfig(rank=4, alpha=8.0))
+    np.testing.assert_array_equal(np.asarray(model(**_inputs())), expected)  # B = 0: exactly the base
+    adapters, base_count = lora_param_count(model)
+    # 2 layers x (wqkv, wo, wq, wkv, wo, w_in, w_out) adapters of rank 4
+    d, h, hd, f = 128, 4, 32, 512
+    per_layer = (d + 3 * h * hd) + (h * hd + d) + (d + h * hd) + (d + 2 * h * hd) + (h * hd + d) + (d + f) + (f + d)
+    assert adapters == 2 * 4 * per_layer and adapters < 0.2 * base_count
+    _randomize_b(model)
+    on_the_fly = np.asarray(model(**_inputs()))
+    assert _rel(on_the_fly, expected) > 1e-3  # the adapters do change the output
+    merged = merge_lora(model)
+    assert not nnx.state(merged, LoRAParam)  # the wrappers are gone
+    assert _rel(np.asarray(merged(**_inputs())), on_the_fly) <= 1e-5
+
+
+def test_adapters_are_sharded_like_their_base_weights():
+    mesh = make_mesh(MeshConfig(fsdp=-1))
+    model = apply_lora(random_model(lambda: StepVideoDiT(CFG, rngs=nnx.Rngs(0)), seed=0), LoRAConfig(rank=4))
+    shardings = model_shardings(nnx.state(model, LoRAParam), mesh, DIT_SHARDING)
+    flat = {".".join(map(str, p)): s for p, s in nnx.to_flat_state(shardings)}
+    # wqkv's A is [layers, embed, r]: embed on fsdp as the kernel's embed axis; B [layers, r, heads, kv]
+    assert flat["blocks.attn1.wqkv.lora_a"].spec == jax.sharding.PartitionSpec(None, "fsdp", None)
+    assert flat["blocks.ff.w_out.lora_b"].spec == jax.sharding.PartitionSpec(None, None, "fsdp")
+    _randomize_b(model)
+    expected = np.asarray(model(**_inputs()))
+    graphdef, state = nnx.split(model)
+    sharded = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, DIT_SHARDING)))
+    with use_mesh(mesh):
+        np.testing.assert_allclose(np.asarray(sharded(**_inputs())), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_lora_configs_fail_in_one_line():
+    with pytest.raises(ValueError, match="rank must be an integer >= 1"):
+        LoRAConfig(rank=0)
+    with pytest.raises(ValueError, match="match no linear layer"):
+        apply_lora(random_model(lambda: StepVideoDiT(CFG, rngs=nnx.Rngs(0)), seed=0), LoRAConfig(targets=("nothing",)))
+    model = apply_lora(random_model(lambda: StepVideoDiT(CFG, rngs=nnx.Rngs(0)), seed=0), LoRAConfig(rank=2))
+    assert set(adapter_arrays(model)) >= {"blocks.attn1.wqkv.lora_a", "blocks.ff.w_in.lora_b"}
+
+
+def test_lora_training_keeps_only_adapters_in_the_state_and_resumes_bit_identically(tmp_path):
+    """train_ti2v:tiny_lora on random latents: the state holds adapters only (optimizer state too), the
+    adapter file is written at the end, and 4 steps in two runs of 2 equal 4 uninterrupted steps."""
+    from stepvideo_jax.configs import get_config
+    from stepvideo_jax.lora import load_adapter
+    from stepvideo_jax.training.loop import ADAPTER_FILE, train
+
+    data = _latent_manifest(tmp_path)
+
+    def config(steps):
+        c = get_config("train_ti2v:tiny_lora")
+        c.data.update(manifest=str(data), shuffle=False)
+        c.train.update(steps=steps, tensorboard=False, log_every=1)
+        c.checkpoint.update(every=2, async_save=False)
+        c.objective.update(caption_dropout=0.0)
+        return c
+
+    whole = train(config(4), str(tmp_path / "whole"), progress=False)
+    train(config(2), str(tmp_path / "split"), progress=False)
+    resumed = train(config(4), str(tmp_path / "split"), progress=False)
+    assert [resumed.losses[s] for s in (2, 3)] == [whole.losses[s] for s in (2, 3)]
+    cfg, a1, fp = load_adapter(str(tmp_path / "whole" / ADAPTER_FILE))
+    _, a2, _ = load_adapter(str(tmp_path / "split" / ADAPTER_FILE))
+    assert cfg.rank == 4 and fp == "random-seed0" and set(a1) == set(a2)
+    for k in a1:
+        np.testing.assert_array_equal(a1[k], a2[k])
+    assert any(np.abs(v).max() > 0 for k, v in a1.items() if k.endswith("lora_b"))  # B moved off zero
+
+
+def _latent_manifest(tmp_path):
+    """A precomputed-latents index of 4 random items in train_ti2v:tiny's shapes."""
+    import json
+
+    from stepvideo_jax.configs import get_config
+
+    c = get_config("train_ti2v:tiny")
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "latents"
+    folder.mkdir()
+    rows = []
+    for i in range(4):
+        path = folder / f"{i}.npz"
+        np.savez(
+            path,
+            latents=rng.normal(size=(3, 4, 4, c.model.in_channels)).astype(np.float32),
+            condition=rng.normal(size=(1, 4, 4, c.model.in_channels)).astype(np.float32),
+            llm_states=rng.normal(size=(8, c.model.caption_channels[0])).astype(np.float32),
+            llm_mask=np.ones(8, np.int32),
+            clip_states=rng.normal(size=(77, c.model.caption_channels[1])).astype(np.float32),
+            motion_score=np.float32(5.0),
+        )
+        rows.append({"latents": str(path), "caption": f"item {i}", "height": 32, "width": 32})
+    index = folder / "index.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return index
+
+
+def test_sampling_config_merges_adapter_files_and_export_uses_release_names(tmp_path):
+    """--config.lora=FILE(s) --config.lora_scale=...: the loaded DiT equals the adapted model on the fly
+    (scales combine additively); the release-layout export names released keys in PyTorch layout."""
+    from stepvideo_jax.components import load_components
+    from stepvideo_jax.configs import get_config
+    from stepvideo_jax.lora import adapter_arrays, release_layout, save_adapter
+    from stepvideo_jax.testing import tiny_pipeline_components
+
+    config = get_config("ti2v:tiny")
+    config.tokenizer_cache_dir = str(tmp_path / "tok")
+    adapted, _, _ = tiny_pipeline_components(config)
+    lora_cfg = LoRAConfig(rank=2, alpha=4.0)
+    apply_lora(adapted, lora_cfg, seed=3)
+    _randomize_b(adapted)
+    path = str(tmp_path / "a.safetensors")
+    save_adapter(path, adapter_arrays(adapted), lora_cfg, base_fingerprint="test")
+
+    dit_cfg = adapted.cfg
+    rng = np.random.default_rng(0)
+    f, c = 3, dit_cfg.in_channels
+    inputs = dict(
+        hidden_states=rng.normal(size=(1, f, c, 4, 6)).astype(np.float32), timestep=np.array([0.5], np.float32),
+        encoder_hidden_states=rng.normal(size=(1, 6, dit_cfg.caption_channels[0])).astype(np.float32),
+        encoder_attention_mask=np.ones((1, 77 + 6), np.int32),
+        encoder_hidden_states_2=rng.normal(size=(1, 77, dit_cfg.caption_channels[1])).astype(np.float32),
+        condition_hidden_states=rng.normal(size=(1, f, c, 4, 6)).astype(np.float32), motion_score=5.0,
+    )
+    on_the_fly = np.asarray(adapted(**inputs))
+    config.lora, config.lora_scale = path, "1.0"
+    merged, _, _ = load_components(config)
+    assert _rel(np.asarray(merged(**inputs)), on_the_fly) <= 1e-5
+    config.lora, config.lora_scale = f"{path},{path}", "0.5,0.5"  # two halves == the whole
+    halves, _, _ = load_components(config)
+    assert _rel(np.asarray(halves(**inputs)), on_the_fly) <= 1e-5
+    config.lora_scale = "1,2,3"
+    with pytest.raises(ValueError, match="lora_scale has 3 values for 2 adapters"):
+        load_components(config)
+
+    release = release_layout(adapter_arrays(adapted))
+    d, h, hd = dit_cfg.hidden_size, dit_cfg.num_heads, dit_cfg.head_dim
+    assert release["transformer_blocks.0.attn1.wqkv.lora_A.weight"].shape == (2, d)
+    assert release["transformer_blocks.1.attn1.wqkv.lora_B.weight"].shape == (3 * h * hd, 2)
+    assert release["transformer_blocks.0.ff.net.2.lora_A.weight"].shape == (2, 4 * d)
