@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from stepvideo_jax.files import atomic_path
+
 __all__ = [
     "LoRAConfig",
     "LoRAParam",
@@ -237,18 +239,12 @@ ADAPTER_FORMAT = "stepvideo-jax/lora-v1"
 def save_adapter(path: str, arrays: Mapping[str, np.ndarray], cfg: LoRAConfig, *, base_fingerprint: str) -> None:
     """Writes adapters (`adapter_arrays` keys, stacked per layer) as safetensors with the LoRA config
     and the base checkpoint's fingerprint in the metadata; atomically (temp name, then rename)."""
-    import os
-
     from safetensors.numpy import save_file
 
     metadata = {"format": ADAPTER_FORMAT, "lora_config": config_to_json(cfg), "base_fingerprint": base_fingerprint}
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        save_file({k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tensors = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
 
 
 def load_adapter(path: str) -> tuple[LoRAConfig, dict[str, np.ndarray], str]:

@@ -19,6 +19,7 @@ import tempfile
 from absl import app, flags
 
 from stepvideo_jax.checkpoint import read_manifest
+from stepvideo_jax.files import atomic_path
 from stepvideo_jax.components import component_config, restore_component, save_components, tokenizer_dir
 from stepvideo_jax.lora import apply_adapters, fingerprint_checkpoint, load_adapter, release_layout
 
@@ -54,9 +55,8 @@ def export(adapter: str, out: str) -> int:
 
     _, arrays, fp = load_adapter(adapter)
     tensors = release_layout(arrays)
-    tmp = f"{out}.tmp{os.getpid()}"
-    save_file(tensors, tmp, metadata={"base_fingerprint": fp, "layout": "stepvideo release keys, lora_A/lora_B"})
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, tmp, metadata={"base_fingerprint": fp, "layout": "stepvideo release keys, lora_A/lora_B"})
     return len(tensors)
 
 
