@@ -301,7 +301,8 @@ def _section_official(s: Sizes, a) -> dict:
         times.append(time.perf_counter() - t0)
     secs = statistics.median(times)
     flops = layer_flops(s)
-    return {"seconds": secs, "tflops": flops / secs / 1e12, "torch": torch.__version__, "device": dev}
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    return {"seconds": secs, "tflops": flops / secs / 1e12, "torch": torch.__version__, "device": name, "machine": ""}
 
 
 _RUNNERS = {"attention": _section_attention, "layer": _section_layer, "scan": _section_scan, "vae": _section_vae,
@@ -383,7 +384,8 @@ def render(results: dict, s: Sizes, a) -> str:
         r, ours = results["official"], results.get("layer", {})
         ratio = f"{ours['seconds'] / r['seconds']:.2f}" if "seconds" in ours else "-"
         out.append(_md(["what", "ms (median)", "TFLOP/s", "ours / theirs (time)"],
-                       [[f"official StepVideoTransformerBlock (torch {r['torch']}, SDPA, {r['device']})",
+                       [[f"official StepVideoTransformerBlock (torch {r['torch']}, attention_type 'torch' = SDPA, "
+                         f"{r['device']})",
                          f"{r['seconds'] * 1e3:.1f}", f"{r['tflops']:.2f}", ratio]]) + "\n")
     return "\n".join(out)
 
@@ -394,7 +396,8 @@ def _run_here(name: str, s: Sizes, a) -> dict:
     from benchmarks.common import machine_description
 
     result = _RUNNERS[name](s, a)
-    result.update(device=jax.devices()[0].device_kind, machine=machine_description())
+    if "device" not in result:  # the torch section names its own (no JAX client beside torch's)
+        result.update(device=jax.devices()[0].device_kind, machine=machine_description())
     return result
 
 

@@ -87,3 +87,23 @@ def test_bad_arguments_are_one_line_errors(capsys):
     with pytest.raises(SystemExit):
         device.main(["--smoke", "--official_src=/nonexistent/dir"])
     assert "--official_src must be an existing folder" in capsys.readouterr().err
+
+
+def test_regenerating_benchmarks_md_keeps_the_recorded_gpu_section(tmp_path):
+    from benchmarks import __main__ as runner
+
+    gpu = runner.RECORDED[0]
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(
+        "# Benchmarks\n\nheader\n\n## DiT efficiency vs the machine's matmul peak\n\nold dit\n\n"
+        "## Compile time: nnx.scan vs unrolled\n\nold compile\n\n"
+        f"## {gpu}\n\nGPU run pending\n\n### (a) Self-attention\n\n| a |\n"
+    )
+    fresh = ["## Compile time: nnx.scan vs unrolled\n\nnew compile\n"]
+    merged = runner._merge_sections(str(path), fresh) + runner._recorded_sections(str(path))
+    assert merged == [
+        "## DiT efficiency vs the machine's matmul peak\n\nold dit\n",
+        "## Compile time: nnx.scan vs unrolled\n\nnew compile\n",
+        f"## {gpu}\n\nGPU run pending\n\n### (a) Self-attention\n\n| a |\n",
+    ]
+    assert runner._recorded_sections(str(tmp_path / "missing.md")) == []
