@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -143,10 +144,10 @@ def _section_attention(s: Sizes, a) -> dict:
             elif name == "xla" and limit and xla_bytes > 0.5 * limit:
                 row["skipped"] = f"logits need ~{xla_bytes / 2**30:.0f} GiB (> half of {limit / 2**30:.0f} GiB)"
             else:
-                fn = jax.jit(lambda q, k, v, name=name: dot_product_attention(q, k, v, kernel=name))
+                fn = jax.jit(functools.partial(dot_product_attention, kernel=name))
                 out = fn(q, k, v)
                 row["max_abs_diff"] = float(jnp.max(jnp.abs(f32(out[:, :c]) - ref)))
-                row["seconds"] = median_seconds(lambda: fn(q, k, v), warmup=s.warmup, repeats=s.repeats)
+                row["seconds"] = median_seconds(functools.partial(fn, q, k, v), warmup=s.warmup, repeats=s.repeats)
                 row["tflops"] = flops / row["seconds"] / 1e12
             rows.append(row)
     return {"rows": rows, "tolerance": AGREE_TOL[s.dtype], "check_queries": s.check_queries}
@@ -170,7 +171,6 @@ def _dit_inputs(s: Sizes, hidden: int):
 
 def _section_layer(s: Sizes, a) -> dict:
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     from benchmarks.common import matmul_peak_flops, median_seconds
@@ -194,32 +194,37 @@ def _section_layer(s: Sizes, a) -> dict:
             "tflops": flops / secs / 1e12, "peak_tflops": a.peak_tflops, "dot_tflops": dot / 1e12, "dot_n": dot_n}
 
 
-def _section_scan(s: Sizes, a) -> dict:
+def _time_dit_forward(s: Sizes, cfg) -> float:
+    """Median seconds of the whole DiT forward (CFG batch, TI2V condition and motion score) at `s`'s sizes."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from benchmarks.common import median_seconds
+    from stepvideo_jax.dit import StepVideoDiT
+
+    graphdef, state = random_state(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
+    key = jax.random.key(1)
+    x = jax.random.normal(key, (s.batch, *s.grid, cfg.in_channels), cfg.jnp_dtype)  # [B, F, H, W, C]
+    llm = jax.random.normal(key, (s.batch, s.llm_tokens, s.caption_channels[0]), cfg.jnp_dtype)
+    clip = jax.random.normal(key, (s.batch, s.clip_tokens, s.caption_channels[1]), cfg.jnp_dtype)
+    mask = jnp.ones((s.batch, s.clip_tokens + s.llm_tokens))
+    t = jnp.full((s.batch,), 0.5)
+    fwd = jax.jit(lambda state, x: nnx.merge(graphdef, state).forward(x, t, llm, mask, clip, jnp.zeros_like(x), 5.0))
+    return median_seconds(lambda: fwd(state, x), warmup=s.warmup, repeats=s.repeats)
+
+
+def _section_scan(s: Sizes, a) -> dict:
     from benchmarks.dit_efficiency import analytic_flops
     from stepvideo_jax.attention import resolve_kernel
-    from stepvideo_jax.dit import StepVideoDiT
 
     rows = []
     n = s.grid[0] * s.grid[1] * s.grid[2]
     for layers in s.scan_layers:
         cfg = _dit_config(s, layers, resolve_kernel(a.dit_kernel))
-        graphdef, state = random_state(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
-        key = jax.random.key(1)
-        x = jax.random.normal(key, (s.batch, *s.grid, cfg.in_channels), cfg.jnp_dtype)  # [B, F, H, W, C]
-        llm = jax.random.normal(key, (s.batch, s.llm_tokens, s.caption_channels[0]), cfg.jnp_dtype)
-        clip = jax.random.normal(key, (s.batch, s.clip_tokens, s.caption_channels[1]), cfg.jnp_dtype)
-        mask = jnp.ones((s.batch, s.clip_tokens + s.llm_tokens))
-        t = jnp.full((s.batch,), 0.5)
-        fwd = jax.jit(lambda state, x, g=graphdef: nnx.merge(g, state).forward(x, t, llm, mask, clip, jnp.zeros_like(x), 5.0))
-        secs = median_seconds(lambda: fwd(state, x), warmup=s.warmup, repeats=s.repeats)
+        secs = _time_dit_forward(s, cfg)  # each model's weights are freed before the next is built
         flops = analytic_flops(cfg, s.batch, n, s.llm_tokens, s.clip_tokens)
         rows.append({"layers": layers, "seconds": secs, "gflop": flops / 1e9, "tflops": flops / secs / 1e12})
-        del state
     return {"rows": rows, "tokens": n, "kernel": resolve_kernel(a.dit_kernel)}
 
 
@@ -384,8 +389,8 @@ def render(results: dict, s: Sizes, a) -> str:
         r, ours = results["official"], results.get("layer", {})
         ratio = f"{ours['seconds'] / r['seconds']:.2f}" if "seconds" in ours else "-"
         out.append(_md(["what", "ms (median)", "TFLOP/s", "ours / theirs (time)"],
-                       [[f"official StepVideoTransformerBlock (torch {r['torch']}, attention_type 'torch' = SDPA, "
-                         f"{r['device']})",
+                       [[(f"official StepVideoTransformerBlock (torch {r['torch']}, attention_type 'torch' = SDPA, "
+                          f"{r['device']})"),
                          f"{r['seconds'] * 1e3:.1f}", f"{r['tflops']:.2f}", ratio]]) + "\n")
     return "\n".join(out)
 
@@ -404,7 +409,7 @@ def _run_here(name: str, s: Sizes, a) -> dict:
 def _run_section(name: str, argv: list[str]) -> dict:
     """One section in a fresh process: clean device memory and peak counters; a crash stays in its row."""
     cmd = [sys.executable, "-m", "benchmarks.device", f"--section={name}", *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = " / ".join(proc.stderr.strip().splitlines()[-3:])
