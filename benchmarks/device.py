@@ -340,11 +340,11 @@ def render(results: dict, s: Sizes, a) -> str:
         rows = []
         for row in r["rows"]:
             if "skipped" in row:
-                rows.append([row["tokens"], row["kernel"], f"{row['gflop']:.1f}", "-", "-", "-", f"skipped: {row['skipped']}"])
+                rows.append([row["tokens"], row["kernel"], f"{row['gflop']:.4g}", "-", "-", "-", f"skipped: {row['skipped']}"])
                 continue
             ok = "yes" if row["max_abs_diff"] <= r["tolerance"] else "NO"
-            rows.append([row["tokens"], row["kernel"], f"{row['gflop']:.1f}", f"{row['seconds'] * 1e3:.2f}",
-                         f"{row['tflops']:.2f}", f"{row['max_abs_diff']:.2e}", ok])
+            rows.append([row["tokens"], row["kernel"], f"{row['gflop']:.4g}", f"{row['seconds'] * 1e3:.2f}",
+                         f"{row['tflops']:.3g}", f"{row['max_abs_diff']:.2e}", ok])
         out.append(_md(["tokens", "kernel", "GFLOP (4BHN^2D)", "ms (median)", "TFLOP/s",
                         f"max abs diff vs xla float32 (first {r['check_queries']} queries)",
                         f"agrees (<= {r['tolerance']:g})"], rows) + "\n")
@@ -357,8 +357,8 @@ def render(results: dict, s: Sizes, a) -> str:
                    f"`jnp.dot` in {s.dtype} in the same process.\n")
         out.append(_md(["what", "GFLOP (analytic)", "first call s", "ms (median)", "TFLOP/s", "fraction of stated peak",
                         "measured dot TFLOP/s", "fraction of measured dot"],
-                       [["DiTBlock forward", f"{r['gflop']:.1f}", f"{r['first_call_s']:.1f}", f"{r['seconds'] * 1e3:.1f}",
-                         f"{r['tflops']:.2f}", f"{r['tflops'] / r['peak_tflops']:.3f}", f"{r['dot_tflops']:.2f}",
+                       [["DiTBlock forward", f"{r['gflop']:.4g}", f"{r['first_call_s']:.1f}", f"{r['seconds'] * 1e3:.1f}",
+                         f"{r['tflops']:.3g}", f"{r['tflops'] / r['peak_tflops']:.3f}", f"{r['dot_tflops']:.3g}",
                          f"{r['tflops'] / r['dot_tflops']:.2f}"]]) + "\n")
     out.append(f"### (c) Whole DiT forward, layers scanned (nnx.scan), {s.dtype}\n")
     if not failed("scan"):
@@ -368,8 +368,8 @@ def render(results: dict, s: Sizes, a) -> str:
         for row in r["rows"]:
             marginal = ("-" if row is first else
                         f"{(row['seconds'] - first['seconds']) / (row['layers'] - first['layers']) * 1e3:.1f}")
-            rows.append([row["layers"], f"{row['gflop']:.1f}", f"{row['seconds'] * 1e3:.1f}",
-                         f"{row['seconds'] / row['layers'] * 1e3:.1f}", marginal, f"{row['tflops']:.2f}"])
+            rows.append([row["layers"], f"{row['gflop']:.4g}", f"{row['seconds'] * 1e3:.1f}",
+                         f"{row['seconds'] / row['layers'] * 1e3:.1f}", marginal, f"{row['tflops']:.3g}"])
         out.append(f"{r['tokens']} video tokens, CFG batch {s.batch}, kernel `{r['kernel']}`; the forward includes the "
                    f"patch embedding, text projection, AdaLN and output head once.\n")
         out.append(_md(["layers", "GFLOP (analytic)", "ms (median)", "ms / layers",
@@ -391,7 +391,7 @@ def render(results: dict, s: Sizes, a) -> str:
         out.append(_md(["what", "ms (median)", "TFLOP/s", "ours / theirs (time)"],
                        [[(f"official StepVideoTransformerBlock (torch {r['torch']}, attention_type 'torch' = SDPA, "
                           f"{r['device']})"),
-                         f"{r['seconds'] * 1e3:.1f}", f"{r['tflops']:.2f}", ratio]]) + "\n")
+                         f"{r['seconds'] * 1e3:.1f}", f"{r['tflops']:.3g}", ratio]]) + "\n")
     return "\n".join(out)
 
 
