@@ -35,6 +35,12 @@ BENCHMARKS = [
     ("projections", [], "Projected seconds per video (projections)"),
 ]
 
+# Sections measured on another machine (a lent GPU) and pasted in by hand: no run here produces them, so
+# every regeneration, whole or `--only`, carries them over from the existing file unchanged, after the others.
+RECORDED = [
+    "GPU: cuDNN attention, bf16 DiT layer, VAE decode (benchmarks/device.py)",
+]
+
 
 # What limits a target that a section may report as missed (kept beside the figures it explains).
 NOTES = {
@@ -65,17 +71,33 @@ NOTES = {
 }
 
 
-def _merge_sections(path: str, new_sections: list[str]) -> list[str]:
-    """Every known benchmark's section, in BENCHMARKS order: the re-run ones from `new_sections`, the
-    others as the existing file has them (sections are cut at the known "## TITLE" lines only, since
-    a script's own output may contain "## " headings)."""
+def _existing_sections(path: str) -> dict[str, str]:
+    """{title: "## TITLE ..." text} of the file's known sections (generated and recorded), cut at the
+    known "## TITLE" lines only, since a script's own output may contain "## " headings."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    titles = [title for _, _, title in BENCHMARKS]
+    titles = [title for _, _, title in BENCHMARKS] + RECORDED
     starts = sorted((text.find(f"\n## {t}\n"), t) for t in titles if f"\n## {t}\n" in text)
     old = {}
     for (start, title), nxt in zip(starts, starts[1:] + [(len(text), None)]):
         old[title] = text[start + 1 : nxt[0]].rstrip("\n") + "\n"
+    return old
+
+
+def _recorded_sections(path: str) -> list[str]:
+    """The RECORDED sections the existing file has, in RECORDED order."""
+    if not os.path.exists(path):
+        return []
+    old = _existing_sections(path)
+    return [old[t] for t in RECORDED if t in old]
+
+
+def _merge_sections(path: str, new_sections: list[str]) -> list[str]:
+    """Every known benchmark's section, in BENCHMARKS order: the re-run ones from `new_sections`, the
+    others as the existing file has them (sections are cut at the known "## TITLE" lines only, since
+    a script's own output may contain "## " headings)."""
+    old = _existing_sections(path)
+    titles = [title for _, _, title in BENCHMARKS]
     fresh = {sec.split("\n", 1)[0].removeprefix("## "): sec for sec in new_sections}
     return [fresh.get(t) or old[t] for t in titles if t in fresh or t in old]
 
@@ -118,6 +140,7 @@ def main() -> int:
     )
     if only and os.path.exists(args.output):
         sections = _merge_sections(args.output, sections)
+    sections += _recorded_sections(args.output)
     text = header + "\n" + "\n".join(sections)
     write_text_atomic(args.output, text)
     print(f"wrote {args.output}")
