@@ -36,7 +36,9 @@ def main(argv):
     from stepvideo_jax import distributed
     from stepvideo_jax.training.loop import train
 
-    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
+    # No-op unless on a multi-host TPU pod or under a launcher (STEPVIDEO_DISTRIBUTED=1); every process
+    # must run the same config and workdir, or all stop with one line.
+    distributed.start(_CONFIG.value, _WORKDIR.value)
 
     config = _CONFIG.value
     logging.info("devices: %s", jax.devices())
