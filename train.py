@@ -11,6 +11,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/train_ti2v.py", "training configuration file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run folder (checkpoints, TensorBoard events)", required=True)
+_LOSSES_JSON = flags.DEFINE_string("losses_json", None, "write {step: loss} of this run's steps here (process 0)")
 
 
 def _online_encoder(config):
@@ -44,6 +45,11 @@ def main(argv):
     logging.info("devices: %s", jax.devices())
     result = train(config, _WORKDIR.value, make_encoder=_online_encoder(config))
     logging.info("finished at step %d; %s", result.final_step, result.data_summary)
+    if _LOSSES_JSON.value and distributed.is_main_process():
+        import json
+
+        with open(_LOSSES_JSON.value, "w", encoding="utf-8") as f:  # full float precision, to compare runs
+            json.dump({str(k): v for k, v in sorted(result.losses.items())}, f)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import threading
 from typing import Any, Sequence, TypeVar
 
 import jax
@@ -98,13 +100,21 @@ def _on_cpu() -> bool:
     return platforms.split(",")[0].strip() == "cpu"
 
 
+def _exit_with(message: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def initialize(force: bool | None = None, **kwargs) -> bool:
     """Initialises jax's multi-process runtime when on a TPU pod, when ``force`` is True, or when
     ``STEPVIDEO_DISTRIBUTED=1``; ``force=False`` never does. ``kwargs`` (coordinator_address,
     num_processes, process_id, ...) go to ``jax.distributed.initialize``; off TPU they default to the
     launcher's environment (``launch_settings()``). On the CPU backend the cross-process collectives
-    are gloo. Returns whether the runtime is (now) initialised; raises ``DistributedError`` (one
-    line) when the coordinator cannot be reached within the initialisation timeout."""
+    are gloo. Returns whether the runtime is (now) initialised. If the job does not come together
+    within the initialisation timeout (coordinator unreachable, a process missing) the process ends
+    with one ``error: ...`` line on stderr and exit code 1."""
     global _INITIALIZED
     if _INITIALIZED:
         return True
@@ -115,17 +125,20 @@ def initialize(force: bool | None = None, **kwargs) -> bool:
     kwargs = {**launch_settings(), **kwargs}
     if _on_cpu():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    where = kwargs.get("coordinator_address") or os.environ.get(COORDINATOR_ENV) or "(from the TPU runtime)"
+    who = f"process {kwargs['process_id']} of {kwargs['num_processes']}" if "num_processes" in kwargs else "this process"
+    timeout = int(kwargs.get("initialization_timeout", 300))
+    message = (f"error: {who} could not join the job at coordinator {where} within {timeout} s "
+               f"(are all processes started, with the same coordinator and process count?)")
+    # jax's client aborts the whole process (a C++ fatal error and a stack dump) when it cannot connect
+    # in time; this watchdog ends it first with one line, and jax gets a longer deadline than ours.
+    watchdog = threading.Timer(timeout, _exit_with, args=(message,))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        jax.distributed.initialize(**kwargs)
-    except Exception as e:  # jax raises its runtime error type; the message names the coordinator
-        where = kwargs.get("coordinator_address") or os.environ.get(COORDINATOR_ENV) or "(from the TPU runtime)"
-        who = f"process {kwargs['process_id']} of {kwargs['num_processes']}" if "num_processes" in kwargs else "this process"
-        timeout = kwargs.get("initialization_timeout", 300)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DistributedError(
-            f"{who} could not join the job at coordinator {where} within {timeout} s "
-            f"(are all processes started, with the same coordinator and process count?): {first[:200]}"
-        ) from None
+        jax.distributed.initialize(**dict(kwargs, initialization_timeout=timeout + 60))
+    finally:
+        watchdog.cancel()
     _INITIALIZED = True
     return True
 
