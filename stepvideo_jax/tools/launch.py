@@ -10,8 +10,9 @@ Every process gets the coordinator (``JAX_COORDINATOR_ADDRESS``, 127.0.0.1 and a
 ``--devices_per_process`` simulated devices (``XLA_FLAGS``) and the initialisation / heartbeat timeouts;
 ``stepvideo_jax.distributed.initialize()`` turns these into ``jax.distributed.initialize(...)`` with gloo
 collectives. Output lines are streamed with a ``[pI]`` prefix. If any process fails (non-zero exit or
-a signal), the others get SIGTERM, then SIGKILL after ``--grace_s``, and the launcher exits with the
-first failure's code (128 + signal for a signal). Each process also dies with the launcher (Linux).
+a signal), the others get ``--settle_s`` to end on their own (a failure every process detects, such
+as a config mismatch, then reports it everywhere), then SIGTERM, then SIGKILL after ``--grace_s``, and
+the launcher exits with the first failure's code (128 + signal for a signal). Each process also dies with the launcher (Linux).
 
 ``--process_ids=2,3 --coordinator=HOST:PORT`` starts only some of the processes: the rest run on
 another machine with the same command (a two-machine rehearsal). On real TPU pods use
@@ -104,6 +105,7 @@ def launch(
     init_timeout_s: int = 60,
     heartbeat_timeout_s: int = 30,
     grace_s: float = 10.0,
+    settle_s: float = 2.0,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     out: TextIO | None = None,
@@ -180,6 +182,9 @@ def launch(
             i, code = failure
             others = [j for j, p in procs.items() if p.poll() is None]
             say(f"process {i} {_describe(code)}; stopping the others {others}")
+            deadline = time.monotonic() + settle_s
+            while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
             stop_all(signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
@@ -206,6 +211,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 
 _INIT_TIMEOUT = flags.DEFINE_integer("init_timeout_s", 60, "seconds a process waits for the others to join")
 _HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 30, "seconds without heartbeat before a process counts as dead")
 _GRACE = flags.DEFINE_float("grace_s", 10.0, "seconds between SIGTERM and SIGKILL when stopping the others")
+_SETTLE = flags.DEFINE_float("settle_s", 2.0, "seconds the others get to end on their own after a failure")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -222,7 +228,8 @@ def main(argv: Sequence[str]) -> None:
     try:
         code = launch(command, num_processes=_PROCESSES.value, devices_per_process=_DEVICES.value,
                       process_ids=_PROCESS_IDS.value, coordinator=_COORDINATOR.value,
-                      init_timeout_s=_INIT_TIMEOUT.value, heartbeat_timeout_s=_HEARTBEAT.value, grace_s=_GRACE.value)
+                      init_timeout_s=_INIT_TIMEOUT.value, heartbeat_timeout_s=_HEARTBEAT.value, grace_s=_GRACE.value,
+                      settle_s=_SETTLE.value)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     sys.exit(code)
