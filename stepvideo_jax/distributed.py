@@ -21,7 +21,8 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "initialize",
     "start",
     "check_same_everywhere",
+    "barrier",
     "launch_settings",
     "DistributedError",
     "on_tpu_pod",
@@ -126,7 +128,9 @@ def initialize(force: bool | None = None, **kwargs) -> bool:
     if _on_cpu():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     where = kwargs.get("coordinator_address") or os.environ.get(COORDINATOR_ENV) or "(from the TPU runtime)"
-    who = f"process {kwargs['process_id']} of {kwargs['num_processes']}" if "num_processes" in kwargs else "this process"
+    who = "this process"
+    if "num_processes" in kwargs:
+        who = f"process {kwargs['process_id']} of {kwargs['num_processes']}"
     timeout = int(kwargs.get("initialization_timeout", 300))
     message = (f"error: {who} could not join the job at coordinator {where} within {timeout} s "
                f"(are all processes started, with the same coordinator and process count?)")
@@ -179,6 +183,23 @@ def start(*agreed: Any, what: str = "config") -> bool:
     except DistributedError as e:
         raise SystemExit(f"error: {e}") from None
     return multi
+
+
+_BARRIERS = 0
+
+
+def barrier(what: str, timeout_s: int = 900) -> None:
+    """Waits until every process gets here (through the coordination service, not a device collective).
+    A no-op in one process. Used after compiling a program with cross-process collectives: gloo gives a
+    process 30 s to join a collective's first run, and the processes may finish compiling further apart
+    (e.g. when one loads the program from a persistent compilation cache, which only process 0 writes)."""
+    global _BARRIERS
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    _BARRIERS += 1  # barrier names must be unique; every process calls the same barriers in the same order
+    multihost.sync_global_processes(f"stepvideo:{_BARRIERS}:{what}", timeout=timeout_s)
 
 
 def process_index() -> int:

@@ -12,7 +12,8 @@ Every process gets the coordinator (``JAX_COORDINATOR_ADDRESS``, 127.0.0.1 and a
 collectives. Output lines are streamed with a ``[pI]`` prefix. If any process fails (non-zero exit or
 a signal), the others get ``--settle_s`` to end on their own (a failure every process detects, such
 as a config mismatch, then reports it everywhere), then SIGTERM, then SIGKILL after ``--grace_s``, and
-the launcher exits with the first failure's code (128 + signal for a signal). Each process also dies with the launcher (Linux).
+the launcher exits with the first failure's code (128 + signal for a signal). Each process also dies
+with the launcher (Linux).
 
 ``--process_ids=2,3 --coordinator=HOST:PORT`` starts only some of the processes: the rest run on
 another machine with the same command (a two-machine rehearsal). On real TPU pods use
@@ -29,7 +30,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from absl import app, flags
 
@@ -125,7 +127,8 @@ def launch(
         commands = [list(commands)] * len(ids)
     commands = [list(c) for c in commands]
     if len(commands) != len(ids) or not all(commands):
-        raise ValueError(f"expected one non-empty command, or one per started process ({len(ids)}); got {len(commands)}")
+        raise ValueError(
+            f"expected one non-empty command, or one per started process ({len(ids)}); got {len(commands)}")
     if coordinator is None:
         if process_ids is not None and len(ids) < num_processes:
             raise ValueError("starting only some processes needs --coordinator=HOST:PORT (shared with the others)")
@@ -206,10 +209,12 @@ def launch(
 
 _PROCESSES = flags.DEFINE_integer("processes", 2, "number of JAX processes of the job")
 _DEVICES = flags.DEFINE_integer("devices_per_process", 1, "simulated CPU devices per process")
-_PROCESS_IDS = flags.DEFINE_list("process_ids", None, "start only these process ids (default: all); needs --coordinator")
+_PROCESS_IDS = flags.DEFINE_list("process_ids", None,
+                                 "start only these process ids (default: all); needs --coordinator")
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 (default: 127.0.0.1 and a free port)")
 _INIT_TIMEOUT = flags.DEFINE_integer("init_timeout_s", 60, "seconds a process waits for the others to join")
-_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 30, "seconds without heartbeat before a process counts as dead")
+_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 30,
+                                  "seconds without a heartbeat before a process counts as dead")
 _GRACE = flags.DEFINE_float("grace_s", 10.0, "seconds between SIGTERM and SIGKILL when stopping the others")
 _SETTLE = flags.DEFINE_float("settle_s", 2.0, "seconds the others get to end on their own after a failure")
 

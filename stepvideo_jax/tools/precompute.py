@@ -103,7 +103,8 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
         index.append({"latents": name, "caption": example["caption"], "motion_score": float(score),
                       "video": entry["video"]})
     if pc > 1:
-        _write_text(_part_path(out_dir, pi, pc), json.dumps({"rows": index, "skipped": dict(skipped)}, ensure_ascii=False))
+        part = {"rows": index, "skipped": dict(skipped)}
+        _write_text(_part_path(out_dir, pi, pc), json.dumps(part, ensure_ascii=False))
         (barrier or _process_barrier)()
         if pi != 0:
             return {"written": len(index), **{f"skipped_{k}": v for k, v in sorted(skipped.items())}}
