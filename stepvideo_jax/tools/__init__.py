@@ -1,1 +1,2 @@
-"""Command-line tools: parity (`python -m stepvideo_jax.tools.parity`)."""
+"""Command-line tools: parity (`python -m stepvideo_jax.tools.parity`), the local multi-process launcher
+(`python -m stepvideo_jax.tools.launch`)."""
