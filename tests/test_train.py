@@ -232,3 +232,23 @@ def test_t2v_to_ti2v_init_reproduces_t2v():
     want = nnx.jit(lambda m: m.forward(x, *args))(t2v)
     got = nnx.jit(lambda m: m.forward(x, *args, np.zeros_like(x), np.array([3.0, 50.0], np.float32)))(ti2v)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_precompute_sharded_by_process_writes_one_index_equal_to_one_process(latents_dir, tmp_path):
+    """Two processes' shares (run one after the other here; the barrier is theirs to wait on) give the
+    one-process files: the same index (one, merged by process 0; no parts left) and the same arrays."""
+    encoder = ClipEncoder(_PoolVAE(), _HashPrompts(), ObjectiveConfig())
+    manifest = str(latents_dir.parent / "manifest.jsonl")
+    out = tmp_path / "sharded"
+    kw = dict(num_frames=17, frame_stride=1, buckets=((32, 32),), process_count=2, barrier=lambda: None)
+    share = precompute(manifest, str(out), encoder, process_index=1, **kw)
+    assert not (out / "index.jsonl").exists() and share["written"] == 3  # items 1, 3, 5 (6 is too short)
+    counts = precompute(manifest, str(out), encoder, process_index=0, **kw)
+    assert counts == {"written": 6, "skipped_too_short": 1}
+    assert (out / "index.jsonl").read_text() == (latents_dir / "index.jsonl").read_text()
+    assert sorted(os.listdir(out)) == ["index.jsonl", "items", "null_prompt.npz"]
+    for row in map(json.loads, (out / "index.jsonl").read_text().splitlines()):
+        with np.load(out / row["latents"]) as got, np.load(latents_dir / row["latents"]) as want:
+            assert got.files == want.files
+            for k in want.files:
+                np.testing.assert_array_equal(got[k], want[k])

@@ -209,6 +209,32 @@ class BucketBatchIterator(grain.DatasetIterator):
         return dict(self._skipped)
 
 
+class _ProcessBlocks(grain.MapDataset):
+    """Process ``index``'s share of ``parent`` in blocks of ``block``: of every ``block * count``
+    consecutive records it gets the ``index``-th block. With one bucket, global batch k (the processes'
+    k-th batches, in process order) is then exactly records [k B, (k + 1) B) of the stream, B = count *
+    block, the batch a single process with batch size B reads, so multi-process training sees the
+    same batches in the same order. Blocks are disjoint and cover the stream."""
+
+    def __init__(self, parent: grain.MapDataset, block: int, index: int, count: int):
+        super().__init__(parent)
+        self._block, self._index, self._count = block, index, count
+        full, rest = divmod(len(parent), block * count)
+        self._length = full * block + min(max(rest - index * block, 0), block)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.slice(i)
+        group, offset = divmod(i, self._block)
+        return self._parent[(group * self._count + self._index) * self._block + offset]
+
+    def __str__(self) -> str:
+        return f"ProcessBlocks(block={self._block}, index={self._index}, count={self._count})"
+
+
 class BucketBatchIterDataset(grain.IterDataset):
     def __init__(self, records: grain.MapDataset, load: Loader, batch_size: int, records_per_epoch: int,
                  describe: Callable[[Any], str] = str):
@@ -241,5 +267,5 @@ def make_dataset(cfg: DataConfig, *, process_index: int | None = None, process_c
     if cfg.shuffle:
         records = records.shuffle(seed=cfg.seed)  # reshuffled every epoch by repeat
     records = records.repeat(cfg.num_epochs)
-    records = records[pi::pc]  # shard by JAX process
+    records = _ProcessBlocks(records, cfg.batch_size, pi, pc)  # shard by JAX process, a batch-sized block each
     return BucketBatchIterDataset(records, load, cfg.batch_size, max(1, len(entries) // pc), describe)

@@ -1,1 +1,2 @@
-"""Command-line tools: parity, plan, precompute, motion_scores, evaluate, demo_recipe (each `python -m stepvideo_jax.tools.NAME`)."""
+"""Command-line tools (each `python -m stepvideo_jax.tools.NAME`): sample, train, convert, parity, plan,
+precompute, motion_scores, evaluate, demo_recipe, lora, and the local multi-process launcher `launch`."""

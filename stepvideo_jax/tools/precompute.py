@@ -11,6 +11,12 @@ manifest's, or computed with ``stepvideo_jax.motion`` when absent); ``OUT/index.
 them; and ``OUT/null_prompt.npz``, the text arrays of the prompt that replaces dropped captions.
 Skipped items (unreadable, too short, no caption) are counted and summarised. Files are written to a
 temporary name and renamed.
+
+As a pod job (``scripts/tpu_launch.sh``, or ``python -m stepvideo_jax.tools.launch --processes=N -- python
+-m stepvideo_jax.tools.precompute ...``) every process encodes every N-th manifest item (item i keeps
+its name and its random stream ``fold_in(seed, i)``, so the files equal a one-process run's), writes its
+rows to ``OUT/index.jsonl.part-I-of-N``, and after a barrier process 0 merges the parts into the one
+``index.jsonl`` (in item order), writes ``null_prompt.npz`` and removes the parts.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from stepvideo_jax.data.buckets import parse_buckets
 from stepvideo_jax.data.manifest import read_manifest
 from stepvideo_jax.data.pipeline import VideoLoader
 from stepvideo_jax.data.video import SkipItem
-from stepvideo_jax.files import atomic_path, write_jsonl_atomic
+from stepvideo_jax.files import atomic_path, write_jsonl_atomic, write_text_atomic
 from stepvideo_jax.motion import motion_score
 from stepvideo_jax.training.loop import NULL_PROMPT_FILE
 
@@ -41,15 +47,37 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
         np.savez(tmp, **arrays)
 
 
+def _part_path(out_dir: str, index: int, count: int) -> str:
+    return os.path.join(out_dir, f"{INDEX_FILE}.part-{index}-of-{count}")
+
+
+def _process_barrier() -> None:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("stepvideo_precompute_parts")
+
+
 def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_stride: int, buckets,
-               seed: int = 0, null_prompt: str = "") -> dict[str, int]:
-    """Encodes every usable item of ``manifest`` with ``encoder`` (a ``training.encode.ClipEncoder``)."""
+               seed: int = 0, null_prompt: str = "", process_index: int | None = None,
+               process_count: int | None = None, barrier=None) -> dict[str, int]:
+    """Encodes every usable item of ``manifest`` with ``encoder`` (a ``training.encode.ClipEncoder``).
+
+    With several JAX processes each encodes its share (items ``process_index::process_count``) and
+    process 0 writes the one index after ``barrier()`` (all processes' parts written; default: a
+    multi-host barrier). Returns the counts of the whole job on process 0, of this process's share on
+    the others."""
+    pi = jax.process_index() if process_index is None else int(process_index)
+    pc = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= pi < pc:
+        raise ValueError(f"process index {pi} is outside [0, {pc})")
     entries = read_manifest(manifest)
     loader = VideoLoader(num_frames, frame_stride, parse_buckets(buckets), default_motion_score=0.0)
     os.makedirs(os.path.join(out_dir, "items"), exist_ok=True)
     key = jax.random.key(seed)
     index, skipped = [], collections.Counter()
     for i, entry in enumerate(entries):
+        if i % pc != pi:
+            continue
         try:
             _, example = loader(entry)
         except SkipItem as e:
@@ -66,8 +94,23 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
         _save_npz(os.path.join(out_dir, name), arrays)
         index.append({"latents": name, "caption": example["caption"], "motion_score": float(score),
                       "video": entry["video"]})
+    if pc > 1:
+        part = {"rows": index, "skipped": dict(skipped)}
+        write_text_atomic(_part_path(out_dir, pi, pc), json.dumps(part, ensure_ascii=False))
+        (barrier or _process_barrier)()
+        if pi != 0:
+            return {"written": len(index), **{f"skipped_{k}": v for k, v in sorted(skipped.items())}}
+        index, skipped = [], collections.Counter()
+        for part_index in range(pc):
+            with open(_part_path(out_dir, part_index, pc), encoding="utf-8") as f:
+                part = json.load(f)
+            index += part["rows"]
+            skipped.update(part["skipped"])
+        index.sort(key=lambda row: row["latents"])  # items/NNNNNN.npz: manifest order
     _save_npz(os.path.join(out_dir, NULL_PROMPT_FILE), encoder.null_text(null_prompt))
     write_jsonl_atomic(os.path.join(out_dir, INDEX_FILE), index)
+    for part_index in range(pc if pc > 1 else 0):
+        os.remove(_part_path(out_dir, part_index, pc))
     counts = {"written": len(index), **{f"skipped_{k}": v for k, v in sorted(skipped.items())}}
     logging.info("precompute: %s", counts)
     return counts
@@ -77,6 +120,8 @@ def main(argv):
     del argv
     f = flags.FLAGS
     from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
+    for part_index in range(pc if pc > 1 else 0):
+        os.remove(_part_path(out_dir, part_index, pc))
     from stepvideo_jax.training.encode import ClipEncoder
     from stepvideo_jax.training.objective import ObjectiveConfig
 
@@ -84,7 +129,11 @@ def main(argv):
                           ObjectiveConfig())
     counts = precompute(f.manifest, f.out, encoder, num_frames=f.num_frames, frame_stride=f.frame_stride,
                         buckets=f.buckets, seed=f.seed, null_prompt=f.null_prompt)
-    print(f"precompute: {counts} -> {f.out}", file=sys.stdout)
+    if distributed.is_main_process():
+        print(f"precompute: {counts} -> {f.out}", file=sys.stdout)
+
+
+_FLAG_NAMES = ("manifest", "out", "checkpoint", "num_frames", "frame_stride", "buckets", "null_prompt", "seed")
 
 
 def _define_flags() -> None:

@@ -31,7 +31,9 @@ def main(argv):
     from stepvideo_jax import distributed
     from stepvideo_jax.diffusion.pipeline import run
 
-    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
+    # No-op unless on a multi-host TPU pod or under a launcher (STEPVIDEO_DISTRIBUTED=1); every process
+    # must run the same config, or all stop with one line.
+    distributed.start(_CONFIG.value)
 
     if _CONFIG.value.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", _CONFIG.value.compilation_cache_dir)

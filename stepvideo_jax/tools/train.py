@@ -12,12 +12,14 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from stepvideo_jax import configs
+from stepvideo_jax.files import write_json_atomic
 from stepvideo_jax.tools import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", configs.config_path("train_ti2v"), "Training config: NAME[:VARIANT] (train_ti2v, demo:dit, ...) or FILE."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "run folder (checkpoints, TensorBoard events)", required=True)
+_LOSSES_JSON = flags.DEFINE_string("losses_json", None, "write {step: loss} of this run's steps here (process 0)")
 
 
 def _online_encoder(config):
@@ -42,12 +44,17 @@ def main(argv):
     from stepvideo_jax import distributed
     from stepvideo_jax.training.loop import train
 
-    distributed.initialize()  # no-op unless on a multi-host TPU pod (or STEPVIDEO_DISTRIBUTED=1)
+    # No-op unless on a multi-host TPU pod or under a launcher (STEPVIDEO_DISTRIBUTED=1); every process
+    # must run the same config and workdir, or all stop with one line.
+    distributed.start(_CONFIG.value, _WORKDIR.value)
 
     config = _CONFIG.value
     logging.info("devices: %s", jax.devices())
     result = train(config, _WORKDIR.value, make_encoder=_online_encoder(config))
     logging.info("finished at step %d; %s", result.final_step, result.data_summary)
+    if _LOSSES_JSON.value and distributed.is_main_process():
+        # full float precision, to compare runs
+        write_json_atomic(_LOSSES_JSON.value, {str(k): v for k, v in sorted(result.losses.items())})
 
 
 def run_main() -> None:

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from stepvideo_jax import distributed
 from stepvideo_jax.sharding import ShardingRules, logical_to_spec, model_shardings, use_mesh_rules
 from stepvideo_jax.training.objective import ObjectiveConfig, flow_matching_loss
 from stepvideo_jax.training.vae_objective import VAEObjectiveConfig, vae_loss
@@ -231,6 +232,7 @@ class Trainer:
             )
             with use_mesh_rules(self.mesh, self.rules):
                 _COMPILED_STEPS[key] = jitted.lower(state, batch, null_text, np.bool_(False), self._frozen_arg()).compile()
+            distributed.barrier("train step compiled")  # all processes start its collectives together
         return _COMPILED_STEPS[key]
 
     def step(self, state: dict, batch: dict, null_text: dict | None = None, *, fixed_noise: bool = False):
