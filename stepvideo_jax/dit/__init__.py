@@ -1,6 +1,6 @@
 """The Step-Video DiT."""
 
 from stepvideo_jax.dit.config import DiTConfig
-from stepvideo_jax.dit.model import StepVideoDiT
+from stepvideo_jax.dit.model import DiTInputs, StepVideoDiT
 
-__all__ = ["DiTConfig", "StepVideoDiT"]
+__all__ = ["DiTConfig", "DiTInputs", "StepVideoDiT"]
