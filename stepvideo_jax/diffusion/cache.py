@@ -48,6 +48,7 @@ __all__ = [
     "static_skip_schedule",
     "interpolate_ratios",
     "guidance_steps",
+    "check_guidance_interval",
     "residual_magnitude_ratio",
 ]
 
@@ -133,6 +134,17 @@ def static_skip_schedule(settings: CacheSettings, steps: int) -> np.ndarray:
     return skip
 
 
+def check_guidance_interval(interval) -> tuple[float, float]:
+    """(lo, hi) as floats; a one-line error unless 0 <= lo < hi <= 1 (fractions of the steps)."""
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_interval must be (lo, hi) step fractions; got {interval!r}") from None
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ValueError(f"guidance_interval must satisfy 0 <= lo < hi <= 1 (step fractions); got {interval!r}")
+    return lo, hi
+
+
 def guidance_steps(steps: int, interval: tuple[float, float]) -> np.ndarray:
     """bool [steps]: True where classifier-free guidance applies (steps i with lo <= i/steps < hi)."""
     lo, hi = interval
@@ -175,9 +187,11 @@ def cached_denoise_step(model, latents, sigma, sigma_next, text, condition, moti
                         max_skips: int):
     """One Euler step with step caching: float32 latents [B, F, H, W, C] -> (latents at sigma_next, state).
 
-    `policy` is a resolved policy (none / first_block / static); `may_skip` a bool scalar: for static
-    the schedule's entry for this step, for first_block whether the step is past the warm-up. With
-    `use_cfg` False only the B conditional rows are evaluated and the velocity is theirs.
+    `policy` is a resolved policy (none / first_block / static); `may_skip`: for static the schedule's
+    entry for this step, for first_block whether the step is past the warm-up. As a Python bool it is
+    static (the host knows it: a plain compute or, for static, a plain reuse, no `lax.cond`; the caller
+    then guarantees the cache is valid for a static reuse); as a traced bool the step decides on the
+    device. With `use_cfg` False only the B conditional rows are evaluated and the velocity is theirs.
     """
     b = latents.shape[0]
     rows = 2 * b if use_cfg else b
@@ -193,18 +207,22 @@ def cached_denoise_step(model, latents, sigma, sigma_next, text, condition, moti
     h = inputs.tokens  # [rows, N, D]
     rows_valid = jnp.all(state.valid) if use_cfg else state.valid[0]
     ref_probe, ref_residual = state.probe[:rows], state.residual[:rows]
+    if policy not in ("none", "first_block", "static"):
+        raise ValueError(f"cached_denoise_step needs a resolved policy (none, first_block, static); got {policy!r}")
+    host_decides = isinstance(may_skip, (bool, np.bool_))
+    probe, start, can_skip = ref_probe, 0, None  # can_skip None: compute, no lax.cond
     if policy == "first_block":
         h = model.run_blocks(h, inputs, 0, 1)
         probe = h - inputs.tokens  # [rows, N, D] block 0's residual
         start = 1
-        can_skip = may_skip & rows_valid & (state.run < max_skips) & (_relative_l1(probe, ref_probe) < threshold)
+        if not host_decides or may_skip:
+            change = _relative_l1(probe, ref_probe)
+            can_skip = jnp.asarray(may_skip) & rows_valid & (state.run < max_skips) & (change < threshold)
     elif policy == "static":
-        probe, start = ref_probe, 0
-        can_skip = jnp.asarray(may_skip) & rows_valid
-    elif policy == "none":
-        probe, start, can_skip = ref_probe, 0, None
-    else:
-        raise ValueError(f"cached_denoise_step needs a resolved policy (none, first_block, static); got {policy!r}")
+        if host_decides:
+            can_skip = True if may_skip else None
+        else:
+            can_skip = jnp.asarray(may_skip) & rows_valid
 
     def compute(h):
         out = model.run_blocks(h, inputs, start)
@@ -216,6 +234,9 @@ def cached_denoise_step(model, latents, sigma, sigma_next, text, condition, moti
     if can_skip is None:
         out, residual, new_probe = compute(h)
         can_skip = jnp.zeros((), bool)
+    elif can_skip is True:
+        out, residual, new_probe = reuse(h)
+        can_skip = jnp.ones((), bool)
     else:
         out, residual, new_probe = jax.lax.cond(can_skip, reuse, compute, h)
     v = model.final_layer(out, inputs)  # [rows, F, H, W, C]

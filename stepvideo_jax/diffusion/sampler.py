@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from stepvideo_jax.diffusion.cache import (
     CacheSettings,
     cached_denoise_step,
+    check_guidance_interval,
     guidance_steps,
     init_cache_state,
     residual_magnitude_ratio,
@@ -136,7 +137,8 @@ class Sampler:
 
         self.step_fn = jax.jit(step)
         self.loop_fn = jax.jit(loop)
-        self.cached_step_fn = jax.jit(cached_step, static_argnames=("policy", "use_cfg", "threshold", "max_skips"))
+        self.cached_step_fn = jax.jit(cached_step, static_argnames=("may_skip", "policy", "use_cfg", "threshold",
+                                                                    "max_skips"))
         self.cached_loop_fn = jax.jit(cached_loop, static_argnames=("segments", "policy", "threshold", "max_skips"))
         self.calibration_step_fn = jax.jit(calibration_step)
         self.step_seconds: list[float] = []  # wall time of each step of the last host loop (dispatch -> ready)
@@ -174,7 +176,7 @@ class Sampler:
         if not math.isfinite(float(guidance_scale)):
             raise ValueError(f"guidance_scale must be finite; got {guidance_scale!r}")
         cache = (cache or CacheSettings()).resolved()
-        lo, hi = _check_interval(guidance_interval)
+        lo, hi = check_guidance_interval(guidance_interval)
         g = jnp.asarray(guidance_scale, jnp.float32)
         ms = None if motion_score is None else jnp.asarray(motion_score, jnp.float32)
         x = jnp.asarray(latents, jnp.float32)
@@ -203,11 +205,17 @@ class Sampler:
             return x
         state = init_cache_state(self._model_cfg, x)
         evals_after = []
+        valid = [False, False]  # host copy of state.valid for the static policy's host-side decisions
 
         def step(i, x):
             nonlocal state
+            skip = bool(may_skip[i])
+            if cache.policy == "static":  # decided here: one of two compiled programs, no lax.cond
+                skip = skip and valid[0] and (valid[1] or not use_cfg[i])
+                if not skip:
+                    valid[:] = [True, bool(use_cfg[i])]
             x, state = self.cached_step_fn(self._state, x, sigmas[i], sigmas[i + 1], text, condition, ms, g, state,
-                                           np.bool_(may_skip[i]), use_cfg=bool(use_cfg[i]), **static)
+                                           may_skip=skip, use_cfg=bool(use_cfg[i]), **static)
             evals_after.append(state.evals)
             return x
 
@@ -258,12 +266,3 @@ class Sampler:
             previous = residual
         return np.asarray([float(r) for r in ratios], np.float64)
 
-
-def _check_interval(interval) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance_interval must be (lo, hi) step fractions; got {interval!r}") from None
-    if not (0.0 <= lo < hi <= 1.0):
-        raise ValueError(f"guidance_interval must satisfy 0 <= lo < hi <= 1 (step fractions); got {interval!r}")
-    return lo, hi
