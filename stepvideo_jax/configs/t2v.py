@@ -2,6 +2,13 @@
 `use_additional_conditions=False` (no first image, no motion score) and the T2V release's defaults.
 
     python sample.py --config=t2v:tiny --config.prompt="..."
+    python sample.py --config=t2v:turbo   # Step-Video-T2V-Turbo: needs the Turbo weights
+
+Variants: "" (Step-Video-T2V, 50 steps, CFG 9, time shift 13), "tiny" (random weights), "turbo": the
+settings the Step-Video-T2V README recommends for Step-Video-T2V-Turbo, its inference-step-distilled
+model (10-15 steps, CFG 5.0, time shift 17.0, 204 frames); they need the Turbo checkpoint
+(stepfun-ai/stepvideo-t2v-turbo converted with convert_torch_weights.py into checkpoints/stepvideo-t2v-turbo);
+the base model's weights give blurry videos at 15 steps.
 """
 
 from stepvideo_jax.configs import ti2v
@@ -11,9 +18,14 @@ POSITIVE_MAGIC = "超高清、HDR 视频、环境光、杜比全景声、画面�
 NEGATIVE_MAGIC = "画面暗、低分辨率、不良手、文本、缺少手指、多余的手指、裁剪、低质量、颗粒状、签名、水印、用户名、模糊。"
 
 
+VARIANTS = ("", "tiny", "turbo")
+
+
 def get_config(arg: str | None = None):
     variant = (arg or "").strip()
-    c = ti2v.base_config(variant)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown t2v config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
+    c = ti2v.base_config("" if variant == "turbo" else variant)
     c.pipeline = "t2v"
     c.use_additional_conditions = False
     c.checkpoint_dir = "checkpoints/stepvideo-t2v"
@@ -22,6 +34,11 @@ def get_config(arg: str | None = None):
     c.negative_magic = NEGATIVE_MAGIC
     c.image = ""  # text-to-video takes no image
     c.motion_score = 0.0  # unused: the T2V model has no motion embedding
-    if not variant:
+    if variant in ("", "turbo"):
         c.frames = 204
+    if variant == "turbo":
+        c.checkpoint_dir = "checkpoints/stepvideo-t2v-turbo"
+        c.steps = 15  # the README's range is 10-15
+        c.cfg = 5.0
+        c.time_shift = 17.0
     return c

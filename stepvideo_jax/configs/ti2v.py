@@ -53,6 +53,20 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.crop_540p = True  # the release crops 544x992 output to 540x960 (frames at least that big)
     c.fused_loop = False  # run all steps in one compiled lax.fori_loop (no per-step progress)
     c.progress = True
+    # Fewer DiT evaluations (stepvideo_jax.diffusion.cache; measured in BENCHMARKS.md). Off here: the
+    # release config reproduces the official sampler's output. policy: none | first_block | static | auto
+    # (auto = static when mag_ratios are calibrated, else first_block).
+    c.cache = config_dict.ConfigDict(
+        dict(
+            policy="none",
+            first_block_threshold=0.1,  # first_block: relative L1 change of block 0's residual that forces a compute
+            static_threshold=0.1,  # static: accumulated |1 - magnitude ratio| allowed while reusing
+            max_skips=2,  # at most this many reused steps in a row
+            warmup=0.2,  # leading fraction of the steps always computed
+            mag_ratios=(),  # static: per-step ratios from `python -m stepvideo_jax.tools.calibrate_cache`
+        )
+    )
+    c.guidance_interval = (0.0, 1.0)  # CFG only on steps i with lo <= i/steps < hi; conditional row only elsewhere
 
     # Compute / parameter dtypes per component, attention kernel and device mesh.
     c.dit_dtype = "bfloat16"

@@ -44,6 +44,7 @@ __all__ = [
     "render_clip",
     "clip_motion_score",
     "write_dataset",
+    "write_heldout",
     "HELDOUT_CATEGORY",
 ]
 
@@ -247,6 +248,18 @@ def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int
                         "speed": round(spec.speed, 4), "direction": spec.direction})
         scores.append(score)
     write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
+    held = _write_heldout_items(out_dir, rng, held_combos, frames=frames, height=height, width=width,
+                                max_speed=max_speed)
+    s = np.asarray(scores)
+    return {"train": num_train, "heldout": len(held), "train_captions": len(train_combos),
+            "motion_score_min": float(s.min()), "motion_score_median": float(np.median(s)),
+            "motion_score_max": float(s.max())}
+
+
+def _write_heldout_items(out_dir: str, rng: np.random.Generator, held_combos, *, frames: int, height: int,
+                         width: int, max_speed: float) -> list[dict]:
+    held_dir = os.path.join(out_dir, "heldout", HELDOUT_CATEGORY)
+    os.makedirs(held_dir, exist_ok=True)
     held = []
     for j, combo in enumerate(held_combos):
         spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
@@ -258,10 +271,24 @@ def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int
         write_text_atomic(os.path.join(held_dir, f"{item_id}.txt"), spec.caption + "\n")
         held.append({"id": item_id, "caption": spec.caption, **{k: v for k, v in dataclasses.asdict(spec).items()}})
     write_jsonl_atomic(os.path.join(out_dir, "heldout", "heldout.jsonl"), held, ensure_ascii=True)
-    s = np.asarray(scores)
-    return {"train": num_train, "heldout": len(held), "train_captions": len(train_combos),
-            "motion_score_min": float(s.min()), "motion_score_median": float(np.median(s)),
-            "motion_score_max": float(s.max())}
+    return held
+
+
+def write_heldout(out_dir: str, *, num_train: int, num_heldout: int, frames: int = 17, height: int = 64,
+                  width: int = 64, max_speed: float = 0.6, seed: int = 0) -> dict[str, Any]:
+    """Only the held-out part of `write_dataset` with the same arguments (``out_dir/heldout/...``,
+    identical files): the training clips' random draws are replayed without rendering or writing
+    them, so this takes a second where the whole dataset takes minutes and hundreds of MB."""
+    if num_train < 1 or num_heldout < 0:
+        raise ValueError(f"num_train must be >= 1 and num_heldout >= 0; got {num_train}, {num_heldout}")
+    train_combos, held_combos = split_captions(num_heldout, seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(num_train):  # the same draws as write_dataset's training loop
+        combo = train_combos[int(rng.integers(len(train_combos)))]
+        sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
+    held = _write_heldout_items(out_dir, rng, held_combos, frames=frames, height=height, width=width,
+                                max_speed=max_speed)
+    return {"heldout": len(held)}
 
 
 def captions_for_tokenizer() -> list[str]:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stepvideo_jax import components, video_io
+from stepvideo_jax.diffusion.cache import CacheSettings, check_guidance_interval
 from stepvideo_jax.diffusion.flow_match import flow_sigmas
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning
 from stepvideo_jax.distributed import is_main_process
@@ -96,6 +97,8 @@ class SampleSettings:
     crop_540p: bool
     fused_loop: bool
     progress: bool
+    cache: CacheSettings = CacheSettings()  # step caching (`cache` sub-config; policy none = off)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)  # step fractions [lo, hi) where CFG applies
 
     @classmethod
     def from_config(cls, config) -> "SampleSettings":
@@ -130,6 +133,8 @@ class SampleSettings:
                 video_io.read_image(config.image)  # raises if missing or unreadable
         elif config.image:
             raise ValueError(f"this text-to-video config takes no image; got image={config.image!r}")
+        cache = CacheSettings.from_config(config.get("cache"))
+        guidance_interval = check_guidance_interval(config.get("guidance_interval", (0.0, 1.0)))
         video_io.check_output_dir(config.output_dir)
         if config.variant != "tiny":
             components.check_checkpoint_dir(config.checkpoint_dir)
@@ -153,6 +158,8 @@ class SampleSettings:
             crop_540p=bool(config.crop_540p),
             fused_loop=bool(config.fused_loop),
             progress=bool(config.progress),
+            cache=cache,
+            guidance_interval=guidance_interval,
         )
 
 
@@ -244,9 +251,12 @@ class VideoPipeline:
             settings.cfg,
             fused=settings.fused_loop,
             progress=settings.progress,
+            cache=settings.cache,
+            guidance_interval=settings.guidance_interval,
         )
         jax.block_until_ready(latents)
         lap("denoise_s")
+        timings["dit_evals"] = self.sampler.dit_evals  # batch rows x steps computed by the full block stack
         if self.mesh is None:
             video = self.vae.decode_channels_last(latents)  # [1, F, H, W, 3]
         else:

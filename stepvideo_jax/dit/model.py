@@ -8,6 +8,8 @@ layout (batch, frames, channels, height, width) so parity is direct, ``forward``
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -19,7 +21,20 @@ from stepvideo_jax.layers import dense, gelu_tanh, layer_norm, run_layer_stack, 
 from stepvideo_jax.dit.sharding import DIT_SHARDING
 from stepvideo_jax.sharding import constrain, enters_rules
 
-__all__ = ["StepVideoDiT", "TimestepMLP"]
+__all__ = ["StepVideoDiT", "TimestepMLP", "DiTInputs"]
+
+
+class DiTInputs(NamedTuple):
+    """The per-call inputs of the block stack and final layer (see `StepVideoDiT.embed_inputs`)."""
+
+    tokens: jax.Array  # [B, N, D] patch-embedded latents (+ condition)
+    emb: jax.Array  # [B, D] timestep (+ motion) embedding, before SiLU
+    modulation: jax.Array  # [B, 6, D] the blocks' adaLN shift/scale/gate
+    context: jax.Array  # [B, M, D] projected text tokens
+    context_mask: jax.Array  # [B, M] valid text keys
+    cos: jax.Array  # [N, head_dim] RoPE tables
+    sin: jax.Array  # [N, head_dim]
+    grid: tuple[int, int, int, int]  # (B, F, H, W) of the latents
 
 
 class TimestepMLP(nnx.Module):
@@ -114,6 +129,28 @@ class StepVideoDiT(nnx.Module):
         motion_score: jax.Array | float | None = None,
         positions: jax.Array | None = None,  # [F*H*W/p^2, 3] RoPE positions (defaults to the full grid)
     ) -> jax.Array:
+        inputs = self.embed_inputs(latents, timestep, llm_states, text_mask, clip_states, condition, motion_score,
+                                   positions)
+        x = self._run_blocks(inputs.tokens, inputs.context, inputs.context_mask, inputs.modulation, inputs.cos, inputs.sin)
+        return self.final_layer(x, inputs)
+
+    # ------------------------------------------------------------------ split forward (for the sampler's caches)
+    # forward = final_layer(run_blocks(embed_inputs(...))). A sampler that caches the block stack's
+    # residual between steps (stepvideo_jax.diffusion.cache) calls the pieces; the model itself keeps no
+    # state between calls and its call signature knows nothing of caching.
+    def embed_inputs(
+        self,
+        latents: jax.Array,  # [B, F, H, W, C]
+        timestep: jax.Array,
+        llm_states: jax.Array,  # [B, L_llm, C_llm]
+        text_mask: jax.Array,  # [B, L_clip + L_llm]
+        clip_states: jax.Array | None = None,  # [B, L_clip, C_clip]
+        condition: jax.Array | None = None,  # [B, F, H, W, C]
+        motion_score: jax.Array | float | None = None,
+        positions: jax.Array | None = None,  # [F*H*W/p^2, 3]
+    ) -> "DiTInputs":
+        """Checks the inputs and computes everything the blocks and the final layer read: the patch
+        tokens [B, N, D], the conditioning embedding, the blocks' modulation, the text context and RoPE."""
         cfg = self.cfg
         b, f, h, w, c = self._check_inputs(latents, timestep, llm_states, text_mask, clip_states, condition, motion_score)
         p, dtype = cfg.patch_size, cfg.jnp_dtype
@@ -136,9 +173,31 @@ class StepVideoDiT(nnx.Module):
         positions = constrain(positions, ("seq", None), like=tokens)
         cos, sin = rope_tables(positions, cfg.rope_split, cfg.rope_base)  # [N, head_dim]
         cos, sin = (constrain(t, ("seq", "kv"), like=tokens) for t in (cos, sin))
+        return DiTInputs(x, emb, modulation, context, context_mask, cos, sin, (b, f, h, w))
 
-        x = self._run_blocks(x, context, context_mask, modulation, cos, sin)
+    def run_blocks(self, x: jax.Array, inputs: "DiTInputs", start: int = 0, stop: int | None = None) -> jax.Array:
+        """Blocks [start, stop) on tokens x [B, N, D] (all of them by default); returns [B, N, D]."""
+        cfg = self.cfg
+        stop = cfg.num_layers if stop is None else stop
+        if not 0 <= start <= stop <= cfg.num_layers:
+            raise ValueError(f"block range must satisfy 0 <= start <= stop <= {cfg.num_layers}; got [{start}, {stop})")
+        if start == stop:
+            return x
+        # Fresh modules from the stacked arrays (sliced to the range), so that this also runs inside a
+        # transform (lax.cond branch) traced below the level where the model's variables live.
+        graphdef, state = nnx.split(self.blocks)
+        whole = (start, stop) == (0, cfg.num_layers)
+        state = jax.tree.map(lambda a: a if whole else a[start:stop], state)  # new Variables either way
+        args = (inputs.context, inputs.context_mask, inputs.modulation, inputs.cos, inputs.sin)
+        return self._run_blocks(x, *args, blocks=nnx.merge(graphdef, state), num_layers=stop - start)
 
+    def final_layer(self, x: jax.Array, inputs: "DiTInputs") -> jax.Array:
+        """Output norm, modulation and unpatchify: tokens [B, N, D] -> velocity [B, F, H, W, C_out]."""
+        cfg = self.cfg
+        p, dtype = cfg.patch_size, cfg.jnp_dtype
+        b, f, h, w = inputs.grid
+        hp, wp = h // p, w // p
+        emb = inputs.emb
         shift, scale = (self.scale_shift_table[...][None].astype(emb.dtype) + emb[:, None, :])[:, :, None, :].swapaxes(0, 1)
         x = layer_norm(x, cfg.norm_eps)
         x = (x * (1 + scale) + shift).astype(dtype)
@@ -218,11 +277,12 @@ class StepVideoDiT(nnx.Module):
         context_mask = jnp.arange(context.shape[1])[None, :] < n_valid[:, None]  # [B, M]
         return constrain(context, ("batch", "context", "embed")), context_mask
 
-    def _run_blocks(self, x, context, context_mask, modulation, cos, sin):
+    def _run_blocks(self, x, context, context_mask, modulation, cos, sin, *, blocks=None, num_layers=None):
         cfg = self.cfg
 
         def layer(block: DiTBlock, x: jax.Array) -> jax.Array:
             return block(x, context, context_mask, modulation, cos, sin)
 
-        return run_layer_stack(self.blocks, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers,
-                               remat=cfg.remat_policy)
+        blocks = self.blocks if blocks is None else blocks
+        num_layers = cfg.num_layers if num_layers is None else num_layers
+        return run_layer_stack(blocks, x, layer, num_layers=num_layers, scan=cfg.scan_layers, remat=cfg.remat_policy)

@@ -17,6 +17,11 @@ Stages (settings in ``configs/demo.py``; each stage reads what the previous ones
   export   all four components (DiT with its EMA weights) as one bfloat16 checkpoint folder + example
            images and a stored short reference sample for the tests -> demo/checkpoint, demo/examples
 
+Extra stage (not in the default list):
+
+  heldout  only the held-out prompts of the data stage (the same files, in a second, without the
+           training clips): ``--stages=heldout`` -> WORKDIR/data/heldout, what the evaluation reads
+
 Stage timings go to WORKDIR/recipe_timings.json.
 """
 
@@ -36,6 +41,7 @@ from stepvideo_jax.files import atomic_path, write_json_atomic, write_text_atomi
 __all__ = ["run_recipe", "STAGES", "REFERENCE_SAMPLE", "reference_sample_settings", "EXAMPLES"]
 
 STAGES = ("data", "text", "vae", "latents", "dit", "export")
+EXTRA_STAGES = ("heldout",)
 REFERENCE_SAMPLE = "reference_sample.npz"
 # Bundled example images: (file stem, caption combo (size, colour, shape, direction), rng seed).
 EXAMPLES = (
@@ -66,6 +72,12 @@ def _stage_data(recipe, workdir: str) -> dict:
     summary = write_dataset(os.path.join(workdir, "data"), **recipe.data.to_dict())
     logging.info("data: %s", summary)
     return summary
+
+
+def _stage_heldout(recipe, workdir: str) -> dict:
+    from stepvideo_jax.data.synthetic import write_heldout
+
+    return write_heldout(os.path.join(workdir, "data"), **recipe.data.to_dict())
 
 
 def _text_components(recipe, workdir: str):
@@ -212,23 +224,23 @@ def _stage_export(recipe, workdir: str) -> dict:
 
 
 _STAGE_FUNCS = {"data": _stage_data, "text": _stage_text, "vae": _stage_vae, "latents": _stage_latents,
-                "dit": _stage_dit, "export": _stage_export}
+                "dit": _stage_dit, "export": _stage_export, "heldout": _stage_heldout}
 
 
 def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     """Runs `stages` in order; returns {stage: {"seconds": ..., **summary}} (also written to
     WORKDIR/recipe_timings.json, merged with earlier runs' entries)."""
     recipe = recipe or _load_demo_config("recipe")
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGES + EXTRA_STAGES]
     if unknown:
-        raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES)}")
+        raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES + EXTRA_STAGES)}")
     os.makedirs(workdir, exist_ok=True)
     record_path = os.path.join(workdir, "recipe_timings.json")
     record = {}
     if os.path.exists(record_path):
         with open(record_path) as f:
             record = json.load(f)
-    for stage in STAGES:
+    for stage in STAGES + EXTRA_STAGES:
         if stage not in stages:
             continue
         t0 = time.perf_counter()
@@ -252,7 +264,7 @@ def main(argv):
 
 def _define_flags() -> None:
     flags.DEFINE_string("workdir", "runs/demo", "folder for the recipe's data, runs and intermediate checkpoints")
-    flags.DEFINE_string("stages", ",".join(STAGES), f"comma-separated stages among {','.join(STAGES)}")
+    flags.DEFINE_string("stages", ",".join(STAGES), f"comma-separated stages among {','.join(STAGES + EXTRA_STAGES)}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
     # score videos generated elsewhere (one JSON object per line, paths relative to the index file:
     # {"video": ".npy (uint8 [F,H,W,3]) or .mp4", "image": path, "motion_score": x, "caption": text, "id": opt})
     python -m stepvideo_jax.tools.evaluate --videos=INDEX.jsonl --out=OUT
+    # the same prompts with the config as given and with changed sampler settings: speedup, DiT
+    # evaluations, PSNR / SSIM of each video against its baseline twin (stepvideo_jax.tools.compare_sampling)
+    python -m stepvideo_jax.tools.evaluate --config=configs/demo.py --bench_dir=DIR --out=OUT \
+        --compare=cache.policy=auto [--compare=FIELD=VALUE ...]
 
 Writes under OUT the videos (benchmark mode), ``results.csv``, ``results.md`` and ``summary.json``,
 and prints the summary. The metrics are defined in ``stepvideo_jax.evaluation.metrics``.
@@ -36,6 +40,8 @@ def _define_flags() -> None:
     flags.DEFINE_list("motion_scores", ["2", "5", "10"], "requested motion scores per prompt")
     flags.DEFINE_integer("seed", None, "sampling seed for every video (default: the config's)")
     flags.DEFINE_integer("limit", None, "evaluate only the first N benchmark items")
+    flags.DEFINE_multi_string("compare", [], "FIELD=VALUE config override(s) of a second sampler setting to compare "
+                              "with the config as given (e.g. cache.policy=auto); needs --bench_dir")
 
 
 def main(argv):
@@ -44,6 +50,8 @@ def main(argv):
     f = flags.FLAGS
     if bool(f.bench_dir) == bool(f.videos):
         raise app.UsageError("give exactly one of --bench_dir (with --config) or --videos")
+    if f.compare and not f.bench_dir:
+        raise app.UsageError("--compare generates videos: it needs --bench_dir and --config")
     config = _FLAGS["config"].value
     try:
         if f.videos:
@@ -59,6 +67,14 @@ def main(argv):
                 scores = [float(s) for s in f.motion_scores]
             except ValueError:
                 raise ValueError(f"--motion_scores must be comma-separated numbers; got {f.motion_scores}") from None
+            if f.compare:
+                from stepvideo_jax.tools.compare_sampling import compare_settings, comparison_markdown
+
+                report = compare_settings(config, f.bench_dir, f.out, {" ".join(f.compare): f.compare}, scores,
+                                          seed=f.seed, limit=f.limit)
+                print(comparison_markdown(report))
+                print(f"wrote {os.path.join(f.out, 'comparison.md')}")
+                return
             summary = evaluate_benchmark(config, f.bench_dir, f.out, scores, seed=f.seed, limit=f.limit)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
@@ -68,4 +84,6 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    from stepvideo_jax.tools import cli
+
+    cli.run(main)  # --config takes a packaged name (demo) or a file

@@ -46,7 +46,7 @@ def main(argv):
     t = out["timings"]
     print(f"wrote {out['paths']['mp4']}")
     print(f"wrote {out['paths']['png']}")
-    print("timings: " + ", ".join(f"{k}={v:.2f}" for k, v in t.items()))
+    print("timings: " + ", ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.2f}" for k, v in t.items()))
 
 
 def run_main() -> None:
