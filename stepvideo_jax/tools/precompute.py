@@ -22,6 +22,7 @@ rows to ``OUT/index.jsonl.part-I-of-N``, and after a barrier process 0 merges th
 from __future__ import annotations
 
 import collections
+import json
 import os
 import sys
 
@@ -119,9 +120,11 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
 def main(argv):
     del argv
     f = flags.FLAGS
+    from stepvideo_jax import distributed
+
+    # A pod job (or tools.launch): every process must run the same flags, or all stop with one line.
+    distributed.start({name: f[name].value for name in _FLAG_NAMES}, what="precompute flags")
     from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
-    for part_index in range(pc if pc > 1 else 0):
-        os.remove(_part_path(out_dir, part_index, pc))
     from stepvideo_jax.training.encode import ClipEncoder
     from stepvideo_jax.training.objective import ObjectiveConfig
 
