@@ -98,7 +98,7 @@ def test_round_trip_parity_tool_outputs(converted, name, monkeypatch):
     _, dst, prefixes, _ = converted
     fx = load_fixture(prefixes[name])
     module, loader = CHECKERS[name]
-    check = getattr(importlib.import_module(module), parity.KINDS[fx.kind].split(":")[1])
+    check = parity.KINDS[fx.kind]  # the checker function (it looks its loader up in its module)
     direct = check(fx)
     restored = restore_component(dst, name)
     monkeypatch.setattr(importlib.import_module(module), loader, lambda *a, **k: restored)
