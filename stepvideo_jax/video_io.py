@@ -30,6 +30,9 @@ __all__ = [
     "output_stem",
     "reserve_output_paths",
     "check_output_dir",
+    "check_writable_dir",
+    "remove_stale_temp_files",
+    "private_path",
     "write_mp4",
     "write_png",
     "read_mp4",
@@ -138,6 +141,57 @@ def check_output_dir(out_dir: str) -> str:
     return path
 
 
+def check_writable_dir(out_dir: str, what: str = "output_dir") -> str:
+    """Creates the folder if needed and writes and deletes a probe file in it, so an unwritable
+    output folder is found before any model is loaded; returns it absolute (one-line ValueError)."""
+    path = check_output_dir(out_dir)
+    probe = os.path.join(path, f".stepvideo-probe.pid{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"probe")
+        os.remove(probe)
+    except OSError as e:
+        reason = e.strerror or e
+        raise ValueError(f"{what} {out_dir!r} is not writable ({reason}); choose a folder you can write to") from None
+    return path
+
+
+_PRIVATE = re.compile(r"^\..*\.pid(\d+)\.")  # hidden files this module writes: `.NAME.pid<PID>.…`
+
+
+def private_path(out_dir: str, name: str, suffix: str = "") -> str:
+    """A hidden per-process path `.NAME.pid<PID>.partSUFFIX` in `out_dir` (nothing is created)."""
+    return os.path.join(out_dir, f".{name}.pid{os.getpid()}.part{suffix}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(out_dir: str) -> list[str]:
+    """Removes the hidden temporary files a killed run left in `out_dir` (their process is gone);
+    returns the removed paths. Files of live processes (a concurrent run) are kept."""
+    if not os.path.isdir(out_dir):
+        return []
+    removed = []
+    for name in os.listdir(out_dir):
+        m = _PRIVATE.match(name)
+        path = os.path.join(out_dir, name)
+        if m and not _process_alive(int(m.group(1))) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def reserve_output_paths(out_dir: str, stem: str, suffixes: Sequence[str]) -> list[str]:
     """Claims `stem.suffix` (or `stem-2.suffix`, `stem-3.suffix`, ...) for every suffix, creating
     empty placeholders atomically so nothing existing is ever overwritten; returns the paths."""
@@ -162,7 +216,8 @@ def reserve_output_paths(out_dir: str, stem: str, suffixes: Sequence[str]) -> li
 
 def _temp_beside(path: str) -> str:
     stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=os.path.dirname(path))
+    # The pid in the name lets the next run into this folder remove what a killed run left behind.
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.pid{os.getpid()}.", suffix=f".tmp{ext}", dir=os.path.dirname(path))
     os.close(fd)
     return tmp
 
@@ -179,6 +234,7 @@ def write_mp4(path: str, frames: np.ndarray, *, fps: int = 25, denoise: bool = F
     _check_frames(frames)
     f, h, w, _ = frames.shape
     tmp = _temp_beside(path)
+    writer = None
     try:
         writer = imageio_ffmpeg.write_frames(
             tmp,
@@ -197,6 +253,8 @@ def write_mp4(path: str, frames: np.ndarray, *, fps: int = 25, denoise: bool = F
         writer.close()
         os.replace(tmp, path)
     finally:
+        if writer is not None:
+            writer.close()  # on an error or interrupt: ffmpeg must stop writing `tmp` before it is removed
         if os.path.exists(tmp):
             os.remove(tmp)
     return path

@@ -269,15 +269,28 @@ def save_video(video: np.ndarray, settings: SampleSettings) -> dict[str, str]:
     if settings.crop_540p:
         frames = video_io.crop_standard_540p(frames)
     stem = video_io.output_stem(settings.prompt, settings.seed)
-    mp4, png = video_io.reserve_output_paths(settings.output_dir, stem, [".mp4", ".png"])
+    out_dir = video_io.check_writable_dir(settings.output_dir)
+    video_io.remove_stale_temp_files(out_dir)
+    # Both files are written completely under hidden per-process names first; the final names are
+    # claimed only then and filled by a rename at once, so a kill never leaves an empty or partial
+    # file under a final name (a killed run's hidden files are removed by the next run).
+    parts = [video_io.private_path(out_dir, stem, s) for s in (".mp4", ".png")]
+    finals: list[str] = []
     try:
-        video_io.write_mp4(mp4, frames, fps=settings.fps, denoise=settings.denoise_filter)
-        video_io.write_png(png, np.concatenate([frames[0], frames[-1]], axis=1))
+        video_io.write_mp4(parts[0], frames, fps=settings.fps, denoise=settings.denoise_filter)
+        video_io.write_png(parts[1], np.concatenate([frames[0], frames[-1]], axis=1))
+        finals = video_io.reserve_output_paths(out_dir, stem, [".mp4", ".png"])
+        for part, final in zip(parts, finals):
+            os.replace(part, final)
     except BaseException:
-        for path in (mp4, png):  # drop our still-empty placeholders, then re-raise
+        for path in finals:  # drop our still-empty placeholders, then re-raise
             if os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.remove(path)
+        for path in parts:
+            if os.path.exists(path):
+                os.remove(path)
         raise
+    mp4, png = finals
     return {"mp4": mp4, "png": png}
 
 
@@ -295,6 +308,8 @@ def run(config) -> dict[str, Any]:
     written paths, the settings and stage timings."""
     t0 = time.perf_counter()
     settings = SampleSettings.from_config(config)
+    if is_main_process():  # an unwritable output folder is found now, not after the generation
+        video_io.check_writable_dir(settings.output_dir)
     image = prepare_image(settings)
     mesh = _mesh(config)
     dit, vae, prompt_encoder = components.load_components(config, mesh)
