@@ -296,6 +296,23 @@ def save_components(
     return manifest
 
 
+def _check_release_config(src: str, name: str, config: Mapping[str, Any]) -> None:
+    """Fails naming the config file and the field when a value cannot be read (`"two"` for an int)."""
+    comp = component(name)
+    try:
+        comp.config_from_release(config, "float32")
+        return
+    except (ValueError, TypeError) as e:
+        error = e
+    file = os.path.join(src, comp.release.config_file)
+    for field, value in config.items():  # the field that fails on its own, others at their defaults
+        try:
+            comp.config_from_release({field: value}, "float32")
+        except (ValueError, TypeError) as e:
+            raise ConversionError(f"{file}: field {field!r} has a bad value {value!r} ({e})") from None
+    raise ConversionError(f"{file}: the config is not valid for component {name!r} ({error})") from None
+
+
 def _check_release(src: str, names: Sequence[str]) -> None:
     """Fails before anything is written if a component's files are absent."""
     for name in names:
@@ -303,7 +320,7 @@ def _check_release(src: str, names: Sequence[str]) -> None:
         weights = os.path.join(src, files.weights)
         if not os.path.exists(weights):
             raise ConversionError(f"{weights}: not found (component {name!r}; is {src} a released checkpoint folder?)")
-        files.read_config(src, name)
+        _check_release_config(src, name, files.read_config(src, name))
         if files.tokenizer and not os.path.exists(os.path.join(src, files.tokenizer)):
             raise ConversionError(f"{os.path.join(src, files.tokenizer)}: tokenizer not found (component {name!r})")
 
@@ -338,7 +355,7 @@ def convert_release(
     _check_release(src, names)
 
     manifest = checkpoint.new_manifest(src)
-    with checkpoint.staged_folder(dst, overwrite=overwrite) as tmp:
+    with checkpoint.staged_folder(dst, overwrite=overwrite, log=log) as tmp:
         for name in names:
             comp = component(name)
             t0 = time.perf_counter()

@@ -8,6 +8,8 @@ Re-running with the same workdir resumes from its latest checkpoint.
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -37,6 +39,21 @@ def _online_encoder(config):
 
 def main(argv):
     del argv
+    try:
+        result = _train()
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad input or a diverged run: one line
+        raise SystemExit(f"error: {e}") from None
+    if result.interrupted:
+        print(f"error: interrupted ({result.interrupted}) at step {result.final_step}; checkpoint saved in "
+              f"{_WORKDIR.value}; run the same command again to resume", file=sys.stderr)
+        sys.exit(130 if result.interrupted == "SIGINT" else 143)
+
+
+def _train():
+    from stepvideo_jax import video_io
+
+    if "://" not in _WORKDIR.value:  # a local workdir is checked before anything is loaded
+        video_io.check_writable_dir(_WORKDIR.value, "--workdir")
     import jax
 
     from stepvideo_jax import distributed
@@ -48,6 +65,7 @@ def main(argv):
     logging.info("devices: %s", jax.devices())
     result = train(config, _WORKDIR.value, make_encoder=_online_encoder(config))
     logging.info("finished at step %d; %s", result.final_step, result.data_summary)
+    return result
 
 
 def run_main() -> None:

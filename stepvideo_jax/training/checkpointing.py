@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
 
-__all__ = ["RunCheckpoints"]
+__all__ = ["RunCheckpoints", "UNREADABLE_DIR"]
+
+UNREADABLE_DIR = "unreadable_checkpoints"  # beside the checkpoints folder: steps that failed to restore
 
 
 class _IteratorSnapshot:
@@ -67,6 +70,28 @@ class RunCheckpoints:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
+
+    def restore_newest_readable(
+        self, abstract_state: Any, data_iterator: grain.DatasetIterator | None, *, warn=print
+    ) -> tuple[int | None, Any]:
+        """(step, state) of the newest checkpoint that restores, or (None, None) when there is none.
+
+        A step that fails to restore (truncated or missing array files, corrupt metadata) is moved
+        to `../unreadable_checkpoints/STEP` (kept for inspection, out of the way of the steps this
+        run will save again) and the previous one is tried; `warn` gets one line per skipped step."""
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                return step, self.restore(step, abstract_state, data_iterator)
+            except (ValueError, OSError, KeyError, TypeError) as e:  # Orbax/TensorStore errors are these types
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR, str(step))
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(os.path.join(self.directory, str(step)), aside)
+                self.manager.reload()
+                warn(f"checkpoint step {step} in {self.directory} is unreadable ({reason}); moved to {aside}; "
+                     "resuming from the previous one")
+        return None, None
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
