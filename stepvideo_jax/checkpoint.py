@@ -52,12 +52,12 @@ def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     file = os.path.join(os.fspath(ckpt_dir), MANIFEST_NAME)
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{file}: not found (expected a folder written by convert_torch_weights.py)")
-    with open(file) as f:
+    with open(file, encoding="utf-8") as f:
         try:
             manifest = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from e
-    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("components"), dict):
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("components"), dict):
         raise ValueError(f"{file}: not a stepvideo-jax manifest (expected format {MANIFEST_FORMAT!r} and 'components')")
     return manifest
 
@@ -108,10 +108,17 @@ def stored_params(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], n
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: Orbax checkpoint folder not found")
-    with _checkpointer() as ckptr:
-        meta = ckptr.metadata(path)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-    return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in tree.items()}
+    try:
+        with _checkpointer() as ckptr:
+            meta = ckptr.metadata(path)
+        tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+        return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in tree.items()}
+    except Exception as e:  # Orbax/TensorStore raise many types for damaged metadata: one line naming the folder
+        raise ValueError(f"{path}: unreadable Orbax checkpoint metadata ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return ((str(e).strip().splitlines() or [type(e).__name__])[0])[:300]
 
 
 # ------------------------------------------------------------------------------------ restore
@@ -148,8 +155,11 @@ def restore_params(path: str | os.PathLike, target: Mapping[str, jax.ShapeDtypeS
     if extra:
         raise ValueError(f"{path}: stored parameters the model does not have: {extra[:10]}")
     restore_args = ocp.checkpoint_utils.construct_restore_args(dict(target))
-    with _checkpointer() as ckptr:
-        return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=dict(target), restore_args=restore_args))
+    try:
+        with _checkpointer() as ckptr:
+            return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=dict(target), restore_args=restore_args))
+    except Exception as e:  # truncated or missing array files surface as TensorStore errors of many types
+        raise ValueError(f"{path}: array data unreadable ({_first_line(e)})") from None
 
 
 # ------------------------------------------------------------------------------------ export

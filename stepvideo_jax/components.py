@@ -131,9 +131,31 @@ def config_from_manifest(name: str, config: Mapping[str, Any], dtype: str):
     return component(name).config_from_release(config, dtype)
 
 
+def _damaged(ckpt_dir: str, name: str, problem: str) -> ValueError:
+    return ValueError(
+        f"{ckpt_dir}: component {name!r}: {problem}; the checkpoint folder is damaged: convert it again ("
+        + CONVERTER_HINT.format(dst=ckpt_dir) + " --overwrite)"
+    )
+
+
 def _entry(ckpt_dir: str, name: str) -> Mapping[str, Any]:
+    """The manifest entry of `name`, checked field by field (one line naming the folder, the component
+    and the problem, and the fix)."""
     component(name)  # an unknown name fails as such, not as "absent from this checkpoint"
-    return checkpoint.manifest_component(checkpoint.read_manifest(ckpt_dir), ckpt_dir, name)
+    entry = checkpoint.manifest_component(checkpoint.read_manifest(ckpt_dir), ckpt_dir, name)
+    if not isinstance(entry, Mapping):
+        raise _damaged(ckpt_dir, name, f"manifest entry is {entry!r}, not an object")
+    for field, kind in (("config", Mapping), ("dtype", str), ("checkpoint", str)):
+        if not isinstance(entry.get(field), kind):
+            raise _damaged(ckpt_dir, name, f"manifest entry has no valid {field!r} (got {entry.get(field)!r})")
+    for field in ("num_params", "bytes"):
+        value = entry.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _damaged(ckpt_dir, name, f"manifest field {field!r} must be an integer >= 0; got {value!r}")
+    params = os.path.join(ckpt_dir, entry["checkpoint"])
+    if not os.path.isdir(params):
+        raise _damaged(ckpt_dir, name, f"parameter folder {params} is missing")
+    return entry
 
 
 def component_config(ckpt_dir: str | os.PathLike, name: str):
@@ -227,7 +249,10 @@ def restore_component(
         k: jax.ShapeDtypeStruct(checkpoint.variable_value(v).shape, checkpoint.variable_value(v).dtype, sharding=shardings[k])
         for k, v in flat.items()
     }
-    restored = checkpoint.restore_params(path, target, dtype_name=entry["dtype"])
+    try:
+        restored = checkpoint.restore_params(path, target, dtype_name=entry["dtype"])
+    except ValueError as e:
+        raise _damaged(ckpt_dir, name, str(e)) from None
     for key, var in flat.items():
         var.set_value(restored[key])
     return nnx.merge(graphdef, params, rest)

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import unicodedata
+import warnings
 from typing import Sequence
 
 import imageio_ffmpeg
@@ -22,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "DENOISE_FILTER",
+    "MAX_IMAGE_PIXELS",
     "read_image",
     "cover_resize_crop",
     "synthetic_image",
@@ -45,14 +47,34 @@ _MAX_STEM_CHARS = 50  # the release names files after prompt[:50]
 
 
 # ---------------------------------------------------------------------------------------------- input
-def read_image(path: str) -> np.ndarray:
-    """An image file as float32 RGB in [-1, 1], shape [H, W, 3]."""
+MAX_IMAGE_PIXELS = 100_000_000  # default limit on an input image's width * height, checked before decoding
+
+
+def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file as float32 RGB in [-1, 1], shape [H, W, 3]; its size is checked from the header
+    against `max_pixels` (width * height) before anything is decoded."""
     if not isinstance(path, str) or not path:
         raise ValueError(f"image must be a path to an image file; got {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"image {path!r} is a folder (expected a PNG/JPEG/... file)")
     if not os.path.isfile(path):
         raise ValueError(f"image {path!r} does not exist (expected a PNG/JPEG/... file)")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
+        Image.MAX_IMAGE_PIXELS = None  # PIL's own bomb check is replaced by `max_pixels` below (header only)
+        im = Image.open(path)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"image {path!r} is not a readable image file ({e})") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ValueError(f"image {path!r} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                         "(max_image_pixels); resize it first")
+    try:
+        with im, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `max_pixels` applies
             rgb = np.asarray(im.convert("RGB"), dtype=np.float32)  # [H, W, 3] in [0, 255]
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"image {path!r} is not a readable image file ({e})") from e

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 from release_layout import build_release
+
 from stepvideo_jax import checkpoint
 from stepvideo_jax.checkpoint import read_manifest
 from stepvideo_jax.components import convert_release

@@ -8,6 +8,7 @@ caption is missing or empty is kept here and skipped (and counted) by the data p
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Iterable
 
@@ -30,8 +31,9 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
             if not isinstance(item, dict) or not isinstance(item.get("video"), str):
                 raise ValueError(f'{path}:{lineno}: expected {{"video": path, "caption": text, ...}}; got {line.strip()[:80]!r}')
             score = item.get("motion_score")
-            if score is not None and not isinstance(score, (int, float)):
-                raise ValueError(f"{path}:{lineno}: motion_score must be a number or absent; got {score!r}")
+            if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
+                                      or not math.isfinite(score) or score < 0):
+                raise ValueError(f"{path}:{lineno}: motion_score must be a finite number >= 0 or absent; got {score!r}")
             entry = dict(item)
             entry["video"] = os.path.join(root, item["video"])
             entry["caption"] = item.get("caption")

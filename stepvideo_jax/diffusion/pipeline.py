@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from stepvideo_jax import components, video_io
 from stepvideo_jax.diffusion.flow_match import flow_sigmas
@@ -46,6 +47,7 @@ FRAMES_PER_CHUNK = 17  # video frames per VAE chunk
 LATENTS_PER_CHUNK = 3  # latent frames per VAE chunk
 SPATIAL_FACTOR = 16  # VAE spatial compression
 SYNTHETIC_IMAGE = "synthetic"  # `image` value selecting the built-in test pattern
+_EXTREME_MOTION = 100.0  # requested motion scores above this get a warning (the release's examples use 2-10)
 
 
 def latent_grid(frames: int, height: int, width: int, vae_cfg=None) -> tuple[int, int, int]:
@@ -96,6 +98,7 @@ class SampleSettings:
     crop_540p: bool
     fused_loop: bool
     progress: bool
+    max_image_pixels: int = video_io.MAX_IMAGE_PIXELS
 
     @classmethod
     def from_config(cls, config) -> "SampleSettings":
@@ -105,6 +108,12 @@ class SampleSettings:
         for name in ("prompt", "positive_magic", "negative_magic", "image", "output_dir"):
             if not isinstance(config[name], str):
                 raise ValueError(f"{name} must be a string; got {config[name]!r}")
+        for name in ("prompt", "positive_magic", "negative_magic"):
+            try:  # bytes that are not UTF-8 arrive from the command line as lone surrogates
+                config[name].encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{name} is not valid UTF-8 text (bad bytes at position {e.start}); "
+                                 "pass the text in UTF-8") from None
         frames = _integer(config, "frames", FRAMES_PER_CHUNK)
         height = _integer(config, "height", SPATIAL_FACTOR)
         width = _integer(config, "width", SPATIAL_FACTOR)
@@ -120,14 +129,19 @@ class SampleSettings:
         if not math.isfinite(time_shift) or time_shift <= 0:
             raise ValueError(f"time_shift must be a finite number > 0; got {config.time_shift!r}")
         motion = None
+        max_pixels = _integer(config, "max_image_pixels", 1) if "max_image_pixels" in config else None
+        max_pixels = max_pixels or video_io.MAX_IMAGE_PIXELS
         if ti2v:
             motion = _number(config, "motion_score")
             if not math.isfinite(motion) or motion < 0:
                 raise ValueError(f"motion_score must be a finite number >= 0; got {config.motion_score!r}")
+            if motion > _EXTREME_MOTION:
+                logging.warning("motion_score %g is far above the trained range (about 0-%g); expect broken motion",
+                                motion, _EXTREME_MOTION)
             if not config.image:
                 raise ValueError("image is required for text-image-to-video: set --config.image=PATH (PNG/JPEG)")
             if config.image != SYNTHETIC_IMAGE:
-                video_io.read_image(config.image)  # raises if missing or unreadable
+                video_io.read_image(config.image, max_pixels)  # raises if missing, unreadable or too large
         elif config.image:
             raise ValueError(f"this text-to-video config takes no image; got image={config.image!r}")
         video_io.check_output_dir(config.output_dir)
@@ -153,6 +167,7 @@ class SampleSettings:
             crop_540p=bool(config.crop_540p),
             fused_loop=bool(config.fused_loop),
             progress=bool(config.progress),
+            max_image_pixels=max_pixels,
         )
 
 
@@ -162,7 +177,7 @@ def prepare_image(settings: SampleSettings) -> np.ndarray | None:
         return None
     if settings.image == SYNTHETIC_IMAGE:
         return video_io.synthetic_image(settings.height, settings.width)
-    return video_io.cover_resize_crop(video_io.read_image(settings.image), settings.height, settings.width)
+    return video_io.cover_resize_crop(video_io.read_image(settings.image, settings.max_image_pixels), settings.height, settings.width)
 
 
 def _mesh(config):
