@@ -227,13 +227,34 @@ def test_train_and_tool_cli_bad_inputs(tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "bad.jsonl").write_text('{"video": "a.mp4"}\nnot json\n')
     (tmp_path / "videos").mkdir()
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "trunc.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "first.png")
+    for name in ("empty.mp4", "trunc.npy"):
+        row = {"video": name, "image": "first.png", "motion_score": 2, "caption": "x"}
+        (tmp_path / f"index_{name}.jsonl").write_text(json.dumps(row) + "\n")
     before = _files(tmp_path)
-    train = ["train.py", "--config=train_ti2v:tiny"]
+    train = ["train.py", "--config=train_ti2v:tiny", "--config.data.kind=latents"]
+    run = f"--workdir={tmp_path / 'run'}"
     _run_cases("stepvideo_jax.tools.train", [
         (train + [f"--workdir={tmp_path / 'file'}"], 1, "is a file, not a folder"),
         (train + ["--workdir=/proc/1/run"], 1, "is not writable"),
-        (train + [f"--workdir={tmp_path / 'run'}", "--config.trian.steps=3"], 2, "unknown config field"),
+        (train + [run, "--config.trian.steps=3"], 2, "unknown config field"),
+        (train + [run, "--config.optim.warmup_steps=10", "--config.optim.total_steps=5"], 1,
+         "need 0 <= warmup_steps <= total_steps"),
+        (train + [run, f"--config.data.manifest={tmp_path / 'empty.jsonl'}"], 1, "has no items"),
+        (train + [run, f"--config.data.manifest={tmp_path / 'bad.jsonl'}"], 1, "bad.jsonl:"),
+        (train + [run, f"--config.data.manifest={tmp_path / 'missing.jsonl'}"], 1, "missing.jsonl"),
     ])
+    assert os.listdir(tmp_path / "run") == []  # the workdir probe creates the folder, and nothing in it
+    shutil.rmtree(tmp_path / "run")
+    _run_cases("stepvideo_jax.tools.evaluate", [
+        (["evaluate", f"--videos={tmp_path / f'index_{name}.jsonl'}", f"--out={tmp_path / 'eval'}"], 1,
+         "is not readable") for name in ("empty.mp4", "trunc.npy")
+    ])
+    assert os.listdir(tmp_path / "eval") == []
+    shutil.rmtree(tmp_path / "eval")
     _run_cases("stepvideo_jax.tools.motion_scores", [
         (["motion_scores", str(tmp_path / "videos"), f"--manifest={tmp_path / 'bad.jsonl'}"], 1,
          f"{tmp_path / 'bad.jsonl'}:2: not valid JSON"),

@@ -119,8 +119,15 @@ def test_precompute_writes_arrays(latents_dir):
         assert z["llm_mask"].sum() == 1  # the empty prompt
 
 
-def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path):
-    full = train(_run_config(latents_dir, 6), str(tmp_path / "full"), progress=False)
+@pytest.fixture(scope="module")
+def full_run(latents_dir, tmp_path_factory):
+    """An uninterrupted 6-step run (the reference of the resume tests)."""
+    root = tmp_path_factory.mktemp("full_run")
+    return train(_run_config(latents_dir, 6), str(root / "full"), progress=False), root
+
+
+def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path, full_run):
+    full, root = full_run
     assert sorted(full.losses) == list(range(6)) and all(np.isfinite(list(full.losses.values())))
     assert "1 items skipped" not in full.data_summary  # precompute already dropped the short video
 
@@ -131,7 +138,7 @@ def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path):
     for step in range(6):  # the interrupted run sees the same losses, bit for bit
         got = part.losses.get(step, resumed.losses.get(step))
         assert got == full.losses[step], (step, got, full.losses[step])
-    assert (tmp_path / "full" / "tensorboard").is_dir()
+    assert (root / "full" / "tensorboard").is_dir()
 
     # A non-finite batch at step 2 stops the run naming step 2; the checkpoint of step 2 is kept.
     rows = [json.loads(l) for l in (latents_dir / "index.jsonl").read_text().splitlines()]
@@ -235,11 +242,11 @@ def test_t2v_to_ti2v_init_reproduces_t2v():
 
 
 def test_sigterm_checkpoints_the_step_then_resume_matches_and_unreadable_latest_falls_back(
-    latents_dir, tmp_path, monkeypatch, caplog
+    latents_dir, tmp_path, monkeypatch, caplog, full_run
 ):
     import signal
 
-    full = train(_run_config(latents_dir, 6), str(tmp_path / "full"), progress=False)
+    full, _ = full_run
 
     # SIGTERM during update 2: that update finishes, is checkpointed as step 3 (not a multiple of
     # `every`), and the run stops.
