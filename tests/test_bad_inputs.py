@@ -17,7 +17,7 @@ from PIL import Image
 from release_layout import build_release
 from safetensors.numpy import load_file, save_file
 
-from stepvideo_jax import components, video_io
+from stepvideo_jax import components
 from stepvideo_jax.configs import get_config
 from stepvideo_jax.convert.core import ConversionError
 from stepvideo_jax.data.manifest import read_manifest as read_training_manifest
@@ -218,7 +218,7 @@ def test_training_manifest_motion_score_must_be_finite_and_non_negative(tmp_path
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"video": "a.mp4", "caption": "x", "motion_score": 1}\n'
                         f'{{"video": "b.mp4", "caption": "y", "motion_score": {score}}}\n')
-    with pytest.raises(ValueError, match=rf"m\.jsonl:2: motion_score must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"m\.jsonl:2: motion_score must be a finite number >= 0"):
         read_training_manifest(manifest)
 
 
