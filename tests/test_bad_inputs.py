@@ -261,3 +261,17 @@ def test_train_and_tool_cli_bad_inputs(tmp_path):
         (["motion_scores", str(tmp_path / "nowhere"), f"--manifest={tmp_path / 'm.jsonl'}"], 1, "does not exist"),
     ])
     assert _files(tmp_path) == before
+
+
+def test_parity_malformed_fixture_config_exits_2(tmp_path, fixture_prefix, capsys):
+    from stepvideo_jax.tools import parity
+
+    src = fixture_prefix("hunyuan_clip")
+    for suffix in (".json", ".io.safetensors", ".weights.safetensors"):
+        shutil.copy(src + suffix, tmp_path / f"clip{suffix}")
+    meta = json.loads((tmp_path / "clip.json").read_text())
+    meta["config"]["num_hidden_layers"] = "two"
+    (tmp_path / "clip.json").write_text(json.dumps(meta))
+    assert parity.main([str(tmp_path / "clip")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "clip.json: malformed fixture config" in err and "\n" not in err, err
