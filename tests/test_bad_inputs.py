@@ -255,6 +255,15 @@ def test_train_and_tool_cli_bad_inputs(tmp_path):
     ])
     assert os.listdir(tmp_path / "eval") == []
     shutil.rmtree(tmp_path / "eval")
+    pre = ["precompute", f"--out={tmp_path / 'lat'}", f"--checkpoint={tmp_path / 'nockpt'}"]
+    _run_cases("stepvideo_jax.tools.precompute", [
+        (pre + [f"--manifest={tmp_path / 'missing.jsonl'}"], 1, "does not exist"),
+        (pre + [f"--manifest={tmp_path / 'bad.jsonl'}"], 1, "bad.jsonl:2: not valid JSON"),
+        (pre + [f"--manifest={tmp_path / 'empty.jsonl'}", f"--out={tmp_path / 'file'}"], 1, "is not usable"),
+        (pre + [f"--manifest={tmp_path / 'empty.jsonl'}"], 1, "checkpoint folder"),
+    ])
+    assert os.listdir(tmp_path / "lat") == []
+    shutil.rmtree(tmp_path / "lat")
     _run_cases("stepvideo_jax.tools.motion_scores", [
         (["motion_scores", str(tmp_path / "videos"), f"--manifest={tmp_path / 'bad.jsonl'}"], 1,
          f"{tmp_path / 'bad.jsonl'}:2: not valid JSON"),
