@@ -89,12 +89,18 @@ class Component:
         return nnx.eval_shape(lambda: self.model_class(cfg, rngs=nnx.Rngs(0)))
 
 
+# The config.json fields that size each network: a release config without one is refused, not defaulted.
+_DIT_REQUIRED = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers")
+_STEP_LLM_REQUIRED = ("hidden_size", "num_attention_heads", "num_attention_groups", "ffn_hidden_size", "num_layers")
+_CLIP_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
         Component(
             "transformer", DiTConfig, StepVideoDiT, StepVideoDiT.SHARDING,
-            ReleaseFiles("transformer", "transformer/config.json"), dit_keys.DIT_KEYS, dit_keys.convert_dit,
+            ReleaseFiles("transformer", "transformer/config.json", required=_DIT_REQUIRED),
+            dit_keys.DIT_KEYS, dit_keys.convert_dit,
         ),
         Component(
             "vae", VAEConfig, VideoVAE, VideoVAE.SHARDING,
@@ -105,14 +111,15 @@ COMPONENTS: dict[str, Component] = {
         ),
         Component(
             "step_llm", StepLLMConfig, StepLLM, StepLLM.SHARDING,
-            ReleaseFiles("step_llm", "step_llm/config.json", tokenizer="step_llm/step1_chat_tokenizer.model"),
+            ReleaseFiles("step_llm", "step_llm/config.json", tokenizer="step_llm/step1_chat_tokenizer.model",
+                         required=_STEP_LLM_REQUIRED),
             step_llm_keys.STEP_LLM_KEYS, step_llm_keys.convert_step_llm,
         ),
         Component(
             "hunyuan_clip", ClipConfig, HunyuanCLIP, HunyuanCLIP.SHARDING,
             ReleaseFiles(
                 "hunyuan_clip/clip_text_encoder", "hunyuan_clip/clip_text_encoder/config.json",
-                tokenizer="hunyuan_clip/tokenizer",
+                tokenizer="hunyuan_clip/tokenizer", required=_CLIP_REQUIRED,
             ),
             clip_keys.CLIP_KEYS, clip_keys.convert_hunyuan_clip,
         ),

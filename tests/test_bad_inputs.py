@@ -203,6 +203,7 @@ def _nan(t):
     (_as_int, None, "stored as int32, but parameter"),
     (_nan, None, "3 of"),
     (None, lambda c: c.update(num_hidden_layers="two"), "config.json: field 'num_hidden_layers' has a bad value 'two'"),
+    (None, lambda c: c.pop("num_hidden_layers"), "config.json: required field(s) num_hidden_layers missing"),
 ])
 def test_converter_refuses_bad_sources(tmp_path, fixture_prefix, edit_tensors, edit_config, fragment):
     src = _release_with(tmp_path, fixture_prefix, edit_tensors, edit_config)
