@@ -1,6 +1,7 @@
 """Converter faults: a SIGKILLed conversion, a crash inside --overwrite's swap, then reruns."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,18 +24,32 @@ def _leftovers(parent, base):
 def test_sigkill_mid_conversion_then_rerun_succeeds_and_cleans(tmp_path, fixture_prefix):
     src = tmp_path / "release"
     build_release(str(src), fixture_prefix, components=("hunyuan_clip",))
-    dst, marker = tmp_path / "ckpt", tmp_path / "marker"
+    dst = tmp_path / "ckpt"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tests", "convert_fault_driver.py"), str(marker), f"--src={src}",
-         f"--dst={dst}", "--components=hunyuan_clip"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    t0 = time.time()
-    while not marker.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - t0 < 300
-        time.sleep(0.1)
+
+    def start_and_pause(marker):
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "convert_fault_driver.py"), str(marker), f"--src={src}",
+             f"--dst={dst}", "--components=hunyuan_clip"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        t0 = time.time()
+        while not marker.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() - t0 < 300
+            time.sleep(0.1)
+        return proc
+
+    # SIGTERM: handled like Ctrl-C, one line, the staging folder removed, no destination.
+    proc = start_and_pause(tmp_path / "m1")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted (SIGTERM)"), err
+    assert not dst.exists() and _leftovers(tmp_path, "ckpt") == []
+
+    # SIGKILL: the staging folder stays behind until the next run.
+    proc = start_and_pause(tmp_path / "m2")
     proc.kill()
     proc.communicate()
     assert not dst.exists() and _leftovers(tmp_path, "ckpt")  # a half-written staging folder, no destination
