@@ -57,3 +57,35 @@ def test_kill_during_video_write_leaves_no_final_files_and_next_run_cleans(tmp_p
     paths = pipeline.save_video(video, settings)
     assert sorted(os.listdir(out)) == ["kill_me-seed1234.mp4", "kill_me-seed1234.png"]
     assert all(os.path.getsize(p) > 0 for p in paths.values())
+
+
+def test_run_checkpoints_fall_back_past_a_truncated_step_but_never_past_a_changed_structure(tmp_path):
+    import jax
+    import pytest
+
+    from stepvideo_jax.training.checkpointing import RunCheckpoints
+
+    ckpts = RunCheckpoints(tmp_path / "checkpoints", save_every=1, max_to_keep=5, async_save=False)
+    saved = {step: np.random.default_rng(step).standard_normal((64, 64)).astype(np.float32) for step in (1, 2, 3)}
+    for step in (1, 2, 3):  # random values: the array files are large (they do not compress away)
+        ckpts.save(step, {"w": saved[step]}, None, force=True)
+    ckpts.wait()
+    abstract = {"w": jax.ShapeDtypeStruct((64, 64), np.float32)}
+    changed = {"w": jax.ShapeDtypeStruct((64, 64), np.float32), "v": jax.ShapeDtypeStruct((2,), np.float32)}
+    moved = []
+    with pytest.raises(ValueError, match=r"no checkpoint restores \(step 3: .*start a new --workdir"):
+        ckpts.restore_newest_readable(changed, None, warn=moved.append)
+    assert moved == [] and ckpts.all_steps() == [1, 2, 3]  # a structure change moves nothing
+
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "3"):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.getsize(path) > 1000:
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+    step, state = ckpts.restore_newest_readable(abstract, None, warn=moved.append)
+    assert step == 2
+    np.testing.assert_array_equal(np.asarray(state["w"]), saved[2])
+    assert len(moved) == 1 and moved[0].startswith("checkpoint step 3 ") and "resumed from step 2" in moved[0]
+    assert ckpts.all_steps() == [1, 2] and (tmp_path / "unreadable_checkpoints" / "3").is_dir()
+    ckpts.close()
