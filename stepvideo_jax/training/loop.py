@@ -88,6 +88,8 @@ def _check_model_config(workdir: str, network: str, model_cfg, resuming: bool) -
     (other than the fields that only choose how the network runs)."""
     from stepvideo_jax.components import COMPONENTS
 
+    if "://" in workdir:  # a bucket workdir: the check is skipped (plain file I/O below)
+        return
     current = json.loads(json.dumps(dataclasses.asdict(model_cfg)))
     path = os.path.join(workdir, MODEL_CONFIG_FILE)
     if resuming and os.path.isfile(path):
@@ -99,6 +101,8 @@ def _check_model_config(workdir: str, network: str, model_cfg, resuming: bool) -
         if diffs:
             raise ValueError(f"{workdir}: cannot resume, the model config changed since the checkpoints were written: "
                              + "; ".join(diffs) + " (use the original config or a new --workdir)")
+        return
+    if jax.process_index() != 0:
         return
     os.makedirs(workdir, exist_ok=True)
     tmp = path + f".tmp{os.getpid()}"
