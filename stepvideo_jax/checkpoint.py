@@ -57,7 +57,8 @@ def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
             manifest = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("components"), dict):
+    if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT
+            or not isinstance(manifest.get("components"), dict)):
         raise ValueError(f"{file}: not a stepvideo-jax manifest (expected format {MANIFEST_FORMAT!r} and 'components')")
     return manifest
 
