@@ -53,12 +53,13 @@ def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     file = os.path.join(os.fspath(ckpt_dir), MANIFEST_NAME)
     if not os.path.isfile(file):
         raise FileNotFoundError(f"{file}: not found (expected a folder written by convert_torch_weights.py)")
-    with open(file) as f:
+    with open(file, encoding="utf-8") as f:
         try:
             manifest = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file}: not valid JSON ({e})") from e
-    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("components"), dict):
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{file}: not valid JSON ({e})") from None
+    if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT
+            or not isinstance(manifest.get("components"), dict)):
         raise ValueError(f"{file}: not a stepvideo-jax manifest (expected format {MANIFEST_FORMAT!r} and 'components')")
     return manifest
 
@@ -104,10 +105,17 @@ def stored_params(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], n
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: Orbax checkpoint folder not found")
-    with _checkpointer() as ckptr:
-        meta = ckptr.metadata(path)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-    return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in tree.items()}
+    try:
+        with _checkpointer() as ckptr:
+            meta = ckptr.metadata(path)
+        tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+        return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in tree.items()}
+    except Exception as e:  # Orbax/TensorStore raise many types for damaged metadata: one line naming the folder
+        raise ValueError(f"{path}: unreadable Orbax checkpoint metadata ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return ((str(e).strip().splitlines() or [type(e).__name__])[0])[:300]
 
 
 # ------------------------------------------------------------------------------------ restore
@@ -144,8 +152,11 @@ def restore_params(path: str | os.PathLike, target: Mapping[str, jax.ShapeDtypeS
     if extra:
         raise ValueError(f"{path}: stored parameters the model does not have: {extra[:10]}")
     restore_args = ocp.checkpoint_utils.construct_restore_args(dict(target))
-    with _checkpointer() as ckptr:
-        return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=dict(target), restore_args=restore_args))
+    try:
+        with _checkpointer() as ckptr:
+            return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=dict(target), restore_args=restore_args))
+    except Exception as e:  # truncated or missing array files surface as TensorStore errors of many types
+        raise ValueError(f"{path}: array data unreadable ({_first_line(e)})") from None
 
 
 # ------------------------------------------------------------------------------------ export
@@ -162,25 +173,78 @@ def new_manifest(source: str) -> dict[str, Any]:
     }
 
 
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _recover_and_clean(dst: str) -> list[str]:
+    """What a killed `staged_folder` left beside `dst`: a replaced destination is put back if the
+    new one never arrived, then its `.NAME.tmp-PID-*` / `.NAME.old-PID-*` folders are removed
+    (only those of processes that are gone). Returns what was done, one line each."""
+    import re
+    import shutil
+
+    parent, base = os.path.dirname(dst), os.path.basename(dst)
+    if not os.path.isdir(parent):
+        return []
+    pattern = re.compile(rf"^\.{re.escape(base)}\.(tmp|old)-(\d+)-")
+    stale = []
+    for name in sorted(os.listdir(parent)):
+        m = pattern.match(name)
+        if m and not _process_alive(int(m.group(2))):
+            stale.append((m.group(1), os.path.join(parent, name)))
+    done = []
+    for kind, path in stale:
+        replaced = os.path.join(path, "replaced")
+        if kind == "old" and os.path.exists(replaced) and not os.path.exists(dst):
+            os.replace(replaced, dst)  # killed between the two renames: the old destination comes back
+            done.append(f"{dst}: restored from {path} (a run was killed while replacing it)")
+    for _, path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        done.append(f"{path}: removed (left by a killed run)")
+    return done
+
+
 @contextlib.contextmanager
-def staged_folder(dst: str | os.PathLike, *, overwrite: bool):
+def staged_folder(dst: str | os.PathLike, *, overwrite: bool, log=lambda line: None):
     """Yields a temporary folder beside `dst`; when the block finishes it replaces `dst` (only with
-    `overwrite` if `dst` exists); when the block raises it is removed and `dst` is left untouched."""
+    `overwrite` if `dst` exists); when the block raises it is removed and `dst` is left untouched.
+
+    The temporary folders carry the process id (`.NAME.tmp-PID-*`, `.NAME.old-PID-*`): the next run
+    for the same `dst` removes those of a killed run, and puts a replaced `dst` back if the run was
+    killed between moving the old one aside and moving the new one in."""
     import shutil
     import tempfile
 
     dst = os.path.abspath(os.fspath(dst))
+    for line in _recover_and_clean(dst):
+        log(line)
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"{dst}: destination exists; pass overwrite to replace it")
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.tmp-", dir=parent)
+    tag = f".{os.path.basename(dst)}"
+    tmp = tempfile.mkdtemp(prefix=f"{tag}.tmp-{os.getpid()}-", dir=parent)
     try:
         yield tmp
         if os.path.exists(dst):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old-", dir=parent)
+            # The old destination stays whole (moved aside) until the new one is in place.
+            old = tempfile.mkdtemp(prefix=f"{tag}.old-{os.getpid()}-", dir=parent)
             os.replace(dst, os.path.join(old, "replaced"))
-            os.replace(tmp, dst)
+            try:
+                os.replace(tmp, dst)
+            except BaseException:
+                os.replace(os.path.join(old, "replaced"), dst)
+                shutil.rmtree(old, ignore_errors=True)
+                raise
             shutil.rmtree(old)
         else:
             os.replace(tmp, dst)

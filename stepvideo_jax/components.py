@@ -90,12 +90,18 @@ class Component:
         return nnx.eval_shape(lambda: self.model_class(cfg, rngs=nnx.Rngs(0)))
 
 
+# The config.json fields that size each network: a release config without one is refused, not defaulted.
+_DIT_REQUIRED = ("num_attention_heads", "attention_head_dim", "in_channels", "num_layers")
+_STEP_LLM_REQUIRED = ("hidden_size", "num_attention_heads", "num_attention_groups", "ffn_hidden_size", "num_layers")
+_CLIP_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
         Component(
             "transformer", DiTConfig, StepVideoDiT, StepVideoDiT.SHARDING,
-            ReleaseFiles("transformer", "transformer/config.json"), dit_keys.DIT_KEYS, dit_keys.convert_dit,
+            ReleaseFiles("transformer", "transformer/config.json", required=_DIT_REQUIRED),
+            dit_keys.DIT_KEYS, dit_keys.convert_dit,
         ),
         Component(
             "vae", VAEConfig, VideoVAE, VideoVAE.SHARDING,
@@ -106,14 +112,15 @@ COMPONENTS: dict[str, Component] = {
         ),
         Component(
             "step_llm", StepLLMConfig, StepLLM, StepLLM.SHARDING,
-            ReleaseFiles("step_llm", "step_llm/config.json", tokenizer="step_llm/step1_chat_tokenizer.model"),
+            ReleaseFiles("step_llm", "step_llm/config.json", tokenizer="step_llm/step1_chat_tokenizer.model",
+                         required=_STEP_LLM_REQUIRED),
             step_llm_keys.STEP_LLM_KEYS, step_llm_keys.convert_step_llm,
         ),
         Component(
             "hunyuan_clip", ClipConfig, HunyuanCLIP, HunyuanCLIP.SHARDING,
             ReleaseFiles(
                 "hunyuan_clip/clip_text_encoder", "hunyuan_clip/clip_text_encoder/config.json",
-                tokenizer="hunyuan_clip/tokenizer",
+                tokenizer="hunyuan_clip/tokenizer", required=_CLIP_REQUIRED,
             ),
             clip_keys.CLIP_KEYS, clip_keys.convert_hunyuan_clip,
         ),
@@ -132,9 +139,31 @@ def config_from_manifest(name: str, config: Mapping[str, Any], dtype: str):
     return component(name).config_from_release(config, dtype)
 
 
+def _damaged(ckpt_dir: str, name: str, problem: str) -> ValueError:
+    return ValueError(
+        f"{ckpt_dir}: component {name!r}: {problem}; the checkpoint folder is damaged: convert it again ("
+        + CONVERTER_HINT.format(dst=ckpt_dir) + " --overwrite)"
+    )
+
+
 def _entry(ckpt_dir: str, name: str) -> Mapping[str, Any]:
+    """The manifest entry of `name`, checked field by field (one line naming the folder, the component
+    and the problem, and the fix)."""
     component(name)  # an unknown name fails as such, not as "absent from this checkpoint"
-    return checkpoint.manifest_component(checkpoint.read_manifest(ckpt_dir), ckpt_dir, name)
+    entry = checkpoint.manifest_component(checkpoint.read_manifest(ckpt_dir), ckpt_dir, name)
+    if not isinstance(entry, Mapping):
+        raise _damaged(ckpt_dir, name, f"manifest entry is {entry!r}, not an object")
+    for field, kind in (("config", Mapping), ("dtype", str), ("checkpoint", str)):
+        if not isinstance(entry.get(field), kind):
+            raise _damaged(ckpt_dir, name, f"manifest entry has no valid {field!r} (got {entry.get(field)!r})")
+    for field in ("num_params", "bytes"):
+        value = entry.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _damaged(ckpt_dir, name, f"manifest field {field!r} must be an integer >= 0; got {value!r}")
+    params = os.path.join(ckpt_dir, entry["checkpoint"])
+    if not os.path.isdir(params):
+        raise _damaged(ckpt_dir, name, f"parameter folder {params} is missing")
+    return entry
 
 
 def component_config(ckpt_dir: str | os.PathLike, name: str):
@@ -228,7 +257,10 @@ def restore_component(
         k: jax.ShapeDtypeStruct(checkpoint.variable_value(v).shape, checkpoint.variable_value(v).dtype, sharding=shardings[k])
         for k, v in flat.items()
     }
-    restored = checkpoint.restore_params(path, target, dtype_name=entry["dtype"])
+    try:
+        restored = checkpoint.restore_params(path, target, dtype_name=entry["dtype"])
+    except ValueError as e:
+        raise _damaged(ckpt_dir, name, str(e)) from None
     for key, var in flat.items():
         var.set_value(restored[key])
     return nnx.merge(graphdef, params, rest)
@@ -297,6 +329,23 @@ def save_components(
     return manifest
 
 
+def _check_release_config(src: str, name: str, config: Mapping[str, Any]) -> None:
+    """Fails naming the config file and the field when a value cannot be read (`"two"` for an int)."""
+    comp = component(name)
+    try:
+        comp.config_from_release(config, "float32")
+        return
+    except (ValueError, TypeError) as e:
+        error = e
+    file = os.path.join(src, comp.release.config_file)
+    for field, value in config.items():  # the field that fails on its own, others at their defaults
+        try:
+            comp.config_from_release({field: value}, "float32")
+        except (ValueError, TypeError) as e:
+            raise ConversionError(f"{file}: field {field!r} has a bad value {value!r} ({e})") from None
+    raise ConversionError(f"{file}: the config is not valid for component {name!r} ({error})") from None
+
+
 def _check_release(src: str, names: Sequence[str]) -> None:
     """Fails before anything is written if a component's files are absent."""
     for name in names:
@@ -304,7 +353,7 @@ def _check_release(src: str, names: Sequence[str]) -> None:
         weights = os.path.join(src, files.weights)
         if not os.path.exists(weights):
             raise ConversionError(f"{weights}: not found (component {name!r}; is {src} a released checkpoint folder?)")
-        files.read_config(src, name)
+        _check_release_config(src, name, files.read_config(src, name))
         if files.tokenizer and not os.path.exists(os.path.join(src, files.tokenizer)):
             raise ConversionError(f"{os.path.join(src, files.tokenizer)}: tokenizer not found (component {name!r})")
 
@@ -339,7 +388,7 @@ def convert_release(
     _check_release(src, names)
 
     manifest = checkpoint.new_manifest(src)
-    with checkpoint.staged_folder(dst, overwrite=overwrite) as tmp:
+    with checkpoint.staged_folder(dst, overwrite=overwrite, log=log) as tmp:
         for name in names:
             comp = component(name)
             t0 = time.perf_counter()

@@ -37,11 +37,12 @@ _TEMP_TRIES = 100
 
 
 def _create_temp_beside(path: str) -> str:
-    """Creates an empty hidden file `.NAME.RANDOM.tmpEXT` in `path`'s folder; returns its path."""
+    """Creates an empty hidden file `.NAME.pidPID.RANDOM.tmpEXT` in `path`'s folder; returns its path.
+    The pid lets a later run remove what a killed process left (`video_io.remove_stale_temp_files`)."""
     folder, name = os.path.split(os.path.abspath(path))
     stem, ext = os.path.splitext(name)
     for _ in range(_TEMP_TRIES):
-        tmp = os.path.join(folder, f".{stem}.{secrets.token_hex(4)}.tmp{ext}")
+        tmp = os.path.join(folder, f".{stem}.pid{os.getpid()}.{secrets.token_hex(4)}.tmp{ext}")
         try:
             # 0o666: the kernel applies the umask, as for open(path, "w").
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))

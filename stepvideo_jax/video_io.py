@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+import warnings
 from typing import Sequence
 
 import imageio_ffmpeg
@@ -23,6 +24,7 @@ from stepvideo_jax.files import atomic_path
 
 __all__ = [
     "DENOISE_FILTER",
+    "MAX_IMAGE_PIXELS",
     "read_image",
     "cover_resize_crop",
     "synthetic_image",
@@ -31,6 +33,9 @@ __all__ = [
     "output_stem",
     "reserve_output_paths",
     "check_output_dir",
+    "check_writable_dir",
+    "remove_stale_temp_files",
+    "private_path",
     "write_mp4",
     "write_png",
     "read_mp4",
@@ -43,14 +48,34 @@ _MAX_STEM_CHARS = 50  # the release names files after prompt[:50]
 
 
 # ---------------------------------------------------------------------------------------------- input
-def read_image(path: str) -> np.ndarray:
-    """An image file as float32 RGB in [-1, 1], shape [H, W, 3]."""
+MAX_IMAGE_PIXELS = 100_000_000  # default limit on an input image's width * height, checked before decoding
+
+
+def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file as float32 RGB in [-1, 1], shape [H, W, 3]; its size is checked from the header
+    against `max_pixels` (width * height) before anything is decoded."""
     if not isinstance(path, str) or not path:
         raise ValueError(f"image must be a path to an image file; got {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"image {path!r} is a folder (expected a PNG/JPEG/... file)")
     if not os.path.isfile(path):
         raise ValueError(f"image {path!r} does not exist (expected a PNG/JPEG/... file)")
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
+        Image.MAX_IMAGE_PIXELS = None  # PIL's own bomb check is replaced by `max_pixels` below (header only)
+        im = Image.open(path)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"image {path!r} is not a readable image file ({e})") from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = pil_limit
+    w, h = im.size
+    if w * h > max_pixels:
+        im.close()
+        raise ValueError(f"image {path!r} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                         "(max_image_pixels); resize it first")
+    try:
+        with im, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `max_pixels` applies
             rgb = np.asarray(im.convert("RGB"), dtype=np.float32)  # [H, W, 3] in [0, 255]
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"image {path!r} is not a readable image file ({e})") from e
@@ -139,6 +164,57 @@ def check_output_dir(out_dir: str) -> str:
     return path
 
 
+def check_writable_dir(out_dir: str, what: str = "output_dir") -> str:
+    """Creates the folder if needed and writes and deletes a probe file in it, so an unwritable
+    output folder is found before any model is loaded; returns it absolute (one-line ValueError)."""
+    path = check_output_dir(out_dir)
+    probe = os.path.join(path, f".stepvideo-probe.pid{os.getpid()}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"probe")
+        os.remove(probe)
+    except OSError as e:
+        reason = e.strerror or e
+        raise ValueError(f"{what} {out_dir!r} is not writable ({reason}); choose a folder you can write to") from None
+    return path
+
+
+_PRIVATE = re.compile(r"^\..*\.pid(\d+)\.")  # hidden files this module writes: `.NAME.pid<PID>.…`
+
+
+def private_path(out_dir: str, name: str, suffix: str = "") -> str:
+    """A hidden per-process path `.NAME.pid<PID>.partSUFFIX` in `out_dir` (nothing is created)."""
+    return os.path.join(out_dir, f".{name}.pid{os.getpid()}.part{suffix}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(out_dir: str) -> list[str]:
+    """Removes the hidden temporary files a killed run left in `out_dir` (their process is gone);
+    returns the removed paths. Files of live processes (a concurrent run) are kept."""
+    if not os.path.isdir(out_dir):
+        return []
+    removed = []
+    for name in os.listdir(out_dir):
+        m = _PRIVATE.match(name)
+        path = os.path.join(out_dir, name)
+        if m and not _process_alive(int(m.group(1))) and os.path.isfile(path):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
 def reserve_output_paths(out_dir: str, stem: str, suffixes: Sequence[str]) -> list[str]:
     """Claims `stem.suffix` (or `stem-2.suffix`, `stem-3.suffix`, ...) for every suffix, creating
     empty placeholders atomically so nothing existing is ever overwritten; returns the paths."""
@@ -172,22 +248,29 @@ def write_mp4(path: str, frames: np.ndarray, *, fps: int = 25, denoise: bool = F
     """Writes uint8 [F, H, W, 3] frames as H.264 to `path` (through a temporary file); returns path."""
     _check_frames(frames)
     f, h, w, _ = frames.shape
-    with atomic_path(path) as tmp:  # ffmpeg overwrites the temporary file, which keeps its umask mode
-        writer = imageio_ffmpeg.write_frames(
-            tmp,
-            (w, h),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            quality=None,
-            macro_block_size=2,  # sizes are even; never let imageio rescale
-            output_params=["-crf", str(_CRF)] + (["-vf", DENOISE_FILTER] if denoise else []),
-            ffmpeg_log_level="error",
-        )
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+    writer = None
+    # ffmpeg overwrites the temporary file, which keeps its umask mode; the pid in its name lets the next
+    # run into this folder remove what a killed run left behind (remove_stale_temp_files).
+    with atomic_path(path) as tmp:
+        try:
+            writer = imageio_ffmpeg.write_frames(
+                tmp,
+                (w, h),
+                fps=fps,
+                codec="libx264",
+                pix_fmt_out="yuv420p",
+                quality=None,
+                macro_block_size=2,  # sizes are even; never let imageio rescale
+                output_params=["-crf", str(_CRF)] + (["-vf", DENOISE_FILTER] if denoise else []),
+                ffmpeg_log_level="error",
+            )
+            writer.send(None)
+            for frame in frames:
+                writer.send(np.ascontiguousarray(frame))
+            writer.close()
+        finally:
+            if writer is not None:
+                writer.close()  # on an error or interrupt: ffmpeg must stop writing `tmp` before it is removed
     return path
 
 

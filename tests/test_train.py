@@ -119,8 +119,15 @@ def test_precompute_writes_arrays(latents_dir):
         assert z["llm_mask"].sum() == 1  # the empty prompt
 
 
-def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path):
-    full = train(_run_config(latents_dir, 6), str(tmp_path / "full"), progress=False)
+@pytest.fixture(scope="module")
+def full_run(latents_dir, tmp_path_factory):
+    """An uninterrupted 6-step run (the reference of the resume tests)."""
+    root = tmp_path_factory.mktemp("full_run")
+    return train(_run_config(latents_dir, 6), str(root / "full"), progress=False), root
+
+
+def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path, full_run):
+    full, root = full_run
     assert sorted(full.losses) == list(range(6)) and all(np.isfinite(list(full.losses.values())))
     assert "1 items skipped" not in full.data_summary  # precompute already dropped the short video
 
@@ -131,7 +138,7 @@ def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path):
     for step in range(6):  # the interrupted run sees the same losses, bit for bit
         got = part.losses.get(step, resumed.losses.get(step))
         assert got == full.losses[step], (step, got, full.losses[step])
-    assert (tmp_path / "full" / "tensorboard").is_dir()
+    assert (root / "full" / "tensorboard").is_dir()
 
     # A non-finite batch at step 2 stops the run naming step 2; the checkpoint of step 2 is kept.
     rows = [json.loads(l) for l in (latents_dir / "index.jsonl").read_text().splitlines()]
@@ -252,3 +259,52 @@ def test_precompute_sharded_by_process_writes_one_index_equal_to_one_process(lat
             assert got.files == want.files
             for k in want.files:
                 np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_sigterm_checkpoints_the_step_then_resume_matches_and_unreadable_latest_falls_back(
+    latents_dir, tmp_path, monkeypatch, caplog, full_run
+):
+    import signal
+
+    full, _ = full_run
+
+    # SIGTERM during update 2: that update finishes, is checkpointed as step 3 (not a multiple of
+    # `every`), and the run stops.
+    real_step = Trainer.step
+
+    def step_with_sigterm(self, state, *args, **kwargs):
+        if int(jax.device_get(state["step"])) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, state, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "step", step_with_sigterm)
+    part = train(_run_config(latents_dir, 6), str(tmp_path / "part"), progress=False)
+    monkeypatch.setattr(Trainer, "step", real_step)
+    assert (part.interrupted, part.final_step, sorted(part.losses)) == ("SIGTERM", 3, [0, 1, 2])
+    assert signal.getsignal(signal.SIGTERM) is not None  # the loop's handler was put back
+    ckpts = tmp_path / "part" / "checkpoints"
+    assert max(int(p) for p in os.listdir(ckpts) if p.isdigit()) == 3
+    resumed = train(_run_config(latents_dir, 6), str(tmp_path / "part"), progress=False)
+    assert sorted(resumed.losses) == [3, 4, 5] and resumed.interrupted is None
+    for step in range(6):  # bit for bit the uninterrupted run
+        assert part.losses.get(step, resumed.losses.get(step)) == full.losses[step], step
+
+    # The newest checkpoint (6) truncated: moved aside with a one-line notice, resumed from 4.
+    for root, _, files in os.walk(ckpts / "6"):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.getsize(path) > 64:
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+    caplog.set_level("WARNING")
+    again = train(_run_config(latents_dir, 6), str(tmp_path / "part"), progress=False)
+    assert sorted(again.losses) == [4, 5] and all(again.losses[s] == full.losses[s] for s in (4, 5))
+    notices = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(notices) == 1 and "checkpoint step 6" in notices[0] and "\n" not in notices[0], notices
+    assert (tmp_path / "part" / "unreadable_checkpoints" / "6").is_dir()
+
+    # Resuming with a changed model config names the field.
+    cfg = _run_config(latents_dir, 8)
+    cfg.model.num_layers = 3
+    with pytest.raises(ValueError, match=r"model config changed.*num_layers: checkpoint 2, config 3"):
+        train(cfg, str(tmp_path / "part"), progress=False)

@@ -38,6 +38,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.positive_magic = POSITIVE_MAGIC
     c.negative_magic = NEGATIVE_MAGIC
     c.image = ""  # first frame (PNG/JPEG path); "synthetic" = a built-in test pattern
+    c.max_image_pixels = 100_000_000  # larger first images are refused (checked from the header, before decoding)
     c.frames = 102  # rounded down to a multiple of 17 (17 frames -> 3 latent frames)
     c.height = 544  # rounded down to a multiple of 16
     c.width = 992

@@ -209,6 +209,11 @@ def convert(
         shape = full_shape[1:] if stacked else full_shape
         src = tensors.get(key) if isinstance(tensors, TensorSource) else np.asarray(tensors[key])
         src_shape = tuple(src.shape)
+        if np.dtype(src.dtype).kind in "iub" and np.dtype(tdtype).kind not in "iub":
+            raise ConversionError(
+                f"key {key}{where}: stored as {np.dtype(src.dtype)}, but parameter {target!r} holds floating "
+                "weights (an integer or boolean tensor would be cast silently to wrong values); re-export the source"
+            )
         arr = rule.transform(src, shape)
         if tuple(arr.shape) != tuple(shape):
             raise ConversionError(
@@ -218,6 +223,10 @@ def convert(
         # Cast as it is read (never a float32 copy of the whole model) and store C-contiguous so the
         # checkpoint writer need not copy it again.
         arr = np.asarray(arr).astype(tdtype, copy=False)
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr))) if np.dtype(tdtype).kind not in "iub" else 0
+        if bad:
+            raise ConversionError(f"key {key}{where}: {bad} of {arr.size} values are NaN or infinite "
+                                  f"(in {np.dtype(tdtype)}); the source weights are corrupt or overflow the dtype")
         if stacked:
             i = int(layer)
             if i >= full_shape[0]:

@@ -50,6 +50,8 @@ class ReleaseFiles:
     # The release's built-in config dict, for a component whose release ships no config file (the
     # VAE's constructor arguments live in the official code); then `config_file` is read if present.
     builtin_config: Callable[[], dict] | None = None
+    # Fields the config file must have: the ones that size the network (never silently defaulted).
+    required: tuple[str, ...] = ()
 
     def read_config(self, src: str | os.PathLike, name: str) -> dict[str, Any]:
         """The component's release config dict (its config.json, or the release's built-in one)."""
@@ -65,6 +67,9 @@ class ReleaseFiles:
                 raise ConversionError(f"{file}: not valid JSON ({e})") from e
         if not isinstance(cfg, dict):
             raise ConversionError(f"{file}: expected a JSON object")
+        missing = [k for k in self.required if k not in cfg]
+        if missing:
+            raise ConversionError(f"{file}: required field(s) {', '.join(missing)} missing (component {name!r})")
         return cfg
 
 

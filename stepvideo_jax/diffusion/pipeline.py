@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from stepvideo_jax import components, video_io
 from stepvideo_jax.diffusion.cache import CacheSettings, check_guidance_interval
@@ -47,6 +48,7 @@ FRAMES_PER_CHUNK = 17  # video frames per VAE chunk
 LATENTS_PER_CHUNK = 3  # latent frames per VAE chunk
 SPATIAL_FACTOR = 16  # VAE spatial compression
 SYNTHETIC_IMAGE = "synthetic"  # `image` value selecting the built-in test pattern
+_EXTREME_MOTION = 100.0  # requested motion scores above this get a warning (the release's examples use 2-10)
 
 
 def latent_grid(frames: int, height: int, width: int, vae_cfg=None) -> tuple[int, int, int]:
@@ -99,6 +101,7 @@ class SampleSettings:
     progress: bool
     cache: CacheSettings = CacheSettings()  # step caching (`cache` sub-config; policy none = off)
     guidance_interval: tuple[float, float] = (0.0, 1.0)  # step fractions [lo, hi) where CFG applies
+    max_image_pixels: int = video_io.MAX_IMAGE_PIXELS
 
     @classmethod
     def from_config(cls, config) -> "SampleSettings":
@@ -108,6 +111,12 @@ class SampleSettings:
         for name in ("prompt", "positive_magic", "negative_magic", "image", "output_dir"):
             if not isinstance(config[name], str):
                 raise ValueError(f"{name} must be a string; got {config[name]!r}")
+        for name in ("prompt", "positive_magic", "negative_magic"):
+            try:  # bytes that are not UTF-8 arrive from the command line as lone surrogates
+                config[name].encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{name} is not valid UTF-8 text (bad bytes at position {e.start}); "
+                                 "pass the text in UTF-8") from None
         frames = _integer(config, "frames", FRAMES_PER_CHUNK)
         height = _integer(config, "height", SPATIAL_FACTOR)
         width = _integer(config, "width", SPATIAL_FACTOR)
@@ -123,14 +132,19 @@ class SampleSettings:
         if not math.isfinite(time_shift) or time_shift <= 0:
             raise ValueError(f"time_shift must be a finite number > 0; got {config.time_shift!r}")
         motion = None
+        max_pixels = _integer(config, "max_image_pixels", 1) if "max_image_pixels" in config else None
+        max_pixels = max_pixels or video_io.MAX_IMAGE_PIXELS
         if ti2v:
             motion = _number(config, "motion_score")
             if not math.isfinite(motion) or motion < 0:
                 raise ValueError(f"motion_score must be a finite number >= 0; got {config.motion_score!r}")
+            if motion > _EXTREME_MOTION:
+                logging.warning("motion_score %g is far above the trained range (about 0-%g); expect broken motion",
+                                motion, _EXTREME_MOTION)
             if not config.image:
                 raise ValueError("image is required for text-image-to-video: set --config.image=PATH (PNG/JPEG)")
             if config.image != SYNTHETIC_IMAGE:
-                video_io.read_image(config.image)  # raises if missing or unreadable
+                video_io.read_image(config.image, max_pixels)  # raises if missing, unreadable or too large
         elif config.image:
             raise ValueError(f"this text-to-video config takes no image; got image={config.image!r}")
         cache = CacheSettings.from_config(config.get("cache"))
@@ -160,6 +174,7 @@ class SampleSettings:
             progress=bool(config.progress),
             cache=cache,
             guidance_interval=guidance_interval,
+            max_image_pixels=max_pixels,
         )
 
 
@@ -169,7 +184,7 @@ def prepare_image(settings: SampleSettings) -> np.ndarray | None:
         return None
     if settings.image == SYNTHETIC_IMAGE:
         return video_io.synthetic_image(settings.height, settings.width)
-    return video_io.cover_resize_crop(video_io.read_image(settings.image), settings.height, settings.width)
+    return video_io.cover_resize_crop(video_io.read_image(settings.image, settings.max_image_pixels), settings.height, settings.width)
 
 
 def _mesh(config):
@@ -279,15 +294,28 @@ def save_video(video: np.ndarray, settings: SampleSettings) -> dict[str, str]:
     if settings.crop_540p:
         frames = video_io.crop_standard_540p(frames)
     stem = video_io.output_stem(settings.prompt, settings.seed)
-    mp4, png = video_io.reserve_output_paths(settings.output_dir, stem, [".mp4", ".png"])
+    out_dir = video_io.check_writable_dir(settings.output_dir)
+    video_io.remove_stale_temp_files(out_dir)
+    # Both files are written completely under hidden per-process names first; the final names are
+    # claimed only then and filled by a rename at once, so a kill never leaves an empty or partial
+    # file under a final name (a killed run's hidden files are removed by the next run).
+    parts = [video_io.private_path(out_dir, stem, s) for s in (".mp4", ".png")]
+    finals: list[str] = []
     try:
-        video_io.write_mp4(mp4, frames, fps=settings.fps, denoise=settings.denoise_filter)
-        video_io.write_png(png, np.concatenate([frames[0], frames[-1]], axis=1))
+        video_io.write_mp4(parts[0], frames, fps=settings.fps, denoise=settings.denoise_filter)
+        video_io.write_png(parts[1], np.concatenate([frames[0], frames[-1]], axis=1))
+        finals = video_io.reserve_output_paths(out_dir, stem, [".mp4", ".png"])
+        for part, final in zip(parts, finals):
+            os.replace(part, final)
     except BaseException:
-        for path in (mp4, png):  # drop our still-empty placeholders, then re-raise
+        for path in finals:  # drop our still-empty placeholders, then re-raise
             if os.path.isfile(path) and os.path.getsize(path) == 0:
                 os.remove(path)
+        for path in parts:
+            if os.path.exists(path):
+                os.remove(path)
         raise
+    mp4, png = finals
     return {"mp4": mp4, "png": png}
 
 
@@ -305,6 +333,8 @@ def run(config) -> dict[str, Any]:
     written paths, the settings and stage timings."""
     t0 = time.perf_counter()
     settings = SampleSettings.from_config(config)
+    if is_main_process():  # an unwritable output folder is found now, not after the generation
+        video_io.check_writable_dir(settings.output_dir)
     image = prepare_image(settings)
     mesh = _mesh(config)
     dit, vae, prompt_encoder = components.load_components(config, mesh)

@@ -78,7 +78,7 @@ def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequ
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1; got {limit}")
     items = find_benchmark_items(bench_dir)[:limit]
-    out_dir = video_io.check_output_dir(out_dir)
+    out_dir = video_io.check_writable_dir(out_dir, "--out")
 
     def settings_for(image_path: str, prompt: str, score: float) -> SampleSettings:
         c = config.copy_and_resolve_references()
@@ -121,12 +121,14 @@ def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequ
 def _read_frames(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise ValueError(f"video {path!r} does not exist (expected a .npy of uint8 [F, H, W, 3] or an .mp4)")
-    if path.lower().endswith(".npy"):
-        frames = np.load(path, allow_pickle=False)
-    elif path.lower().endswith(".mp4"):
-        frames = video_io.read_mp4(path)
-    else:
+    if not path.lower().endswith((".npy", ".mp4")):
         raise ValueError(f"video {path!r} must be a .npy of uint8 [F, H, W, 3] or an .mp4")
+    try:
+        frames = np.load(path, allow_pickle=False) if path.lower().endswith(".npy") else video_io.read_mp4(path)
+    except (OSError, ValueError, RuntimeError, EOFError, StopIteration) as e:  # empty, truncated or corrupt
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"video {path!r} is not readable ({reason}); regenerate it or drop it from the index") \
+            from None
     check_video(frames)
     return frames
 
@@ -154,7 +156,7 @@ def evaluate_folder(index_path: str, out_dir: str) -> dict[str, Any]:
     entries = list(_index_entries(index_path))
     if not entries:
         raise ValueError(f"video index {index_path!r} lists no videos")
-    out_dir = video_io.check_output_dir(out_dir)
+    out_dir = video_io.check_writable_dir(out_dir, "--out")
     rows = []
     for _, entry in tqdm(entries, desc="evaluate", unit="video"):
         video_path = os.path.join(root, entry["video"])

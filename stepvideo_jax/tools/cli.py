@@ -8,6 +8,7 @@ a bad value or an unknown `--config.FIELD` into one line (exit 2) naming the nea
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -15,7 +16,7 @@ from absl import app, flags
 
 from stepvideo_jax import configs
 
-__all__ = ["run", "parse_flags", "usage_error"]
+__all__ = ["run", "parse_flags", "usage_error", "raise_interrupt_on_sigterm"]
 
 
 def usage_error(message: str) -> None:
@@ -70,5 +71,29 @@ def parse_flags(argv: Sequence[str], config_flag: str = "config") -> list[str]:
         usage_error(f"bad --{config_flag} override: {text.strip(chr(39)).splitlines()[0]}")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def raise_interrupt_on_sigterm() -> None:
+    """SIGTERM (what `timeout`, SLURM and Kubernetes send) is handled as Ctrl-C: a KeyboardInterrupt,
+    so every `finally` and cleanup runs; call from the main thread."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], int | None]:
+    def guarded(argv):
+        raise_interrupt_on_sigterm()
+        try:
+            return main(argv)
+        except KeyboardInterrupt as e:
+            name = str(e) or "SIGINT"
+            print(f"error: interrupted ({name}); temporary files removed, nothing half-written left", file=sys.stderr)
+            sys.exit(130 if name == "SIGINT" else 143)
+
+    return guarded
+
+
 def run(main: Callable[[list[str]], int | None], config_flag: str = "config") -> None:
-    app.run(main, flags_parser=lambda argv: parse_flags(argv, config_flag))
+    """absl's app.run with the packaged-config flags parser; SIGINT/SIGTERM end with one line."""
+    app.run(_guarded(main), flags_parser=lambda argv: parse_flags(argv, config_flag))

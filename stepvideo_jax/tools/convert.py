@@ -16,6 +16,7 @@ from absl import app, flags
 
 from stepvideo_jax.components import COMPONENTS, convert_release
 from stepvideo_jax.convert.core import ConversionError
+from stepvideo_jax.tools import cli
 
 _SRC = flags.DEFINE_string("src", None, "Released checkpoint folder (transformer/, vae/, step_llm/, hunyuan_clip/).")
 _DST = flags.DEFINE_string("dst", None, "Output folder (must not exist unless --overwrite).")
@@ -28,6 +29,7 @@ flags.mark_flags_as_required(["src", "dst"])
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.raise_interrupt_on_sigterm()  # a SIGTERM removes the staging folder like Ctrl-C
     try:
         manifest = convert_release(
             _SRC.value,
@@ -40,6 +42,10 @@ def main(argv: list[str]) -> int:
     except (ConversionError, FileExistsError, ValueError) as e:  # the CLI boundary: one line, exit 1
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        print(f"error: interrupted ({e or 'SIGINT'}); {_DST.value} left as it was, staging folder removed",
+              file=sys.stderr)
+        return 130 if str(e or "SIGINT") == "SIGINT" else 143
     total = sum(c["bytes"] for c in manifest["components"].values())
     print(f"wrote {_DST.value}: {', '.join(manifest['components'])} ({total / 2**30:.2f} GiB)")
     return 0

@@ -31,8 +31,13 @@ def score_folder(video_dir: str, manifest: str) -> dict[str, int]:
     """Scores the folder's videos into ``manifest`` (created if absent); returns counts."""
     root = os.path.dirname(os.path.abspath(manifest))
     entries: list[dict] = []
+    if not os.path.isdir(video_dir):
+        raise ValueError(f"video folder {video_dir!r} does not exist")
     if os.path.exists(manifest):
         entries = read_jsonl(manifest)
+        for lineno, entry in enumerate(entries, 1):
+            if not isinstance(entry.get("video"), str):
+                raise ValueError(f'{manifest}: entry {lineno} has no "video" path; expected {{"video": path, ...}}')
     by_path = {os.path.normpath(os.path.join(root, e["video"])): e for e in entries}
     videos = sorted(
         os.path.join(video_dir, n) for n in os.listdir(video_dir) if n.lower().endswith(VIDEO_EXTENSIONS)
@@ -60,12 +65,19 @@ def main(argv):
     if len(argv) != 2:
         raise app.UsageError("usage: python -m stepvideo_jax.tools.motion_scores VIDEO_DIR --manifest FILE")
     manifest = flags.FLAGS.manifest
-    counts = score_folder(argv[1], manifest)
+    try:
+        counts = score_folder(argv[1], manifest)
+    except (ValueError, UnicodeDecodeError) as e:  # the CLI boundary: one line, exit 1
+        raise SystemExit(f"error: {e}") from None
     print(f"motion scores: {counts['scored']} scored, {counts['failed']} failed, {counts['added']} new entries "
           f"-> {manifest}", file=sys.stdout)
 
 
-if __name__ == "__main__":
-    # Defined here, not at import, so that importing the module defines no global flags.
+def _define_flags() -> None:
+    """Defined only when run as a program, so that importing the module defines no global flags."""
     flags.DEFINE_string("manifest", None, "JSONL manifest to update (created if absent)", required=True)
+
+
+if __name__ == "__main__":
+    _define_flags()
     app.run(main)

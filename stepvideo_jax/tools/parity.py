@@ -31,6 +31,10 @@ def check_prefixes(prefixes: Sequence[str]) -> int:
         except (FixtureError, ConversionError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except (ValueError, TypeError, KeyError) as e:  # a config value the network cannot take ("two" layers)
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"error: {prefix}.json: malformed fixture config ({type(e).__name__}: {reason})", file=sys.stderr)
+            return 2
         for name, max_abs, rel in results:
             good = rel <= TOLERANCE
             ok &= good

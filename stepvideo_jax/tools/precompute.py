@@ -124,16 +124,30 @@ def main(argv):
 
     # A pod job (or tools.launch): every process must run the same flags, or all stop with one line.
     distributed.start({name: f[name].value for name in _FLAG_NAMES}, what="precompute flags")
-    from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
+    try:
+        counts = _run(f)
+    except (ValueError, FileNotFoundError) as e:  # the CLI boundary: one line, exit 1
+        raise SystemExit(f"error: {e}") from None
+    if distributed.is_main_process():
+        print(f"precompute: {counts} -> {f.out}", file=sys.stdout)
+
+
+def _run(f):
+    from stepvideo_jax import video_io
+    from stepvideo_jax.components import check_checkpoint_dir, prompt_encoder_from_checkpoint, restore_component
     from stepvideo_jax.training.encode import ClipEncoder
     from stepvideo_jax.training.objective import ObjectiveConfig
 
+    # Inputs and the output folder are checked before the encoders load.
+    if not os.path.isfile(f.manifest):
+        raise ValueError(f"manifest {f.manifest!r} does not exist (expected JSONL, one video object per line)")
+    read_manifest(f.manifest)
+    video_io.check_writable_dir(f.out, "--out")
+    check_checkpoint_dir(f.checkpoint)
     encoder = ClipEncoder(restore_component(f.checkpoint, "vae"), prompt_encoder_from_checkpoint(f.checkpoint),
                           ObjectiveConfig())
-    counts = precompute(f.manifest, f.out, encoder, num_frames=f.num_frames, frame_stride=f.frame_stride,
-                        buckets=f.buckets, seed=f.seed, null_prompt=f.null_prompt)
-    if distributed.is_main_process():
-        print(f"precompute: {counts} -> {f.out}", file=sys.stdout)
+    return precompute(f.manifest, f.out, encoder, num_frames=f.num_frames, frame_stride=f.frame_stride,
+                      buckets=f.buckets, seed=f.seed, null_prompt=f.null_prompt)
 
 
 _FLAG_NAMES = ("manifest", "out", "checkpoint", "num_frames", "frame_stride", "buckets", "null_prompt", "seed")

@@ -39,7 +39,7 @@ def main(argv):
         jax.config.update("jax_compilation_cache_dir", _CONFIG.value.compilation_cache_dir)
     try:
         out = run(_CONFIG.value)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:  # bad input or a damaged checkpoint: one line
         raise SystemExit(f"error: {e}") from None
     if not distributed.is_main_process():
         return

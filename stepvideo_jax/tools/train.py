@@ -8,6 +8,8 @@ Re-running with the same workdir resumes from its latest checkpoint.
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -39,6 +41,21 @@ def _online_encoder(config):
 
 def main(argv):
     del argv
+    try:
+        result = _train()
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad input or a diverged run: one line
+        raise SystemExit(f"error: {e}") from None
+    if result.interrupted:
+        print(f"error: interrupted ({result.interrupted}) at step {result.final_step}; checkpoint saved in "
+              f"{_WORKDIR.value}; run the same command again to resume", file=sys.stderr)
+        sys.exit(130 if result.interrupted == "SIGINT" else 143)
+
+
+def _train():
+    from stepvideo_jax import video_io
+
+    if "://" not in _WORKDIR.value:  # a local workdir is checked before anything is loaded
+        video_io.check_writable_dir(_WORKDIR.value, "--workdir")
     import jax
 
     from stepvideo_jax import distributed
@@ -55,6 +72,7 @@ def main(argv):
     if _LOSSES_JSON.value and distributed.is_main_process():
         # full float precision, to compare runs
         write_json_atomic(_LOSSES_JSON.value, {str(k): v for k, v in sorted(result.losses.items())})
+    return result
 
 
 def run_main() -> None:

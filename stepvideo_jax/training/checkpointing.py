@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import grain
 import orbax.checkpoint as ocp
 
-__all__ = ["RunCheckpoints"]
+__all__ = ["RunCheckpoints", "UNREADABLE_DIR"]
+
+UNREADABLE_DIR = "unreadable_checkpoints"  # beside the checkpoints folder: steps that failed to restore
 
 
 class _IteratorSnapshot:
@@ -67,6 +70,39 @@ class RunCheckpoints:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
+
+    def restore_newest_readable(
+        self, abstract_state: Any, data_iterator: grain.DatasetIterator | None, *, warn=print
+    ) -> tuple[int | None, Any]:
+        """(step, state) of the newest checkpoint that restores, or (None, None) when there is none.
+
+        When the newest steps fail to restore (truncated or missing array files, corrupt metadata)
+        but an older one restores, the failed ones are moved to `../unreadable_checkpoints/STEP` (kept
+        for inspection, out of the way of the steps this run saves again), with one `warn` line each.
+        When no step restores (e.g. the state's structure changed), nothing is moved and a one-line
+        ValueError names the newest step's problem."""
+        failed: list[tuple[int, str]] = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state = self.restore(step, abstract_state, data_iterator)
+            except (ValueError, OSError, KeyError, TypeError) as e:  # Orbax/TensorStore errors are these types
+                failed.append((step, (str(e).strip().splitlines() or [type(e).__name__])[0][:200]))
+                continue
+            for bad, reason in failed:
+                aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR, str(bad))
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(os.path.join(self.directory, str(bad)), aside)
+                warn(f"checkpoint step {bad} in {self.directory} is unreadable ({reason}); moved to {aside}; "
+                     f"resumed from step {step}")
+            if failed:
+                self.manager.reload()
+            return step, state
+        if failed:
+            step, reason = failed[0]
+            raise ValueError(f"{self.directory}: no checkpoint restores (step {step}: {reason}); "
+                             "resume with the config that wrote them or start a new --workdir")
+        return None, None
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -17,6 +17,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -63,6 +65,62 @@ class TrainResult:
     final_step: int  # completed updates
     data_summary: str
     preempted: bool = False
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the run (checkpoint saved)
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM while training: the current step finishes, is checkpointed, and the run stops
+    (like a TPU preemption notice). A second signal interrupts at once."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+MODEL_CONFIG_FILE = "model_config.json"  # in the workdir: the model config the run started with
+
+
+def _check_model_config(workdir: str, network: str, model_cfg, resuming: bool) -> None:
+    """Writes the model config on the first start; on a resume, fails naming the fields that differ
+    (other than the fields that only choose how the network runs)."""
+    from stepvideo_jax.components import COMPONENTS
+
+    if "://" in workdir:  # a bucket workdir: the check is skipped (plain file I/O below)
+        return
+    current = json.loads(json.dumps(dataclasses.asdict(model_cfg)))
+    path = os.path.join(workdir, MODEL_CONFIG_FILE)
+    if resuming and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        runtime = COMPONENTS["vae" if network == "vae" else "transformer"].runtime_fields
+        diffs = [f"{k}: checkpoint {saved.get(k)!r}, config {current.get(k)!r}"
+                 for k in sorted(set(saved) | set(current)) if k not in runtime and saved.get(k) != current.get(k)]
+        if diffs:
+            raise ValueError(f"{workdir}: cannot resume, the model config changed since the checkpoints were written: "
+                             + "; ".join(diffs) + " (use the original config or a new --workdir)")
+        return
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + f".tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(current, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def load_null_text(path: str) -> dict[str, np.ndarray]:
@@ -228,9 +286,9 @@ def train(
     lora = None
     if trainer.frozen_shardings is not None:
         lora = _prepare_lora(config, trainer, model_cfg, workdir)
-    latest = checkpoints.latest_step()
+    _check_model_config(workdir, network, model_cfg, resuming=checkpoints.latest_step() is not None)
+    latest, state = checkpoints.restore_newest_readable(trainer.abstract_state(), data_iter, warn=logging.warning)
     if latest is not None:
-        state = checkpoints.restore(latest, trainer.abstract_state(), data_iter)
         logging.info("resumed from step %d (%s)", latest, checkpoints.directory)
     elif lora is not None:
         state = trainer.init_state(seed, lora[0])
@@ -251,6 +309,7 @@ def train(
         bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
         writer.echo = bar.write
     flops = None
+    stop = _StopRequest().__enter__()  # left in `finally` (not a `with`: keeps the loop's indentation)
     try:
         for step in range(start, total):
             t0 = time.perf_counter()
@@ -285,12 +344,18 @@ def train(
                     "tflops_per_device": (flops or 0.0) / seconds / 1e12,
                 })
             preempted = checkpoints.reached_preemption(step + 1)
-            checkpoints.save(step + 1, state, data_iter, force=preempted or step + 1 == total)
+            force = preempted or stop.signal is not None or step + 1 == total
+            checkpoints.save(step + 1, state, data_iter, force=force)
             if preempted:
                 logging.warning("preemption notice at step %d: checkpoint saved, stopping", step + 1)
                 result.preempted = True
                 break
+            if stop.signal is not None:
+                logging.warning("%s at step %d: checkpoint saved, stopping", stop.signal, step + 1)
+                result.interrupted = stop.signal
+                break
     finally:
+        stop.__exit__()
         checkpoints.close()
         writer.close()
         if bar is not None:
