@@ -1,7 +1,8 @@
 """Converts a released Step-Video checkpoint folder into Orbax checkpoints, once.
 
     python convert_torch_weights.py --src=stepvideo-ti2v --dst=ckpt/ti2v \
-        [--components=transformer,vae,step_llm,hunyuan_clip] [--dtype=bfloat16|float32] [--overwrite]
+        [--components=transformer,vae,step_llm,hunyuan_clip] [--dtype=bfloat16|float32] [--overwrite] \
+        [--quantize=none|int8|fp8]
 
 Writes one Orbax checkpoint per component, `manifest.json` (configs, dtypes, source files with sizes
 and SHA-256, converter version) and the tokenizer files; `sample.py` / `train.py` restore from it.
@@ -21,6 +22,11 @@ _DST = flags.DEFINE_string("dst", None, "Output folder (must not exist unless --
 _COMPONENTS = flags.DEFINE_list("components", list(COMPONENTS), "Components to convert.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Parameter dtype written.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
+_QUANTIZE = flags.DEFINE_enum(
+    "quantize", "none", ["none", "int8", "fp8"],
+    "Weight-only quantization of the transformer's and Step-LLM's large linears (per-output-channel scales); "
+    "the VAE and CLIP stay in --dtype.",
+)
 flags.mark_flags_as_required(["src", "dst"])
 
 
@@ -34,6 +40,7 @@ def main(argv: list[str]) -> int:
             components=_COMPONENTS.value,
             dtype=_DTYPE.value,
             overwrite=_OVERWRITE.value,
+            quantize=_QUANTIZE.value,
             log=lambda s: print(s, flush=True),
         )
     except (ConversionError, FileExistsError, ValueError) as e:  # the CLI boundary: one line, exit 1

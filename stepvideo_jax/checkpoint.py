@@ -224,6 +224,12 @@ def abstract_component(ckpt_dir: str | os.PathLike, name: str, *, config=None):
     return nnx.eval_shape(lambda: model_cls(cfg, rngs=nnx.Rngs(0))), cfg
 
 
+def _quantized_param_keys(model: nnx.Module) -> set[str]:
+    from stepvideo_jax.quantize import quantized_param_keys
+
+    return quantized_param_keys(model)
+
+
 def _param_shardings(params: nnx.State, mesh, rules) -> dict[str, Any]:
     """{"a.b.kernel": sharding} for every parameter: one device without a mesh, else the logical rules."""
     if mesh is None:
@@ -269,6 +275,12 @@ def restore_component(
     entry = _entry(read_manifest(ckpt_dir), ckpt_dir, name)
     if dtype is not None and dtype != entry["dtype"]:
         raise ValueError(f"{ckpt_dir}: component {name!r} was converted to {entry['dtype']}, but {dtype} was requested")
+    stored_quantize = entry["config"].get("quantize", "none")
+    if config is not None and getattr(config, "quantize", stored_quantize) != stored_quantize:
+        # A float checkpoint restored as a weight-only quantized model (see stepvideo_jax.quantize).
+        from stepvideo_jax.quantize import restore_quantized
+
+        return restore_quantized(ckpt_dir, name, config, mesh=mesh, rules=rules)
     abstract, _ = abstract_component(ckpt_dir, name, config=config)
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
@@ -279,6 +291,7 @@ def restore_component(
     stored = stored_params(path)
     want_dtype = np.dtype(dtype_from_name(entry["dtype"]))
     flat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(params)}
+    quantized = _quantized_param_keys(abstract)
     for key, var in flat.items():
         value = _value(var)
         if key not in stored:
@@ -286,7 +299,10 @@ def restore_component(
         shape, sdtype = stored[key]
         if shape != tuple(value.shape):
             raise ValueError(f"{path}: parameter {key} is stored with shape {shape}, the manifest's config gives {tuple(value.shape)}")
-        if sdtype != want_dtype or np.dtype(value.dtype) != want_dtype:
+        if key in quantized:  # int8 / e4m3 kernels and float32 scales of a quantized component
+            if sdtype != np.dtype(value.dtype):
+                raise ValueError(f"{path}: quantized parameter {key} is stored as {sdtype}, expected {np.dtype(value.dtype)}")
+        elif sdtype != want_dtype or np.dtype(value.dtype) != want_dtype:
             raise ValueError(
                 f"{path}: parameter {key} is stored as {sdtype}, the manifest says {entry['dtype']} "
                 f"(model dtype {np.dtype(value.dtype)})"
@@ -369,10 +385,11 @@ def save_components(
         for name, (model, tokenizer) in components.items():
             spec = component_model(name)
             arrays = {k: np.asarray(v) for k, v in _flat_values(nnx.state(model, nnx.Param)).items()}
+            quantized = _quantized_param_keys(model)  # int8 / e4m3 kernels and their scales keep their dtypes
             if param_dtype is not None:
                 cast = np.dtype(dtype_from_name(param_dtype))
-                arrays = {k: a.astype(cast) for k, a in arrays.items()}
-            dtypes = {str(a.dtype) for a in arrays.values()}
+                arrays = {k: a if k in quantized else a.astype(cast) for k, a in arrays.items()}
+            dtypes = {str(a.dtype) for k, a in arrays.items() if k not in quantized}
             if len(dtypes) != 1:
                 raise ValueError(f"component {name!r} mixes parameter dtypes {sorted(dtypes)}; cast it to one first")
             os.makedirs(os.path.join(tmp, name))

@@ -31,6 +31,7 @@ import numpy as np
 from stepvideo_jax.checkpoint import config_from_manifest, new_manifest, save_params, staged_folder, write_manifest
 from stepvideo_jax.config import dtype_from_name
 from stepvideo_jax.convert.core import ConversionError, TensorSource
+from stepvideo_jax.quantize import QUANTIZABLE_COMPONENTS, QUANTIZE_MODES, quantize_arrays
 
 __all__ = [
     "COMPONENTS",
@@ -220,8 +221,13 @@ def convert_release(
     dtype: str = "bfloat16",
     overwrite: bool = False,
     log: Callable[[str], None] = lambda s: None,
+    quantize: str = "none",
 ) -> dict[str, Any]:
     """Converts the released folder `src` into `dst` (Orbax checkpoints + manifest); returns the manifest.
+
+    `quantize` ("int8" / "fp8") stores the transformer's and Step-LLM's large linears weight-only
+    quantized (per-output-channel scales, `stepvideo_jax.quantize`); the manifest's config records it.
+    The VAE and CLIP stay in `dtype`.
 
     `dst` is written under a temporary name beside it and renamed on success; an existing `dst` is
     replaced only with `overwrite`. Any failure removes the temporary folder and leaves `dst` untouched.
@@ -233,6 +239,13 @@ def convert_release(
     if unknown:
         raise ValueError(f"unknown components {unknown}; expected some of {', '.join(COMPONENTS)}")
     dtype_from_name(dtype)
+    if quantize != "none":
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"unknown quantize mode {quantize!r}; expected one of {', '.join(QUANTIZE_MODES)}")
+        if not set(components) & set(QUANTIZABLE_COMPONENTS):
+            raise ValueError(
+                f"quantize={quantize} applies to {' and '.join(QUANTIZABLE_COMPONENTS)}, none of which is converted"
+            )
     if not os.path.isdir(src):
         raise ConversionError(f"{src}: source folder not found")
     if os.path.exists(dst) and not overwrite:
@@ -244,6 +257,9 @@ def convert_release(
         for name in components:
             t0 = time.perf_counter()
             arrays, config, tensors = convert_component(src, name, dtype)
+            if quantize != "none" and name in QUANTIZABLE_COMPONENTS:
+                arrays = quantize_arrays(name, config, dtype, arrays, quantize)
+                config = dict(config, quantize=quantize)
             n_params = sum(int(a.size) for a in arrays.values())
             n_bytes = sum(int(a.nbytes) for a in arrays.values())
             os.makedirs(os.path.join(tmp, name))
@@ -268,7 +284,8 @@ def convert_release(
             manifest["components"][name] = entry
             t3 = time.perf_counter()
             log(
-                f"{name}: {n_params:,} parameters, {n_bytes / 2**30:.2f} GiB {dtype} in {t3 - t0:.1f}s "
+                f"{name}: {n_params:,} parameters, {n_bytes / 2**30:.2f} GiB {dtype}"
+                f"{f' ({quantize} linears)' if 'quantize' in config else ''} in {t3 - t0:.1f}s "
                 f"(convert {t1 - t0:.1f}s, write {t2 - t1:.1f}s, hash and copy {t3 - t2:.1f}s)"
             )
         write_manifest(tmp, manifest)
