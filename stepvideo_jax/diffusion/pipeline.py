@@ -289,14 +289,17 @@ def _released_components(config, mesh):
         cfg = dataclasses.replace(component_config(ckpt, name), **runtime)
         return restore_component(ckpt, name, mesh=mesh, config=cfg, dtype=param_dtype)
 
-    dit = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel)
+    from stepvideo_jax.diffusion.residency import quantize_override
+
+    dit = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel,
+                  **quantize_override(config, "dit_quantize"))
     if bool(dit.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
         raise ValueError(
             f"{ckpt}: the converted transformer has use_additional_conditions={dit.cfg.use_additional_conditions}, "
             f"but this config (task {config.task!r}) needs {bool(config.use_additional_conditions)}"
         )
     vae = restore("vae", dtype=config.vae_dtype)
-    step_llm = restore("step_llm", dtype=config.text_dtype)
+    step_llm = restore("step_llm", dtype=config.text_dtype, **quantize_override(config, "text_quantize"))
     clip = restore("hunyuan_clip", dtype=config.text_dtype)
     step_tok = StepTokenizer(os.path.join(tokenizer_dir(ckpt, "step_llm"), "step1_chat_tokenizer.model"),
                              max_length=step_llm.cfg.max_length)
@@ -440,12 +443,18 @@ def run(config) -> dict[str, Any]:
     """Validates the config, loads the models, generates one video and writes it; returns the
     written paths, the settings and stage timings."""
     t0 = time.perf_counter()
+    from stepvideo_jax.diffusion.residency import SequentialPipeline, check_memory_options, component_loaders
+
     settings = SampleSettings.from_config(config)
+    check_memory_options(config)
     image = prepare_image(settings)
-    dit, vae, prompt_encoder = load_components(config)
-    t_load = time.perf_counter() - t0
     mesh = _mesh(config)
-    pipeline = VideoPipeline(dit, vae, prompt_encoder, mesh=mesh)
+    if config.get("residency", "all") == "sequential":  # each stage loads its component (timed in its stage)
+        pipeline = SequentialPipeline(component_loaders(config, mesh), mesh=mesh)
+    else:
+        dit, vae, prompt_encoder = load_components(config)
+        pipeline = VideoPipeline(dit, vae, prompt_encoder, mesh=mesh)
+    t_load = time.perf_counter() - t0
     if mesh is None:
         result = pipeline(settings, image)
     else:
