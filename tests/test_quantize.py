@@ -12,8 +12,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 from flax import nnx
-
 from release_layout import build_release
+
 from stepvideo_jax.checkpoint import read_manifest, restore_component, save_components
 from stepvideo_jax.convert.dit import load_dit
 from stepvideo_jax.convert.release import convert_release
