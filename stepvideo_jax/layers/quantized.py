@@ -13,6 +13,15 @@ bfloat16, so the matmul runs at the compute dtype's speed and the scale is appli
 channel instead of dequantizing the whole weight. The scale's logical names are the output axes'
 names ("heads", "kv", "embed", "mlp", ...), which every network's rules table already maps, so the scale
 is sharded like the output side of its kernel (and gets the leading "layers" axis in a stacked block).
+
+Why not qwix (0.1.8, evaluated with flax 0.12.8): its NNX path (`qwix.quantize_model` + `PtqProvider`)
+intercepts `dot_general` while running the model once and creates the quantized weights on the module
+that made the call. Inside our `nnx.scan` layer stacks that module is the per-layer slice: qwix then
+fails deriving the scale's sharding (`AssertionError: shape=(256, 2, 384) spec=('layers', 'embed',
+'heads', 'kv')`: the stacked "layers" name against the sliced shape), and the unrolled path
+(`scan_layers=False`) fails the same way on its per-layer `nnx.merge` copies, whose new variables would
+not reach the stacked state anyway. It also needs a float model in memory to run before the quantized
+one exists, where restore must build the quantized model abstractly and read straight into shards.
 """
 
 from __future__ import annotations
