@@ -52,7 +52,8 @@ def build_released_width_checkpoint(dst: str, layers: int = 2, seed: int = 0) ->
                         None),
         "step_llm": (random_model(lambda: StepLLM(StepLLMConfig(num_layers=layers, **pdt), rngs=nnx.Rngs(0)), seed + 1),
                      step_tok),
-        "hunyuan_clip": (random_model(lambda: HunyuanCLIP(ClipConfig(**pdt), rngs=nnx.Rngs(0)), seed + 2), clip_vocab_dir),
+        "hunyuan_clip": (random_model(lambda: HunyuanCLIP(ClipConfig(**pdt), rngs=nnx.Rngs(0)), seed + 2),
+                         clip_vocab_dir),
         "vae": (random_model(lambda: VideoVAE(VAEConfig.real(**pdt), rngs=nnx.Rngs(0)), seed + 3), None),
     }
     save_components(dst, components, source=f"random bf16 weights at the released widths, seed {seed}", overwrite=True)
@@ -103,8 +104,8 @@ def main(argv=None) -> None:
             build_released_width_checkpoint(RELEASED_WIDTH_DIR)
         base = py[:2] + ["--config=configs/ti2v.py"] + py[2:] + [
             f"--config.checkpoint_dir={RELEASED_WIDTH_DIR}", "--config.image=synthetic", "--config.frames=17",
-            "--config.height=128", "--config.width=128", f"--config.steps={args.steps}", "--config.denoise_filter=False",
-            "--config.crop_540p=False",
+            "--config.height=128", "--config.width=128", f"--config.steps={args.steps}",
+            "--config.denoise_filter=False", "--config.crop_540p=False",
         ]
         # (all, int8) is left out to save time on this 2-core machine: int8 only changes the DiT stage.
         rows += _rows("released widths (DiT, Step-LLM 2 layers)", base, args.out,

@@ -80,8 +80,8 @@ def main(argv=None) -> None:
     nbytes = sum(int(v.get_value().nbytes) for _, v in nnx.to_flat_state(nnx.state(bf16, nnx.Param)))
     rows.append(["bf16 weights, float32 activations (yardstick)", f"{rel_l2(_forward(bf16, inputs), reference):.2e}",
                  f"{nbytes / 2**30:.2f}"])
-    print(f"DiT {cfg.hidden_size} wide, {cfg.num_heads} heads, {cfg.num_layers} layers ({n_params / 1e9:.2f} B parameters, "
-          f"seed {args.seed}); input [2, {args.frames}, {args.size}, {args.size}, {c}] latents "
+    print(f"DiT {cfg.hidden_size} wide, {cfg.num_heads} heads, {cfg.num_layers} layers "
+          f"({n_params / 1e9:.2f} B parameters, seed {args.seed}); input [2, {args.frames}, {args.size}, {args.size}, {c}] latents "
           f"({args.frames * args.size * args.size} tokens), {args.text_tokens} LLM + 77 CLIP tokens; "
           f"{time.perf_counter() - t0:.0f} s")
     print()
