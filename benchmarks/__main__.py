@@ -33,6 +33,8 @@ BENCHMARKS = [
     ("vae:memory", ["--skip-timing"], "Video-VAE v2 decode memory at 544x992 (compiled)"),
     ("convert", [], "Checkpoint conversion: peak RSS and throughput"),
     ("projections", [], "Projected seconds per video (projections)"),
+    ("quantization_error", [], "Weight-only int8 / fp8 quantization error at the released DiT width"),
+    ("memory_residency", ["--only=demo"], "Peak RSS of sample.py: residency all vs sequential, bf16 vs int8 DiT"),
 ]
 
 # Sections measured on another machine (a lent GPU) and pasted in by hand: no run here produces them, so
@@ -59,6 +61,13 @@ NOTES = {
         "interleaved. What stays below the dot peak is the non-matmul work (LayerNorms, QK RMSNorm, RoPE, "
         "AdaLN modulation, softmax and tanh-GELU: the transcendental part alone is measured above) and the "
         "attention matmuls, whose 128-wide contraction runs below the square-dot rate on this CPU."
+    ),
+    "memory_residency": (
+        "The demo model's weights are 8 MB, so its peaks are the JAX/XLA runtime and the compiled programs; "
+        "the sequential peak is the largest stage instead of the sum, which matters at the released sizes "
+        "(DiT 58.8 GB bf16 / 29.5 GB int8, Step-LLM 39.2 / 20.0 GB, exact parameter bytes from the models' "
+        "shapes). `--only=released_width` runs the same rows with random bf16 weights at the released widths "
+        "(2-layer DiT and Step-LLM, whole CLIP and VAE, ~7 GB checkpoint built under runs/)."
     ),
     "sampler": (
         "What limits it on this machine: one jitted call per step costs about 0.6-0.8 ms of host dispatch "

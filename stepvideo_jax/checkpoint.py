@@ -38,6 +38,7 @@ __all__ = [
     "save_params",
     "stored_params",
     "restore_params",
+    "read_params",
     "flat_values",
     "variable_value",
     "staged_folder",
@@ -129,11 +130,31 @@ def flat_values(params: nnx.State) -> dict[str, Any]:
     return {".".join(map(str, p)): variable_value(v) for p, v in nnx.to_flat_state(params)}
 
 
-def restore_params(path: str | os.PathLike, target: Mapping[str, jax.ShapeDtypeStruct], *, dtype_name: str) -> dict:
-    """Reads the Orbax parameter checkpoint at `path` straight into `target`'s shardings, after
-    checking that it holds exactly `target`'s keys, shapes, and the manifest's dtype `dtype_name`."""
+def read_params(path: str | os.PathLike, target: Mapping[str, jax.ShapeDtypeStruct], *, partial: bool = False) -> dict:
+    """Reads `target`'s keys of the Orbax parameter checkpoint at `path` into `target`'s shardings
+    (`partial`: `target` may name only some of the stored keys). No checks: see `restore_params`."""
     import orbax.checkpoint as ocp
 
+    path = os.path.abspath(os.fspath(path))
+    restore_args = ocp.checkpoint_utils.construct_restore_args(dict(target))
+    args = ocp.args.PyTreeRestore(item=dict(target), restore_args=restore_args, partial_restore=partial)
+    try:
+        with _checkpointer() as ckptr:
+            return ckptr.restore(path, args=args)
+    except Exception as e:  # truncated or missing array files surface as TensorStore errors of many types
+        raise ValueError(f"{path}: array data unreadable ({_first_line(e)})") from None
+
+
+def restore_params(
+    path: str | os.PathLike,
+    target: Mapping[str, jax.ShapeDtypeStruct],
+    *,
+    dtype_name: str,
+    own_dtype: frozenset[str] | set[str] = frozenset(),
+) -> dict:
+    """Reads the Orbax parameter checkpoint at `path` straight into `target`'s shardings, after
+    checking that it holds exactly `target`'s keys, shapes, and the manifest's dtype `dtype_name`
+    (keys in `own_dtype`, e.g. int8 kernels and their float32 scales, must have `target`'s dtype)."""
     path = os.path.abspath(os.fspath(path))
     stored = stored_params(path)
     want_dtype = np.dtype(dtype_from_name(dtype_name))
@@ -143,7 +164,10 @@ def restore_params(path: str | os.PathLike, target: Mapping[str, jax.ShapeDtypeS
         shape, sdtype = stored[key]
         if shape != tuple(value.shape):
             raise ValueError(f"{path}: parameter {key} is stored with shape {shape}, the manifest's config gives {tuple(value.shape)}")
-        if sdtype != want_dtype or np.dtype(value.dtype) != want_dtype:
+        if key in own_dtype:
+            if sdtype != np.dtype(value.dtype):
+                raise ValueError(f"{path}: quantized parameter {key} is stored as {sdtype}, expected {np.dtype(value.dtype)}")
+        elif sdtype != want_dtype or np.dtype(value.dtype) != want_dtype:
             raise ValueError(
                 f"{path}: parameter {key} is stored as {sdtype}, the manifest says {dtype_name} "
                 f"(model dtype {np.dtype(value.dtype)})"
@@ -151,12 +175,7 @@ def restore_params(path: str | os.PathLike, target: Mapping[str, jax.ShapeDtypeS
     extra = sorted(set(stored) - set(target))
     if extra:
         raise ValueError(f"{path}: stored parameters the model does not have: {extra[:10]}")
-    restore_args = ocp.checkpoint_utils.construct_restore_args(dict(target))
-    try:
-        with _checkpointer() as ckptr:
-            return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=dict(target), restore_args=restore_args))
-    except Exception as e:  # truncated or missing array files surface as TensorStore errors of many types
-        raise ValueError(f"{path}: array data unreadable ({_first_line(e)})") from None
+    return read_params(path, target)
 
 
 # ------------------------------------------------------------------------------------ export

@@ -38,7 +38,15 @@ from stepvideo_jax.convert import vae as vae_keys
 from stepvideo_jax.convert.core import ConversionError
 from stepvideo_jax.convert.release import ReleaseFiles, convert_arrays, copy_tokenizer, file_record, source_files
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.layers.quantized import check_quantize_mode, quantize_kernel
 from stepvideo_jax.lora import apply_adapters
+from stepvideo_jax.quantize import (
+    QUANTIZABLE_COMPONENTS,
+    quantize_arrays,
+    quantize_layerwise,
+    quantized_kernels,
+    quantized_param_keys,
+)
 from stepvideo_jax.sharding import ShardingRules, model_shardings
 from stepvideo_jax.text import ClipConfig, ClipTokenizer, HunyuanCLIP, PromptEncoder, StepLLM, StepLLMConfig
 from stepvideo_jax.text import StepTokenizer
@@ -59,6 +67,9 @@ __all__ = [
     "convert_release",
     "prompt_encoder_from_checkpoint",
     "load_components",
+    "component_loaders",
+    "check_memory_options",
+    "RESIDENCY_MODES",
     "CONVERTER_HINT",
     "check_checkpoint_dir",
 ]
@@ -245,6 +256,10 @@ def restore_component(
     entry = _entry(ckpt_dir, name)
     if dtype is not None and dtype != entry["dtype"]:
         raise ValueError(f"{ckpt_dir}: component {name!r} was converted to {entry['dtype']}, but {dtype} was requested")
+    stored_quantize = entry["config"].get("quantize", "none")
+    if config is not None and getattr(config, "quantize", stored_quantize) != stored_quantize:
+        # A float checkpoint restored as a weight-only quantized model.
+        return _restore_quantized(ckpt_dir, comp, entry, config, mesh)
     abstract, _ = abstract_component(ckpt_dir, name, config=config)
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
@@ -258,12 +273,62 @@ def restore_component(
         for k, v in flat.items()
     }
     try:
-        restored = checkpoint.restore_params(path, target, dtype_name=entry["dtype"])
+        restored = checkpoint.restore_params(
+            path, target, dtype_name=entry["dtype"], own_dtype=quantized_param_keys(abstract)
+        )
     except ValueError as e:
         raise _damaged(ckpt_dir, name, str(e)) from None
     for key, var in flat.items():
         var.set_value(restored[key])
     return nnx.merge(graphdef, params, rest)
+
+
+def _restore_quantized(ckpt_dir: str, comp: Component, entry: Mapping[str, Any], config, mesh) -> nnx.Module:
+    """A float checkpoint's component restored as the quantized model of `config` (`quantize` "int8"
+    or "fp8"), straight into its shardings: the unquantized parameters in one Orbax read, then each
+    float kernel read in its own shardings and quantized on the devices (per layer) into its int8
+    kernel's and scale's shardings, so at most one float kernel is resident beside the model."""
+    name = comp.name
+    mode = check_quantize_mode(config.quantize)
+    stored_cfg = comp.config_from_release(entry["config"], entry["dtype"])
+    if stored_cfg.quantize != "none":
+        raise ValueError(f"{ckpt_dir}: component {name!r} is already quantized ({stored_cfg.quantize}); "
+                         f"restore it with quantize={stored_cfg.quantize!r}")
+    float_abstract, _ = abstract_component(ckpt_dir, name, config=dataclasses.replace(config, quantize="none"))
+    abstract = comp.abstract_model(config)
+    graphdef, qparams, rest = nnx.split(abstract, nnx.Param, ...)
+    if nnx.to_flat_state(rest):
+        raise ValueError(f"component {name!r}: model has non-parameter state, which checkpoints do not hold")
+    kernels = quantized_kernels(abstract)
+    scales = {k.scale for k in kernels.values()}
+    qshard = _param_shardings(qparams, mesh, comp.sharding)
+    fparams = nnx.state(float_abstract, nnx.Param)
+    fshard = _param_shardings(fparams, mesh, comp.sharding)
+    fflat = checkpoint.flat_values(fparams)
+    path = os.path.abspath(os.path.join(ckpt_dir, entry["checkpoint"]))
+    stored = checkpoint.stored_params(path)
+    want = np.dtype(dtype_from_name(entry["dtype"]))
+    for key, value in fflat.items():
+        if stored.get(key) != (tuple(value.shape), want):
+            raise _damaged(ckpt_dir, name, f"{path}: parameter {key} is stored as {stored.get(key)}, "
+                                           f"expected {(tuple(value.shape), want)}")
+
+    def read(keys):
+        target = {k: jax.ShapeDtypeStruct(fflat[k].shape, fflat[k].dtype, sharding=fshard[k]) for k in keys}
+        return checkpoint.read_params(path, target, partial=True)
+
+    qflat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(qparams)}
+    for key, value in read([k for k in qflat if k not in kernels and k not in scales]).items():
+        qflat[key].set_value(value)
+    for key, k in kernels.items():
+        fn = jax.jit(
+            lambda w, k=k: quantize_layerwise(lambda x: quantize_kernel(x, k.num_in_axes, mode), w, k.leading),
+            out_shardings=(qshard[key], qshard[k.scale]),
+        )
+        q, s = fn(read([key])[key])
+        qflat[key].set_value(q)
+        qflat[k.scale].set_value(s)
+    return nnx.merge(graphdef, qparams, rest)
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -311,10 +376,11 @@ def save_components(
         for name, (model, tokenizer) in components.items():
             comp = component(name)
             arrays = {k: np.asarray(v) for k, v in checkpoint.flat_values(nnx.state(model, nnx.Param)).items()}
+            quantized = quantized_param_keys(model)  # int8 / e4m3 kernels and their scales keep their dtypes
             if param_dtype is not None:
                 cast = np.dtype(dtype_from_name(param_dtype))
-                arrays = {k: a.astype(cast) for k, a in arrays.items()}
-            dtypes = {str(a.dtype) for a in arrays.values()}
+                arrays = {k: a if k in quantized else a.astype(cast) for k, a in arrays.items()}
+            dtypes = {str(a.dtype) for k, a in arrays.items() if k not in quantized}
             if len(dtypes) != 1:
                 raise ValueError(f"component {name!r} mixes parameter dtypes {sorted(dtypes)}; cast it to one first")
             os.makedirs(os.path.join(tmp, name))
@@ -366,8 +432,13 @@ def convert_release(
     dtype: str = "bfloat16",
     overwrite: bool = False,
     log: Callable[[str], None] = lambda s: None,
+    quantize: str = "none",
 ) -> dict[str, Any]:
     """Converts the released folder `src` into `dst` (Orbax checkpoints + manifest); returns the manifest.
+
+    `quantize` ("int8" / "fp8") stores the transformer's and Step-LLM's large linears weight-only
+    quantized (per-output-channel scales, `stepvideo_jax.quantize`); the manifest's config records it.
+    The VAE and CLIP stay in `dtype`.
 
     Each component goes through its key table tensor by tensor (host memory peaks near one
     component's converted size). `dst` is written under a temporary name beside it and renamed on
@@ -381,6 +452,9 @@ def convert_release(
     if unknown:
         raise ValueError(f"unknown components {unknown}; expected some of {', '.join(COMPONENTS)}")
     dtype_from_name(dtype)
+    check_quantize_mode(quantize)
+    if quantize != "none" and not set(names) & set(QUANTIZABLE_COMPONENTS):
+        raise ValueError(f"quantize={quantize} applies to {' and '.join(QUANTIZABLE_COMPONENTS)}, none of which is converted")
     if not os.path.isdir(src):
         raise ConversionError(f"{src}: source folder not found")
     if os.path.exists(dst) and not overwrite:
@@ -395,6 +469,10 @@ def convert_release(
             config = comp.release.read_config(src, name)
             cfg = comp.config_from_release(config, dtype)
             arrays, tensors = convert_arrays(src, comp.release, comp.convert, cfg, np.dtype(dtype_from_name(dtype)))
+            if quantize != "none" and name in QUANTIZABLE_COMPONENTS:
+                qcfg = comp.config_from_release(dict(config, quantize=quantize), dtype)
+                arrays = quantize_arrays(comp.abstract_model(qcfg), arrays, quantize, name=name)
+                config = dict(config, quantize=quantize)
             os.makedirs(os.path.join(tmp, name))
             t1 = time.perf_counter()
             checkpoint.save_params(os.path.join(tmp, name, "params"), arrays)
@@ -427,18 +505,20 @@ def prompt_encoder_from_checkpoint(
     dtype: str | None = None,
     param_dtype: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    step_llm_quantize: str | None = None,
 ) -> PromptEncoder:
     """Both text encoders and their tokenizers from a checkpoint folder, parameters restored straight
     into their shardings on `mesh`; `dtype` is the compute dtype, `param_dtype` the expected stored one."""
     ckpt_dir = os.fspath(ckpt_dir)
 
-    def restore(name: str):
+    def restore(name: str, **fields):
         cfg = component_config(ckpt_dir, name)
         if dtype is not None:
-            cfg = dataclasses.replace(cfg, dtype=dtype)
-        return restore_component(ckpt_dir, name, mesh=mesh, config=cfg, dtype=param_dtype)
+            fields["dtype"] = dtype
+        return restore_component(ckpt_dir, name, mesh=mesh, config=dataclasses.replace(cfg, **fields), dtype=param_dtype)
 
-    step_llm, clip = restore("step_llm"), restore("hunyuan_clip")
+    quantize = {"quantize": step_llm_quantize} if step_llm_quantize else {}
+    step_llm, clip = restore("step_llm", **quantize), restore("hunyuan_clip")
     step_tok = StepTokenizer(tokenizer_dir(ckpt_dir, "step_llm"), max_length=step_llm.cfg.max_length)
     clip_tok = ClipTokenizer(tokenizer_dir(ckpt_dir, "hunyuan_clip"), max_length=clip.cfg.max_length)
     return PromptEncoder(step_llm, step_tok, clip, clip_tok, cache_dir=cache_dir)
@@ -453,7 +533,51 @@ def check_checkpoint_dir(path: str) -> None:
         )
 
 
-def _checkpoint_components(config, mesh):
+RESIDENCY_MODES = ("all", "sequential")
+_QUANTIZE_CHOICES = ("", "none", "int8", "fp8")
+
+
+def check_memory_options(config) -> None:
+    """One-line errors for a sampling config's residency and quantization fields (absent: defaults)."""
+    residency = config.get("residency", "all")
+    if residency not in RESIDENCY_MODES:
+        raise ValueError(f"residency must be one of {', '.join(RESIDENCY_MODES)}; got {residency!r}")
+    for name in ("dit_quantize", "text_quantize"):
+        value = config.get(name, "")
+        if value not in _QUANTIZE_CHOICES:
+            raise ValueError(f"{name} must be one of '', 'none', 'int8', 'fp8' ('' = as converted); got {value!r}")
+    if config.variant == "tiny" and (config.get("dit_quantize", "") or config.get("text_quantize", "")):
+        raise ValueError("dit_quantize / text_quantize apply to converted checkpoints; the tiny variant has none")
+
+
+def _quantize_override(config, field: str) -> dict[str, str]:
+    """{"quantize": mode} for a component restore when the sampling config asks for one, else {}."""
+    value = config.get(field, "")
+    return {"quantize": value} if value else {}
+
+
+def component_loaders(config, mesh: jax.sharding.Mesh | None = None) -> dict[str, Callable[[], Any]]:
+    """{"text": () -> PromptEncoder, "vae": () -> VideoVAE, "dit": () -> StepVideoDiT} for a sampling
+    config: each call loads that component alone (restored into its shardings on `mesh`, with the
+    config's quantization and LoRA adapters), so a pipeline can hold one component at a time. The
+    tiny variant builds its random models and keeps the one asked for."""
+    check_memory_options(config)
+    adapters = lora_adapters(config)
+    if config.variant == "tiny":
+        def tiny(i):
+            def load():
+                dit, vae, encoder = tiny_pipeline_components(config)
+                if i == 0:
+                    if adapters:
+                        apply_adapters(dit, adapters)
+                    if mesh is not None:
+                        graphdef, state = nnx.split(dit)
+                        dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, dit.SHARDING)))
+                return (dit, vae, encoder)[i]
+            return load
+
+        return {"dit": tiny(0), "vae": tiny(1), "text": tiny(2)}
+
     ckpt = config.checkpoint_dir
     check_checkpoint_dir(ckpt)
     param_dtype = config.param_dtype or None
@@ -462,18 +586,25 @@ def _checkpoint_components(config, mesh):
         cfg = dataclasses.replace(component_config(ckpt, name), **runtime)
         return restore_component(ckpt, name, mesh=mesh, config=cfg, dtype=param_dtype)
 
-    dit = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel)
-    adapters = lora_adapters(config)
-    if adapters:
-        apply_adapters(dit, adapters)
-    if bool(dit.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
-        raise ValueError(
-            f"{ckpt}: the converted transformer has use_additional_conditions={dit.cfg.use_additional_conditions}, "
-            f"but this config (pipeline {config.pipeline!r}) needs {bool(config.use_additional_conditions)}"
+    def dit():
+        model = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel,
+                        **_quantize_override(config, "dit_quantize"))
+        if bool(model.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
+            raise ValueError(
+                f"{ckpt}: the converted transformer has use_additional_conditions={model.cfg.use_additional_conditions}"
+                f", but this config (pipeline {config.pipeline!r}) needs {bool(config.use_additional_conditions)}"
+            )
+        if adapters:
+            apply_adapters(model, adapters)
+        return model
+
+    def text():
+        return prompt_encoder_from_checkpoint(
+            ckpt, mesh=mesh, dtype=config.text_dtype, param_dtype=param_dtype,
+            step_llm_quantize=config.get("text_quantize", "") or None,
         )
-    vae = restore("vae", dtype=config.vae_dtype)
-    encoder = prompt_encoder_from_checkpoint(ckpt, mesh=mesh, dtype=config.text_dtype, param_dtype=param_dtype)
-    return dit, vae, encoder
+
+    return {"text": text, "vae": lambda: restore("vae", dtype=config.vae_dtype), "dit": dit}
 
 
 def lora_adapters(config) -> list[tuple[str, float]]:
@@ -496,16 +627,18 @@ def lora_adapters(config) -> list[tuple[str, float]]:
 
 
 def load_components(config, mesh: jax.sharding.Mesh | None = None):
-    """(dit, vae, prompt_encoder) for a sampling config: random-weight tiny models for the `tiny`
-    variant, else the checkpoint folder `config.checkpoint_dir` (converted release, demo, or trained
-    and exported here). With a mesh, the DiT and text encoders are placed by their own rules."""
-    if config.variant != "tiny":
-        return _checkpoint_components(config, mesh)
-    dit, vae, encoder = tiny_pipeline_components(config)
-    adapters = lora_adapters(config)
-    if adapters:
-        apply_adapters(dit, adapters)
-    if mesh is not None:
-        graphdef, state = nnx.split(dit)
-        dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, dit.SHARDING)))
-    return dit, vae, encoder
+    """(dit, vae, prompt_encoder) for a sampling config, all resident: random-weight tiny models for
+    the `tiny` variant, else the checkpoint folder `config.checkpoint_dir` (converted release, demo, or
+    trained and exported here). With a mesh, each is placed by its own rules (`component_loaders`)."""
+    if config.variant == "tiny":  # one draw of the random models for all three
+        check_memory_options(config)
+        dit, vae, encoder = tiny_pipeline_components(config)
+        adapters = lora_adapters(config)
+        if adapters:
+            apply_adapters(dit, adapters)
+        if mesh is not None:
+            graphdef, state = nnx.split(dit)
+            dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, dit.SHARDING)))
+        return dit, vae, encoder
+    loaders = component_loaders(config, mesh)
+    return loaders["dit"](), loaders["vae"](), loaders["text"]()

@@ -75,6 +75,12 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.text_dtype = "bfloat16"
     c.param_dtype = ""  # "" = the dtype the checkpoint was converted to
     c.attention_kernel = "auto"  # splash on TPU, cudnn on GPU, chunked on CPU (see stepvideo_jax.attention)
+    # Memory: "all" keeps every component resident; "sequential" loads text encoders, VAE and DiT one
+    # stage at a time (peak = the largest stage). Weight-only quantization of the DiT / Step-LLM at
+    # restore: "" = as converted, "none", "int8", "fp8" (see stepvideo_jax.diffusion.residency).
+    c.residency = "all"
+    c.dit_quantize = ""
+    c.text_quantize = ""
     c.mesh = ""  # "" = one device, no mesh; else axis sizes, e.g. "fsdp=-1" or "data=2,fsdp=4" (sharding.MeshConfig)
     c.compilation_cache_dir = ""  # JAX persistent compilation cache folder ("" = off); repeat runs skip compiling
     c.tokenizer_cache_dir = ""  # tiny: where the tiny tokenizers are built ("" = ~/.cache/stepvideo_jax/tiny_tokenizers)

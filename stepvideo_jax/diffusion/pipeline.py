@@ -15,7 +15,9 @@ uint8 and written as H.264 at 25 fps, plus a PNG of the first and last frames si
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import math
 import os
 import time
@@ -201,13 +203,41 @@ class GenerationResult:
 
 
 class VideoPipeline:
-    """Runs the DiT sampler between the text encoders and the VAE (one video per call)."""
+    """Runs the DiT sampler between the text encoders and the VAE (one video per call).
+
+    `VideoPipeline(dit, vae, prompt_encoder)` keeps all three resident (compiled programs are reused
+    across calls); `VideoPipeline.sequential(loaders)` holds one component at a time: each stage (text
+    encoding, image encoding, denoising, decoding) loads its component with `loaders` (from
+    `components.component_loaders`) and frees it after, so the peak is the largest stage, not the sum.
+    Both compute the same video bit for bit."""
 
     def __init__(self, dit, vae, prompt_encoder, mesh=None):
         self.dit, self.vae, self.prompt_encoder = dit, vae, prompt_encoder
         self.mesh = mesh  # when set, the VAE decode spreads its latent chunks over the devices
         self.sampler = Sampler(dit)
         self.ti2v = bool(dit.cfg.use_additional_conditions)
+        self._loaders = None
+
+    @classmethod
+    def sequential(cls, loaders: dict, mesh=None) -> "VideoPipeline":
+        """One component resident at a time; `loaders` = {"text", "vae", "dit": () -> component}."""
+        self = cls.__new__(cls)
+        self.dit = self.vae = self.prompt_encoder = self.sampler = None
+        self.mesh, self.ti2v, self._loaders = mesh, None, dict(loaders)
+        return self
+
+    @contextlib.contextmanager
+    def _resident(self, attr: str):
+        """The component `attr` for one stage: the held one, or (sequential) loaded now, freed after."""
+        if self._loaders is None:
+            yield getattr(self, attr)
+            return
+        setattr(self, attr, self._loaders[_LOADER_NAMES[attr]]())
+        try:
+            yield getattr(self, attr)
+        finally:
+            setattr(self, attr, None)
+            gc.collect()  # the component's arrays go now, before the next stage loads its own
 
     def encode_text(self, prompt: str, positive_magic: str, negative_magic: str) -> TextConditioning:
         """One CFG batch: row 0 = prompt + positive magic, row 1 = negative magic."""
@@ -223,11 +253,19 @@ class VideoPipeline:
         pad = jnp.zeros((1, latent_frames - z.shape[1]) + z.shape[2:], jnp.float32)
         return jnp.concatenate([z, pad], axis=1)
 
-    def __call__(self, settings: SampleSettings, image: np.ndarray | None) -> GenerationResult:
-        if settings.ti2v != self.ti2v:
+    def _check_task(self, settings: SampleSettings, ti2v: bool) -> None:
+        if settings.ti2v != ti2v:
             raise ValueError(
-                f"settings are for {'TI2V' if settings.ti2v else 'T2V'} but the DiT has "
-                f"use_additional_conditions={self.ti2v}"
+                f"settings are for {'TI2V' if settings.ti2v else 'T2V'} but the DiT has use_additional_conditions={ti2v}"
+            )
+
+    def __call__(self, settings: SampleSettings, image: np.ndarray | None) -> GenerationResult:
+        if self.ti2v is not None:
+            self._check_task(settings, self.ti2v)
+        if settings.ti2v and (image is None or image.shape != (settings.height, settings.width, 3)):
+            raise ValueError(
+                f"image must be [{settings.height}, {settings.width}, 3] in [-1, 1] (see prepare_image); "
+                f"got {None if image is None else image.shape}"
             )
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -238,45 +276,47 @@ class VideoPipeline:
             timings[name] = now - clock
             clock = now
 
-        f, h, w = latent_grid(settings.frames, settings.height, settings.width, self.vae.cfg)
-        channels = self.dit.cfg.in_channels
         noise_key, posterior_key = jax.random.split(jax.random.key(settings.seed))
-        text = self.encode_text(settings.prompt, settings.positive_magic, settings.negative_magic)
-        jax.block_until_ready(text)
+        with self._resident("prompt_encoder"):
+            text = self.encode_text(settings.prompt, settings.positive_magic, settings.negative_magic)
+            jax.block_until_ready(text)
         lap("text_encode_s")
         condition = None
-        if self.ti2v:
-            if image is None or image.shape != (settings.height, settings.width, 3):
-                raise ValueError(
-                    f"image must be [{settings.height}, {settings.width}, 3] in [-1, 1] (see prepare_image); "
-                    f"got {None if image is None else image.shape}"
-                )
-            condition = jax.block_until_ready(self.encode_image(image, f, posterior_key))
+        with self._resident("vae") as vae:
+            f, h, w = latent_grid(settings.frames, settings.height, settings.width, vae.cfg)
+            if settings.ti2v:
+                condition = jax.block_until_ready(self.encode_image(image, f, posterior_key))
+        if settings.ti2v:
             lap("image_encode_s")
-        # Drawn in the release's layout (b, f, c, h, w) so a seed means the same noise either way.
-        noise = jax.random.normal(noise_key, (1, f, channels, h, w), jnp.float32)
-        latents = jnp.transpose(noise, (0, 1, 3, 4, 2))  # [1, F', h, w, C]
-        sigmas = flow_sigmas(settings.steps, settings.time_shift)
-        latents = self.sampler.sample(
-            latents,
-            sigmas,
-            text,
-            condition,
-            settings.motion_score,
-            settings.cfg,
-            fused=settings.fused_loop,
-            progress=settings.progress,
-            cache=settings.cache,
-            guidance_interval=settings.guidance_interval,
-        )
-        jax.block_until_ready(latents)
+        with self._resident("dit") as dit:
+            self._check_task(settings, bool(dit.cfg.use_additional_conditions))
+            sampler = self.sampler if self._loaders is None else Sampler(dit)
+            # Drawn in the release's layout (b, f, c, h, w) so a seed means the same noise either way.
+            noise = jax.random.normal(noise_key, (1, f, dit.cfg.in_channels, h, w), jnp.float32)
+            latents = jnp.transpose(noise, (0, 1, 3, 4, 2))  # [1, F', h, w, C]
+            sigmas = flow_sigmas(settings.steps, settings.time_shift)
+            latents = sampler.sample(
+                latents,
+                sigmas,
+                text,
+                condition,
+                settings.motion_score,
+                settings.cfg,
+                fused=settings.fused_loop,
+                progress=settings.progress,
+                cache=settings.cache,
+                guidance_interval=settings.guidance_interval,
+            )
+            jax.block_until_ready(latents)
+            timings["dit_evals"] = sampler.dit_evals  # batch rows x steps computed by the full block stack
+            del sampler
         lap("denoise_s")
-        timings["dit_evals"] = self.sampler.dit_evals  # batch rows x steps computed by the full block stack
-        if self.mesh is None:
-            video = self.vae.decode_channels_last(latents)  # [1, F, H, W, 3]
-        else:
-            video = sharded_vae_decode(self.vae, latents, self.mesh)  # [1, F, H, W, 3], chunks over devices
-        video = np.clip(_to_host(video)[0].astype(np.float32), -1.0, 1.0)  # [F, H, W, 3]
+        with self._resident("vae") as vae:
+            if self.mesh is None:
+                video = vae.decode_channels_last(latents)  # [1, F, H, W, 3]
+            else:
+                video = sharded_vae_decode(vae, latents, self.mesh)  # [1, F, H, W, 3], chunks over devices
+            video = np.clip(_to_host(video)[0].astype(np.float32), -1.0, 1.0)  # [F, H, W, 3]
         lap("decode_s")
         return GenerationResult(
             video=video,
@@ -284,6 +324,10 @@ class VideoPipeline:
             condition=None if condition is None else _to_host(condition),
             timings=timings,
         )
+
+
+# The pipeline's attribute -> its `components.component_loaders` key.
+_LOADER_NAMES = {"prompt_encoder": "text", "vae": "vae", "dit": "dit"}
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -333,13 +377,16 @@ def run(config) -> dict[str, Any]:
     written paths, the settings and stage timings."""
     t0 = time.perf_counter()
     settings = SampleSettings.from_config(config)
+    components.check_memory_options(config)
     if is_main_process():  # an unwritable output folder is found now, not after the generation
         video_io.check_writable_dir(settings.output_dir)
     image = prepare_image(settings)
     mesh = _mesh(config)
-    dit, vae, prompt_encoder = components.load_components(config, mesh)
+    if config.get("residency", "all") == "sequential":  # each stage loads its component (timed in its stage)
+        pipeline = VideoPipeline.sequential(components.component_loaders(config, mesh), mesh=mesh)
+    else:
+        pipeline = VideoPipeline(*components.load_components(config, mesh), mesh=mesh)
     t_load = time.perf_counter() - t0
-    pipeline = VideoPipeline(dit, vae, prompt_encoder, mesh=mesh)
     with use_mesh(mesh):  # each network enters its own sharding rules
         result = pipeline(settings, image)
     t1 = time.perf_counter()

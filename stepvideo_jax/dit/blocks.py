@@ -27,7 +27,7 @@ def _norm_param(dim: int, cfg: DiTConfig, value: float = 1.0) -> nnx.Param:
 class SelfAttention(nnx.Module):
     def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
         d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.head_dim
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs)
+        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, quantize=cfg.quantize)
         self.cfg = cfg
         # Output features grouped per head as released: [h0: q k v][h1: q k v]...
         self.wqkv = dense_general(d, (h, 3 * hd), names=("embed", "heads", "kv"), **kw)
@@ -52,7 +52,7 @@ class SelfAttention(nnx.Module):
 class CrossAttention(nnx.Module):
     def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
         d, h, hd = cfg.hidden_size, cfg.num_heads, cfg.head_dim
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs)
+        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, quantize=cfg.quantize)
         self.cfg = cfg
         self.wq = dense_general(d, (h, hd), names=("embed", "heads", "kv"), **kw)
         # Per head [k | v], as released.
@@ -76,7 +76,7 @@ class CrossAttention(nnx.Module):
 class FeedForward(nnx.Module):
     def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
         d = cfg.hidden_size
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False)
+        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False, quantize=cfg.quantize)
         self.w_in = dense(d, cfg.ffn_mult * d, names=("embed", "mlp"), **kw)
         self.w_out = dense(cfg.ffn_mult * d, d, names=("mlp", "embed"), **kw)
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
+from stepvideo_jax.layers.quantized import check_quantize_mode
 
 __all__ = ["DiTConfig"]
 
@@ -36,6 +37,10 @@ class DiTConfig(DtypeFields):
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_kernel: str = "xla"
+    # Weight-only quantization of the large linears: "none", "int8" or "fp8" (e4m3), per-output-channel
+    # scales (see `stepvideo_jax.layers.quantized`). It decides the stored weights, so it is written
+    # to the manifest's config (only when not "none", keeping float manifests as they were).
+    quantize: str = "none"
 
     def __post_init__(self):
         if sum(self.rope_split) != self.head_dim:
@@ -47,6 +52,7 @@ class DiTConfig(DtypeFields):
         dtype_from_name(self.param_dtype)
         dtype_from_name(self.dtype)
         remat_policy(self.remat_policy)
+        check_quantize_mode(self.quantize)
 
     @property
     def hidden_size(self) -> int:
@@ -78,12 +84,15 @@ class DiTConfig(DtypeFields):
         )
         if "rope_split" in cfg:  # not a release field (fixed there); written for other head sizes
             fields["rope_split"] = tuple(int(c) for c in cfg["rope_split"])
+        if "quantize" in cfg:  # not a release field: written for weight-only quantized conversions
+            fields["quantize"] = str(cfg["quantize"])
         fields.update(overrides)
         return cls(**fields)
 
     def to_release(self) -> dict[str, Any]:
         """The release's config.json fields for this model."""
-        return {
+        quantize = {} if self.quantize == "none" else {"quantize": self.quantize}
+        return quantize | {
             "num_attention_heads": self.num_heads,
             "attention_head_dim": self.head_dim,
             "in_channels": self.in_channels,

@@ -62,10 +62,13 @@ class StepVideoDiT(nnx.Module):
         self.motion_embedder = (
             TimestepMLP(cfg.timestep_channels, d, cfg, rngs=rngs) if cfg.use_additional_conditions else None
         )
-        self.adaln = dense(d, 6 * d, names=("embed", "modulation"), use_bias=True, **kw)
+        # The large linears (blocks, AdaLN, caption projection) take the weight-only quantization;
+        # the small input / output / timestep layers stay in the parameter dtype.
+        qkw = dict(kw, quantize=cfg.quantize)
+        self.adaln = dense(d, 6 * d, names=("embed", "modulation"), use_bias=True, **qkw)
         llm_ch = cfg.caption_channels[0]
-        self.caption_linear_1 = dense(llm_ch, d, names=("caption", "embed"), use_bias=True, **kw)
-        self.caption_linear_2 = dense(d, d, names=("embed", None), use_bias=True, **kw)
+        self.caption_linear_1 = dense(llm_ch, d, names=("caption", "embed"), use_bias=True, **qkw)
+        self.caption_linear_2 = dense(d, d, names=("embed", None), use_bias=True, **qkw)
         self.clip_projection = (
             dense(cfg.caption_channels[1], d, names=(None, "embed"), use_bias=True, **kw)
             if len(cfg.caption_channels) == 2

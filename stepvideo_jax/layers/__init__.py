@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from stepvideo_jax.layers.quantized import QUANTIZE_MODES, QuantizedDense
+
 __all__ = [
     "logical",
     "dense",
@@ -25,6 +27,8 @@ __all__ = [
     "gelu_tanh",
     "NORM_DTYPE",
     "run_layer_stack",
+    "QuantizedDense",
+    "QUANTIZE_MODES",
 ]
 
 # Norm statistics are always computed in float32, as the release does (`x.float()` in its RMSNorm
@@ -47,8 +51,13 @@ def dense(
     param_dtype,
     rngs: nnx.Rngs,
     kernel_init=nnx.initializers.lecun_normal(),
-) -> nnx.Linear:
-    """`nnx.Linear` with logical axis names on kernel (in, out) and bias (out,)."""
+    quantize: str = "none",
+) -> nnx.Linear | QuantizedDense:
+    """`nnx.Linear` with logical axis names on kernel (in, out) and bias (out,); with `quantize`
+    ("int8" / "fp8") a weight-only `QuantizedDense` with the same names."""
+    if quantize != "none":
+        return QuantizedDense(in_features, out_features, mode=quantize, names=names, use_bias=use_bias, dtype=dtype,
+                              param_dtype=param_dtype)
     return nnx.Linear(
         in_features,
         out_features,
@@ -73,8 +82,13 @@ def dense_general(
     axis: int = -1,
     use_bias: bool = False,
     kernel_init=nnx.initializers.lecun_normal(),
-) -> nnx.LinearGeneral:
-    """`nnx.LinearGeneral` from one input axis to several output axes (e.g. (heads, head_dim))."""
+    quantize: str = "none",
+) -> nnx.LinearGeneral | QuantizedDense:
+    """`nnx.LinearGeneral` from one input axis to several output axes (e.g. (heads, head_dim)); with
+    `quantize` ("int8" / "fp8") a weight-only `QuantizedDense` with the same names."""
+    if quantize != "none":
+        return QuantizedDense(in_features, out_features, mode=quantize, names=names, axis=axis, use_bias=use_bias,
+                              dtype=dtype, param_dtype=param_dtype)
     return nnx.LinearGeneral(
         in_features,
         out_features,

@@ -31,6 +31,7 @@ from flax import nnx
 
 from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 from stepvideo_jax.layers import dense, dense_general, logical, rms_norm, run_layer_stack
+from stepvideo_jax.layers.quantized import check_quantize_mode
 from stepvideo_jax.sharding import constrain, enters_rules
 from stepvideo_jax.text.sharding import TEXT_SHARDING
 
@@ -55,6 +56,8 @@ class StepLLMConfig(DtypeFields):
     dtype: str = "float32"
     scan_layers: bool = True
     remat_policy: str = "none"
+    # Weight-only quantization of the block linears: "none", "int8" or "fp8" (as `DiTConfig.quantize`).
+    quantize: str = "none"
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -64,6 +67,7 @@ class StepLLMConfig(DtypeFields):
         dtype_from_name(self.param_dtype)
         dtype_from_name(self.dtype)
         remat_policy(self.remat_policy)
+        check_quantize_mode(self.quantize)
 
     @property
     def head_dim(self) -> int:
@@ -93,11 +97,14 @@ class StepLLMConfig(DtypeFields):
             norm_eps=float(cfg.get("layernorm_epsilon", 1e-5)),
             max_length=int(cfg.get("seq_length", 320)),
         )
+        if "quantize" in cfg:  # not a release field: written for weight-only quantized conversions
+            fields["quantize"] = str(cfg["quantize"])
         fields.update(overrides)
         return cls(**fields)
 
     def to_release(self) -> dict[str, Any]:
-        return {
+        quantize = {} if self.quantize == "none" else {"quantize": self.quantize}
+        return quantize | {
             "hidden_size": self.hidden_size,
             "num_attention_heads": self.num_heads,
             "num_attention_groups": self.num_groups,
@@ -143,7 +150,7 @@ def _norm_param(dim: int, cfg: StepLLMConfig) -> nnx.Param:
 class StepLLMAttention(nnx.Module):
     def __init__(self, cfg: StepLLMConfig, *, rngs: nnx.Rngs):
         d, h, g, hd = cfg.hidden_size, cfg.num_heads, cfg.num_groups, cfg.head_dim
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs)
+        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, quantize=cfg.quantize)
         self.cfg = cfg
         self.wq = dense_general(d, (h, hd), names=("embed", "heads", "kv"), **kw)
         # Per KV group [k | v], as released. Groups get their own logical axis: 8 groups need not
@@ -176,7 +183,7 @@ class StepLLMFeedForward(nnx.Module):
 
     def __init__(self, cfg: StepLLMConfig, *, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.ffn_dim
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False)
+        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False, quantize=cfg.quantize)
         self.w_gate = dense(d, f, names=("embed", "mlp"), **kw)
         self.w_up = dense(d, f, names=("embed", "mlp"), **kw)
         self.w2 = dense(f, d, names=("mlp", "embed"), **kw)

@@ -23,6 +23,11 @@ _DST = flags.DEFINE_string("dst", None, "Output folder (must not exist unless --
 _COMPONENTS = flags.DEFINE_list("components", list(COMPONENTS), "Components to convert.")
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Parameter dtype written.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
+_QUANTIZE = flags.DEFINE_enum(
+    "quantize", "none", ["none", "int8", "fp8"],
+    "Weight-only quantization of the transformer's and Step-LLM's large linears (per-output-channel scales); "
+    "the VAE and CLIP stay in --dtype.",
+)
 flags.mark_flags_as_required(["src", "dst"])
 
 
@@ -37,6 +42,7 @@ def main(argv: list[str]) -> int:
             components=_COMPONENTS.value,
             dtype=_DTYPE.value,
             overwrite=_OVERWRITE.value,
+            quantize=_QUANTIZE.value,
             log=lambda s: print(s, flush=True),
         )
     except (ConversionError, FileExistsError, ValueError) as e:  # the CLI boundary: one line, exit 1
