@@ -77,7 +77,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.attention_kernel = "auto"  # splash on TPU, cudnn on GPU, chunked on CPU (see stepvideo_jax.attention)
     # Memory: "all" keeps every component resident; "sequential" loads text encoders, VAE and DiT one
     # stage at a time (peak = the largest stage). Weight-only quantization of the DiT / Step-LLM at
-    # restore: "" = as converted, "none", "int8", "fp8" (see stepvideo_jax.diffusion.residency).
+    # restore: "" = as converted, "none", "int8", "fp8" (see stepvideo_jax.components.component_loaders).
     c.residency = "all"
     c.dit_quantize = ""
     c.text_quantize = ""
