@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench parity clean-venv
+.PHONY: demo test test-all lint bench parity clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# CI runs `make test`: everything but the tests marked slow (a representative set of each area stays in).
 test: lint
+	$(PY) -m pytest -q -m "not slow" tests
+
+# Every test, the slow ones included (tens of minutes on 2 cores).
+test-all: lint
 	$(PY) -m pytest -q tests
 
 # Parity of every reference fixture through the converter.

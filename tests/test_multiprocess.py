@@ -122,6 +122,7 @@ def _checkpoints(workdir) -> list[int]:
     return sorted(int(p) for p in os.listdir(d) if p.isdigit()) if os.path.isdir(d) else []
 
 
+@pytest.mark.slow  # two multi-process training runs and a restart: minutes on 2 cores
 def test_training_two_processes_equals_one_stops_on_kill_and_resumes(job_env, tmp_path):
     index = _latent_index(tmp_path / "data")
     # The reference: one process, 4 devices, global batch 4.
