@@ -76,6 +76,7 @@ def _print_config_help(argv: Sequence[str], config_flag: str) -> bool:
     from stepvideo_jax.tools import config as config_tool
 
     rest = [a for a in argv if a not in wanted]
+    sys.argv = [a for a in sys.argv if a not in wanted]  # ml_collections reads its overrides from sys.argv too
     flags.FLAGS(rest)
     print(config_tool.describe(flags.FLAGS[config_flag].value, config_tool.field_comments()))
     return True
