@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("vae:memory", ["--skip-timing"], "Video-VAE v2 decode memory at 544x992 (compiled)"),
     ("convert", [], "Checkpoint conversion: peak RSS and throughput"),
     ("projections", [], "Projected seconds per video (projections)"),
+    ("batch", ["--config=demo", "--videos=8"], "Batch generation: 8 videos in one sample.py run vs 8 runs (demo)"),
 ]
 
 
