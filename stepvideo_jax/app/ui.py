@@ -73,7 +73,7 @@ def build_app(pipe, config):
             with gr.Column():
                 video = gr.Video(label="Video", autoplay=True, loop=True)
                 preview = gr.Image(label="First | last frame", type="filepath")
-                timings = gr.Textbox(label="Timings (seconds)")
+                timings = gr.Textbox(label="Timings", lines=2)
         button.click(generate, [image, prompt, motion, steps, cfg, seed], [video, preview, timings],
                      api_name="generate", concurrency_limit=1)
     page.queue(default_concurrency_limit=1)
