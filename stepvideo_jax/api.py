@@ -193,7 +193,8 @@ class _Pipeline:
         and the prepared image (float32 [H, W, 3] in [-1, 1], or None for text-to-video)."""
         return call_settings(self.config, image, **values)
 
-    def _generate(self, image: Any, **values) -> GenerationOutput:
+    def generate(self, image: Any, **values) -> GenerationOutput:
+        """One video: `image` (None for text-to-video) and call values by config field name."""
         t0 = time.perf_counter()
         settings, prepared = self.settings(image, **values)
         with use_mesh(self.mesh):
@@ -228,7 +229,7 @@ class TI2VPipeline(_Pipeline):
         """image: a file path, a PIL image or a uint8 [H, W, 3] array (resized to cover and centre-
         cropped); every other value defaults to the pipeline's config. More config fields by name:
         time_shift, positive_magic, negative_magic, fps."""
-        return self._generate(
+        return self.generate(
             image, prompt=prompt, motion_score=motion_score, seed=seed, steps=steps, cfg=cfg,
             frames=frames, height=height, width=width, **more,
         )
@@ -252,7 +253,7 @@ class TextToVideoPipeline(_Pipeline):
         width: int | None = None,
         **more,
     ) -> GenerationOutput:
-        return self._generate(
+        return self.generate(
             None, prompt=prompt, seed=seed, steps=steps, cfg=cfg, frames=frames, height=height, width=width, **more
         )
 

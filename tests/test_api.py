@@ -104,4 +104,4 @@ def test_text_to_video(tmp_path):
     out = pipe(prompt="waves", **SIZE)
     assert out.frames.shape == (17, 32, 32, 3) and out.frames.dtype == np.uint8
     with pytest.raises(ValueError, match="text-to-video takes no image"):
-        pipe._generate("synthetic", prompt="x")
+        pipe.generate("synthetic", prompt="x")

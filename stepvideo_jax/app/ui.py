@@ -45,7 +45,7 @@ def build_app(pipe, config):
         if ti2v:
             values["motion_score"] = float(motion_score)
         try:
-            out = pipe._generate(image if ti2v else None, **values)
+            out = pipe.generate(image if ti2v else None, **values)
         except ValueError as e:  # a bad value: shown to the user as one line
             raise gr.Error(str(e)) from None
         paths = out.save_in(output_dir)

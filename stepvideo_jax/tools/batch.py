@@ -102,7 +102,7 @@ def run_batch(config, mesh=None, *, log: Callable[[str], None] = tqdm.write) -> 
         t_load = pipe.load_seconds
         for i, item in enumerate(tqdm(valid, desc="videos", unit="video", disable=not config.progress), start=1):
             image, values = _call_args(config, item)
-            out = pipe._generate(image, **values)
+            out = pipe.generate(image, **values)
             paths = out.save_in(config.output_dir, item.name)
             seconds.append(out.timings["total_s"])
             written.append(paths)
