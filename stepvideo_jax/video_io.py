@@ -45,6 +45,11 @@ __all__ = [
 DENOISE_FILTER = "atadenoise=0a=0.1:0b=0.1:1a=0.1:1b=0.1"
 _CRF = 25  # imageio's default quality 5 for libx264: int((1 - 5/10) * 51)
 _MAX_STEM_CHARS = 50  # the release names files after prompt[:50]
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp (to keep Ctrl-C from it), which makes CPython
+# run the at-fork hooks, and JAX's hook then warns that os.fork() was called in a multithreaded process.
+# Without preexec_fn the child is started without those hooks (posix_spawn/vfork); Ctrl-C then reaches
+# ffmpeg as well, and the writer's temporary file is removed as on any other failure.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
 
 # ---------------------------------------------------------------------------------------------- input

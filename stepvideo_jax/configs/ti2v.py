@@ -34,26 +34,29 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.lora = ""
     c.lora_scale = "1.0"
 
-    c.prompt = "笑起来"
-    c.positive_magic = POSITIVE_MAGIC
-    c.negative_magic = NEGATIVE_MAGIC
+    c.prompt = "笑起来"  # what should happen in the video
+    c.positive_magic = POSITIVE_MAGIC  # appended to the prompt (the release's quality words)
+    c.negative_magic = NEGATIVE_MAGIC  # the whole unconditional prompt of classifier-free guidance
     c.image = ""  # first frame (PNG/JPEG path); "synthetic" = a built-in test pattern
     c.max_image_pixels = 100_000_000  # larger first images are refused (checked from the header, before decoding)
     c.frames = 102  # rounded down to a multiple of 17 (17 frames -> 3 latent frames)
     c.height = 544  # rounded down to a multiple of 16
     c.width = 992
-    c.steps = 50
-    c.cfg = 9.0
+    c.steps = 50  # denoising (Euler) steps
+    c.cfg = 9.0  # classifier-free guidance scale (0 = unconditional only, 1 = no guidance)
     c.time_shift = 13.0  # the official README's recommendation (the release's config.py says 7.0)
-    c.motion_score = 5.0
-    c.seed = 1234
+    c.motion_score = 5.0  # how much motion to ask for (TI2V; the release trained with 1..20-ish values)
+    c.seed = 1234  # the initial noise and the image latent's posterior sample
+    # Batch generation: a JSON-lines file, one video per line: {"image": ..., "prompt": ..., "motion_score": ...,
+    # "seed": ..., "name": optional output stem}; missing keys take this config's values ("" = one video).
+    c.prompts = ""  # batch generation: a JSON-lines file of videos ("" = one video from this config)
 
-    c.output_dir = "outputs"
-    c.fps = 25
+    c.output_dir = "outputs"  # where <prompt>-seed<seed>.mp4/.png are written (never overwriting)
+    c.fps = 25  # frames per second of the written MP4
     c.denoise_filter = True  # the release's light temporal ffmpeg filter (atadenoise)
     c.crop_540p = True  # the release crops 544x992 output to 540x960 (frames at least that big)
     c.fused_loop = False  # run all steps in one compiled lax.fori_loop (no per-step progress)
-    c.progress = True
+    c.progress = True  # progress bars
     # Fewer DiT evaluations (stepvideo_jax.diffusion.cache; measured in BENCHMARKS.md). Off here: the
     # release config reproduces the official sampler's output. policy: none | first_block | static | auto
     # (auto = static when mag_ratios are calibrated, else first_block).
@@ -70,9 +73,9 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.guidance_interval = (0.0, 1.0)  # CFG only on steps i with lo <= i/steps < hi; conditional row only elsewhere
 
     # Compute / parameter dtypes per component, attention kernel and device mesh.
-    c.dit_dtype = "bfloat16"
-    c.vae_dtype = "bfloat16"
-    c.text_dtype = "bfloat16"
+    c.dit_dtype = "bfloat16"  # compute dtype of the DiT
+    c.vae_dtype = "bfloat16"  # compute dtype of the VAE
+    c.text_dtype = "bfloat16"  # compute dtype of the text encoders
     c.param_dtype = ""  # "" = the dtype the checkpoint was converted to
     c.attention_kernel = "auto"  # splash on TPU, cudnn on GPU, chunked on CPU (see stepvideo_jax.attention)
     # Memory: "all" keeps every component resident; "sequential" loads text encoders, VAE and DiT one

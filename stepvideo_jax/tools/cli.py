@@ -1,12 +1,19 @@
-"""What every command-line tool shares: absl flags with a packaged `--config`, one-line errors.
+"""What every command-line tool shares: absl flags with a packaged `--config`, one-line errors, quiet logs.
 
 `run(main, config_flag="config")` is `absl.app.run` with a flags parser that resolves the config
 flag's value (`ti2v:tiny`, `configs/demo.py`, or a file path; see `stepvideo_jax.configs`) and turns
 a bad value or an unknown `--config.FIELD` into one line (exit 2) naming the nearest fields.
+`--config.help` prints every field of the config with its default and meaning, and exits.
+
+Logs are quiet unless asked for: without `--verbosity` (absl's; e.g. `--verbosity=1`), only warnings
+and errors are logged (Orbax's per-array INFO lines, JAX's backend probing and the transformers
+"PyTorch was not found" advice are hidden), so a run prints its progress bars, output paths and timings.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import signal
 import sys
@@ -16,7 +23,7 @@ from absl import app, flags
 
 from stepvideo_jax import configs
 
-__all__ = ["run", "parse_flags", "usage_error", "raise_interrupt_on_sigterm"]
+__all__ = ["run", "parse_flags", "usage_error", "raise_interrupt_on_sigterm", "quiet_logs"]
 
 
 def usage_error(message: str) -> None:
@@ -47,12 +54,45 @@ def _unknown_field(argv: Sequence[str], config_flag: str) -> str | None:
     return None
 
 
+def _verbosity_given(argv: Sequence[str]) -> bool:
+    return any(re.match(r"^--?(verbosity|v)(=|$)", a) for a in argv[1:])
+
+
+def quiet_logs() -> None:
+    """Hides INFO logs and library advice (before JAX, Orbax or transformers start talking)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # XLA/TSL C++ INFO and WARNING lines
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # absl's handler logs at the root logger's level; JAX and Orbax log through Python logging.
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("jax", "absl", "orbax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _print_config_help(argv: Sequence[str], config_flag: str) -> bool:
+    """`--CONFIG.help` (or `--CONFIG.help=true`): prints the config's fields; True when it did."""
+    wanted = [a for a in argv[1:] if re.match(rf"^--?{config_flag}\.help(=(true|True|1))?$", a)]
+    if not wanted:
+        return False
+    from stepvideo_jax.tools import config as config_tool
+
+    rest = [a for a in argv if a not in wanted]
+    sys.argv = [a for a in sys.argv if a not in wanted]  # ml_collections reads its overrides from sys.argv too
+    flags.FLAGS(rest)
+    print(config_tool.describe(flags.FLAGS[config_flag].value, config_tool.field_comments()))
+    return True
+
+
 def parse_flags(argv: Sequence[str], config_flag: str = "config") -> list[str]:
     try:
         argv = configs.rewrite_config_argv(argv, config_flag)
     except ValueError as e:
         usage_error(str(e))
+    if not _verbosity_given(argv):
+        quiet_logs()
     try:
+        if config_flag in flags.FLAGS and _print_config_help(argv, config_flag):
+            sys.exit(0)
         return flags.FLAGS(argv)
     except flags.Error as e:
         if config_flag in flags.FLAGS and flags.FLAGS[config_flag].present:
@@ -95,5 +135,13 @@ def _guarded(main: Callable[[list[str]], int | None]) -> Callable[[list[str]], i
 
 
 def run(main: Callable[[list[str]], int | None], config_flag: str = "config") -> None:
-    """absl's app.run with the packaged-config flags parser; SIGINT/SIGTERM end with one line."""
-    app.run(_guarded(main), flags_parser=lambda argv: parse_flags(argv, config_flag))
+    """absl's app.run with the packaged-config flags parser; SIGINT/SIGTERM end with one line; library
+    INFO logs hidden unless --verbosity is given."""
+    quiet = not _verbosity_given(sys.argv)
+
+    def main_quiet(argv):
+        if quiet:  # absl.app.run has set the log level from --verbosity (INFO by default) by now
+            quiet_logs()
+        return main(argv)
+
+    app.run(_guarded(main_quiet), flags_parser=lambda argv: parse_flags(argv, config_flag))

@@ -130,6 +130,12 @@ def main(argv):
         raise SystemExit(f"error: {e}") from None
     if distributed.is_main_process():
         print(f"precompute: {counts} -> {f.out}", file=sys.stdout)
+        if not counts["written"]:
+            reasons = ", ".join(f"{k.removeprefix('skipped_')}: {v}" for k, v in counts.items() if k != "written")
+            raise SystemExit(
+                f"error: precompute wrote nothing: every clip of {f.manifest} was skipped ({reasons or 'no entries'}); "
+                f"clips need at least --num_frames={f.num_frames} frames (x --frame_stride={f.frame_stride}) and a caption"
+            )
 
 
 def _run(f):

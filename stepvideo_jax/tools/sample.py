@@ -5,6 +5,9 @@
     stepvideo-sample --config=ti2v --config.checkpoint_dir=checkpoints/stepvideo-ti2v \\
         --config.image=first_frame.png --config.prompt="笑起来"          # the released 30B model
 
+Batch generation (model loaded and compiled once): `--config.prompts=FILE.jsonl`, one JSON object
+per line (see `stepvideo_jax.tools.batch`). `--config.help` lists every field with its meaning.
+
 `--config` takes a packaged config name (`ti2v`, `t2v`, `demo`, with `:VARIANT`), `configs/NAME.py`,
 or a config file path. Every field can be overridden with --config.FIELD=VALUE. Bad settings stop
 with a one-line error before anything is loaded or written.
@@ -30,6 +33,7 @@ def main(argv):
 
     from stepvideo_jax import distributed
     from stepvideo_jax.diffusion.pipeline import run
+    from stepvideo_jax.sharding import MeshConfig, make_mesh
 
     # No-op unless on a multi-host TPU pod or under a launcher (STEPVIDEO_DISTRIBUTED=1); every process
     # must run the same config, or all stop with one line.
@@ -38,6 +42,12 @@ def main(argv):
     if _CONFIG.value.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", _CONFIG.value.compilation_cache_dir)
     try:
+        if _CONFIG.value.get("prompts"):
+            from stepvideo_jax.tools import batch
+
+            mesh = make_mesh(MeshConfig.parse(_CONFIG.value.mesh)) if _CONFIG.value.mesh else None
+            summary = batch.run_batch(_CONFIG.value, mesh)
+            return 1 if not summary["written"] else 0
         out = run(_CONFIG.value)
     except (ValueError, FileNotFoundError) as e:  # bad input or a damaged checkpoint: one line
         raise SystemExit(f"error: {e}") from None

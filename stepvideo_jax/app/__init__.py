@@ -1,0 +1,1 @@
+"""The web UI (Gradio): `python -m stepvideo_jax.app --config=demo` (see `stepvideo_jax.app.ui`)."""
