@@ -1,6 +1,8 @@
 """Sampling with one component resident at a time (`residency="sequential"`) gives the same video as
 keeping all resident, and the weight-only quantization options at restore."""
 
+import os
+
 import numpy as np
 import pytest
 
