@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("vae:memory", ["--skip-timing"], "Video-VAE v2 decode memory at 544x992 (compiled)"),
     ("convert", [], "Checkpoint conversion: peak RSS and throughput"),
     ("projections", [], "Projected seconds per video (projections)"),
+    ("cache_policies", ["--limit=3"], "Step caching on the demo model"),
 ]
 
 
