@@ -82,6 +82,18 @@ def test_write_dataset_layout_and_npy_clips(tmp_path):
         read_clip(str(tmp_path / "bad.npy"), 17)
 
 
+def test_write_heldout_equals_the_data_stages_heldout_files(tmp_path):
+    synthetic.write_dataset(str(tmp_path / "full"), num_train=5, num_heldout=3, seed=2)
+    synthetic.write_heldout(str(tmp_path / "only"), num_train=5, num_heldout=3, seed=2)
+    assert not os.path.exists(tmp_path / "only" / "clips")
+    full, only = tmp_path / "full" / "heldout", tmp_path / "only" / "heldout"
+    names = sorted(os.listdir(full / synthetic.HELDOUT_CATEGORY))
+    assert names == sorted(os.listdir(only / synthetic.HELDOUT_CATEGORY)) and len(names) == 6
+    for name in names + ["../heldout.jsonl"]:
+        a = (full / synthetic.HELDOUT_CATEGORY / name).read_bytes()
+        assert a == (only / synthetic.HELDOUT_CATEGORY / name).read_bytes(), name
+
+
 # ---------------------------------------------------------------------------------------- VAE objective
 def test_gaussian_kl_matches_closed_form():
     mean, logvar = jnp.array([0.0, 1.0, -2.0]), jnp.array([0.0, np.log(4.0), np.log(0.25)])

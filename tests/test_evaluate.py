@@ -222,3 +222,19 @@ def test_folder_mode_matches_direct_metrics(tmp_path):
     index.write_text('{"video": "v.npy"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="missing"):
         evaluate.evaluate_folder(str(index), str(tmp_path / "out"))
+
+
+def test_compare_tool_overrides_and_video_similarity():
+    from stepvideo_jax.tools.compare_sampling import parse_overrides, video_similarity
+
+    assert parse_overrides(["cache.policy=auto", "guidance_interval=(0.0, 0.6)", "cache.static_threshold=0.2"]) == {
+        "cache.policy": "auto", "guidance_interval": (0.0, 0.6), "cache.static_threshold": 0.2}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        parse_overrides(["cache.policy"])
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    assert video_similarity(video, video) == (evaluate.PSNR_MAX_DB, pytest.approx(1.0))
+    noisy = video.astype(np.int16)
+    noisy[0, 0, 0, 0] = noisy[0, 0, 0, 0] + (10 if noisy[0, 0, 0, 0] < 128 else -10)  # one value off by 10
+    psnr, ssim = video_similarity(noisy.astype(np.uint8), video)
+    assert psnr == pytest.approx(10 * np.log10(255.0**2 / (100 / video.size)), rel=1e-9) and ssim < 1.0

@@ -62,6 +62,7 @@ def test_tiny_end_to_end_latents_and_condition(tiny_run):
     assert np.all(np.isfinite(result.latents))
     # The image condition is one latent frame followed by zeros.
     assert np.any(result.condition[:, 0] != 0) and np.all(result.condition[:, 1:] == 0)
+    assert out["timings"]["dit_evals"] == 2 * 3  # [conditional | unconditional] rows x 3 steps, no caching
 
 
 def test_second_run_does_not_overwrite(tiny_run):
@@ -91,6 +92,7 @@ def _bad_cases(tmp_path):
         ("tiny", dict(ok, motion_score=math.nan), "motion_score must be a finite number >= 0"),
         ("tiny", dict(ok, cfg=math.inf), "cfg"),
         ("tiny", dict(ok, cfg=-2.0), "cfg"),
+        ("tiny", dict(ok, guidance_interval=(0.7, 0.2)), "guidance_interval must satisfy"),
         ("tiny", dict(ok, output_dir=str(afile)), "is a file"),
         ("", dict(ok, checkpoint_dir=str(tmp_path / "no_ckpt")), "python convert_torch_weights.py --src="),
     ]

@@ -24,7 +24,8 @@ VARIANTS = ("", "tiny", "turbo")
 def get_config(arg: str | None = None):
     variant = (arg or "").strip()
     if variant not in VARIANTS:
-        raise ValueError(f"unknown t2v config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
+        expected = ", ".join(repr(v) for v in VARIANTS)
+        raise ValueError(f"unknown t2v config variant {variant!r}; expected one of: {expected}")
     c = ti2v.base_config("" if variant == "turbo" else variant)
     c.pipeline = "t2v"
     c.use_additional_conditions = False

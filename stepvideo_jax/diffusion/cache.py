@@ -79,7 +79,8 @@ class CacheSettings:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
             raise ValueError(f"cache.warmup must be a fraction of the steps in [0, 1]; got {w!r}")
         ratios = np.asarray(self.mag_ratios, np.float64)
-        if ratios.ndim != 1 or (ratios.size and (ratios.size < 2 or not np.all(np.isfinite(ratios)) or np.any(ratios <= 0))):
+        bad = ratios.size and (ratios.size < 2 or not np.all(np.isfinite(ratios)) or np.any(ratios <= 0))
+        if ratios.ndim != 1 or bad:
             raise ValueError(f"cache.mag_ratios must be () or >= 2 finite positive numbers; got {self.mag_ratios!r}")
         if self.policy == "static" and not ratios.size:
             raise ValueError("cache.policy=static needs cache.mag_ratios from a calibration run "

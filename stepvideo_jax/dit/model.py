@@ -134,7 +134,8 @@ class StepVideoDiT(nnx.Module):
     ) -> jax.Array:
         inputs = self.embed_inputs(latents, timestep, llm_states, text_mask, clip_states, condition, motion_score,
                                    positions)
-        x = self._run_blocks(inputs.tokens, inputs.context, inputs.context_mask, inputs.modulation, inputs.cos, inputs.sin)
+        x = self._run_blocks(inputs.tokens, inputs.context, inputs.context_mask, inputs.modulation, inputs.cos,
+                             inputs.sin)
         return self.final_layer(x, inputs)
 
     # ------------------------------------------------------------------ split forward (for the sampler's caches)

@@ -186,7 +186,8 @@ def compare_settings(config, bench_dir: str, out_dir: str, candidates: dict[str,
 def comparison_markdown(report: dict[str, Any]) -> str:
     """One table row per setting: evaluations, speedups, similarity to the baseline, evaluation targets."""
     lines = [
-        f"Videos per setting: {report['videos']} (motion scores {', '.join(f'{s:g}' for s in report['motion_scores'])}, "
+        f"Videos per setting: {report['videos']} "
+        f"(motion scores {', '.join(f'{s:g}' for s in report['motion_scores'])}, "
         f"{report['steps']} steps).",
         "",
         "| setting | DiT evals | fewer evals | denoise s | denoise speedup | PSNR vs baseline (mean / min) | "
