@@ -61,7 +61,11 @@ from stepvideo_jax.tools.tpu_target import (
     xla_optimal_seconds,
 )
 
-__all__ = ["Program", "PARTS", "register_part", "plan_part", "KERNEL_EFFICIENCY", "STEPS", "mesh_for"]
+__all__ = [
+    "Program", "PARTS", "register_part", "plan_part", "KERNEL_EFFICIENCY", "STEPS", "mesh_for", "release_dit",
+    "release_train_config", "pipeline_summary", "candidate_meshes", "search", "format_parts", "format_search",
+    "jsonable",
+]  # fmt: skip
 
 KERNEL_EFFICIENCY = 0.5  # assumed fraction of the chip's bf16 peak the splash kernel reaches
 STEPS = 50  # sampling steps per video
@@ -341,10 +345,12 @@ def plan_part(
     sizes: PlanSizes = PlanSizes(),
     config: Any = None,
     kernel_efficiency: float = KERNEL_EFFICIENCY,
-    extrapolate: bool = True,
+    extrapolate: bool | str = True,
 ) -> dict:
     """Compiles one part for a TPU topology (deviceless) and returns its per-device report (see the
-    module docstring; every ``estimated_*`` figure is an estimate)."""
+    module docstring; every ``estimated_*`` figure is an estimate). ``extrapolate``: False skips the
+    1- and 2-layer compiles (no time estimate for layer stacks), "if_fits" runs them only when the
+    part fits in HBM."""
     if part not in PARTS:
         raise ValueError(f"unknown plan part {part!r}; expected one of {', '.join(PARTS)}")
     if not 0 < kernel_efficiency <= 1:
@@ -369,7 +375,14 @@ def plan_part(
         headroom_bytes=chip.hbm_bytes - peak, mosaic_kernels_in_hlo=main["mosaic_kernels"],
         collectives_in_hlo=main["collectives"], compile_seconds=round(time.time() - t0, 1),
     )  # fmt: skip
-    if prog.layers and extrapolate:
+    if extrapolate == "if_fits":
+        extrapolate = out["fits"]
+    if prog.layers and not extrapolate:
+        out.update(collectives=main["collectives"], model_flops=prog.model_flops, estimated_step_seconds=None,
+                   estimated_video_seconds=None, calls_per_video=prog.calls_per_video,
+                   estimate_basis="not estimated (needs the unrolled 1- and 2-layer compiles)")  # fmt: skip
+        return out
+    if prog.layers:
         t1 = time.time()
         one, two = (_read(_compile(build(mesh, sizes, config, n), mesh)) for n in (1, 2))
         L = prog.layers
@@ -408,13 +421,119 @@ def plan_part(
     return out
 
 
-def _jsonable(x):
+def jsonable(x):
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.integer,)):
         return int(x)
     if isinstance(x, (np.floating,)):
         return float(x)
     return x
+
+
+# --------------------------------------------------------------------------------- pipeline, search
+PIPELINE_ORDER = ("llm", "clip", "sample", "vae")
+
+
+def pipeline_summary(parts: dict) -> dict | None:
+    """Per video on one mesh: text encoding (Step-LLM + CLIP), 50 DiT steps, the VAE decode; the
+    estimated seconds of each stage and which stage bounds the peak HBM."""
+    stages = [p for p in PIPELINE_ORDER if p in parts]
+    if not stages or "sample" not in stages:
+        return None
+    rows = {}
+    for p in stages:
+        r = parts[p]
+        calls = r["calls_per_video"] or 1
+        rows[p] = dict(calls=calls, peak_bytes_per_device=r["peak_bytes_per_device"], fits=r["fits"],
+                       estimated_seconds=r["estimated_step_seconds"] * calls)  # fmt: skip
+    peak_stage = max(rows, key=lambda p: rows[p]["peak_bytes_per_device"])
+    return dict(
+        stages=rows, estimated_video_seconds=sum(r["estimated_seconds"] for r in rows.values()),
+        peak_stage=peak_stage, peak_bytes_per_device=rows[peak_stage]["peak_bytes_per_device"],
+        fits=all(r["fits"] for r in rows.values()), covers=list(stages),
+        note="ESTIMATE; each stage compiled as its own program on the same mesh (weights of the other stages "
+             "not resident); host/launch overheads not modelled",
+    )  # fmt: skip
+
+
+def candidate_meshes(n_devices: int, *, batch: int = 2, heads: int = 48, max_tensor: int = 8) -> list[MeshConfig]:
+    """Data / fsdp / sequence / tensor splits of ``n_devices`` that divide the shapes: ``data`` the
+    CFG batch, ``tensor`` the heads; the rest goes to ``fsdp`` or to ``sequence``."""
+    out = []
+    for data in (d for d in range(1, batch + 1) if batch % d == 0 and n_devices % d == 0):
+        for tensor in (t for t in (1, 2, 4, 8, 16) if t <= max_tensor and heads % t == 0 and n_devices % (data * t) == 0):
+            rest = n_devices // (data * tensor)
+            for fsdp, seq in {(rest, 1), (1, rest)}:
+                out.append(MeshConfig(data=data, fsdp=fsdp, sequence=seq, tensor=tensor))
+    return out
+
+
+def search(target: str, *, part: str = "sample", sizes: PlanSizes = PlanSizes(), config: Any = None,
+           kernel_efficiency: float = KERNEL_EFFICIENCY, log=print) -> list[dict]:
+    """Compiles ``part`` on every candidate mesh of the topology; the ones that fit get the
+    extrapolation compiles for the time estimate. Rows ranked by estimated seconds per video (or
+    per step), those that do not fit last."""
+    devices = topology_devices(target)
+    rows = []
+    for mc in candidate_meshes(len(devices)):
+        spec = ",".join(f"{k}={v}" for k, v in zip(("data", "fsdp", "sequence", "tensor"), mc.ici_sizes(len(devices))))
+        mesh = make_mesh(mc, devices)
+        r = plan_part(target, mesh, part, sizes=sizes, config=config, kernel_efficiency=kernel_efficiency,
+                      extrapolate="if_fits")  # fmt: skip
+        r["mesh_spec"] = spec
+        log(f"  {spec:<40} peak {r['peak_bytes_per_device'] / 2**30:7.2f} GiB  fits {r['fits']}"
+            + (f"  est. {r['estimated_step_seconds']:.3f} s/step" if r["fits"] else ""))  # fmt: skip
+        rows.append(r)
+    key = lambda r: (not r["fits"], (r["estimated_video_seconds"] or r["estimated_step_seconds"]) if r["fits"] else 0)  # noqa: E731
+    return sorted(rows, key=key)
+
+
+def _gib(b) -> str:
+    return "-" if b is None else f"{b / 2**30:.2f}"
+
+
+def _secs(x) -> str:
+    return "-" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+
+
+def _coll(c: dict) -> str:
+    return ", ".join(f"{k} {v['count']} ({v['bytes'] / 2**30:.2f} GiB)" for k, v in c.items()) or "none"
+
+
+def format_parts(report: dict) -> str:
+    """The per-part table of a ``--target`` report (estimates marked as such)."""
+    lines = [f"target {report['target']} ({report.get('device_kind')}, {report.get('devices')} chips)  mesh {report.get('mesh')}"]
+    lines.append(f"{'part':<7}{'kernel':>8}{'args':>8}{'out':>7}{'temp':>8}{'peak':>8}{'HBM':>7}{'fits':>6}"
+                 f"{'est. s/step':>12}{'est. s/video':>13}{'est. MFU':>9}  (GiB per chip)")  # fmt: skip
+    for name, r in report["parts"].items():
+        mfu = r.get("estimated_mfu")
+        lines.append(
+            f"{name:<7}{r['attention_kernel']:>8}{_gib(r['argument_bytes']):>8}{_gib(r['output_bytes']):>7}"
+            f"{_gib(r['temp_bytes']):>8}{_gib(r['peak_bytes_per_device']):>8}{_gib(r['hbm_bytes_per_device']):>7}"
+            f"{('yes' if r['fits'] else 'NO'):>6}{_secs(r['estimated_step_seconds']):>12}"
+            f"{_secs(r['estimated_video_seconds']):>13}{('-' if mfu is None else f'{mfu:.0%}'):>9}"
+        )
+    for name, r in report["parts"].items():
+        lines.append(f"{name} collectives per step: {_coll(r['collectives'])}; Mosaic kernels in HLO: {r['mosaic_kernels_in_hlo']}")
+    pipe = report.get("pipeline")
+    if pipe:
+        stages = ", ".join(f"{k} {_secs(v['estimated_seconds'])} s" for k, v in pipe["stages"].items())
+        lines.append(f"pipeline per video (ESTIMATE): {stages}; total {_secs(pipe['estimated_video_seconds'])} s; "
+                     f"peak {_gib(pipe['peak_bytes_per_device'])} GiB in {pipe['peak_stage']}; fits {pipe['fits']}")  # fmt: skip
+    lines.append("estimates: TPU cost model (XLA ops) + Pallas FLOPs at the stated kernel efficiency; "
+                 "host/launch overheads not modelled")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_search(rows: list[dict]) -> str:
+    """The ranked mesh table of ``--search``."""
+    lines = [f"{'rank':<5}{'mesh':<40}{'peak GiB':>9}{'fits':>6}{'est. s/step':>12}{'est. s/video':>13}  all-to-all / all-gather per step"]
+    for i, r in enumerate(rows, 1):
+        c = r["collectives"]
+        cc = f"{c.get('all-to-all', {}).get('count', 0)} / {c.get('all-gather', {}).get('count', 0)}"
+        lines.append(f"{i:<5}{r['mesh_spec']:<40}{_gib(r['peak_bytes_per_device']):>9}{('yes' if r['fits'] else 'NO'):>6}"
+                     f"{_secs(r['estimated_step_seconds']):>12}{_secs(r['estimated_video_seconds']):>13}  {cc}")  # fmt: skip
+    return "\n".join(lines)
