@@ -11,7 +11,12 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax.tools.plan import PlanSizes
-from stepvideo_jax.tools.tpu_target import hlo_collectives, mosaic_kernel_count, resolve_topology, xla_optimal_seconds
+from stepvideo_jax.tools.tpu_target import (
+    hlo_collectives,
+    mosaic_kernel_count,
+    resolve_topology,
+    xla_optimal_seconds,
+)
 
 HAVE_LIBTPU = importlib.util.find_spec("libtpu") is not None
 needs_libtpu = pytest.mark.skipif(not HAVE_LIBTPU, reason="libtpu not installed (pip install -e '.[test]' installs it)")

@@ -393,8 +393,14 @@ def _main_target(a) -> int:
         kw["kernel_efficiency"] = a.kernel_efficiency
     config = _load_config(a.config) if a.config else None
     if a.search:
-        rows = tpu_plan.search(target, part=parts[0], config=_target_config(config, parts[0]), **kw)
-        report = {"target": target, "device_kind": rows[0]["device_kind"], "search": rows}
+        def partial(rows):  # the rows so far, in case the search is stopped
+            if a.json:
+                _write_json(a.json, tpu_plan.jsonable({"target": target, "search": rows, "complete": False}))
+
+        rows = tpu_plan.search(target, part=parts[0], config=_target_config(config, parts[0]), on_row=partial,
+                               log=lambda s: print(s, flush=True), **kw)  # fmt: skip
+        report = {"target": target, "device_kind": next((r["device_kind"] for r in rows if "device_kind" in r), None),
+                  "search": rows, "complete": True}  # fmt: skip
         print(tpu_plan.format_search(rows))
     else:
         report = {"target": target, "mesh_spec": a.mesh, "parts": {}}

@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +48,17 @@ from stepvideo_jax.sharding import (
     VAE_RULES,
     MeshConfig,
     constrain,
-    logical_to_spec,
     make_mesh,
     use_mesh_rules,
 )
-from stepvideo_jax.tools.plan import PlanSizes, _abstract, _dit_inputs, _dit_model_flops, _input, _sample_step_fn
+from stepvideo_jax.tools.plan import (
+    PlanSizes,
+    _abstract,
+    _dit_inputs,
+    _dit_model_flops,
+    _input,
+    _sample_step_fn,
+)
 from stepvideo_jax.tools.tpu_target import (
     chip_spec,
     hlo_collectives,
@@ -129,10 +136,10 @@ def _splash_flops_per_device(cfg: DiTConfig, sizes: PlanSizes, batch: int, mesh:
     split for a head split of the same size)."""
     f, h, w = sizes.latent_shape
     n, m = f * h * w, sizes.clip_tokens + sizes.llm_tokens
-    pad = lambda s: _round_up(s, min(SPLASH_BLOCK, _round_up(s, 128)))  # noqa: E731
+    pad = lambda s: _round_up(s, min(SPLASH_BLOCK, _round_up(s, 128)))
     q_shape = (batch, n, cfg.num_heads, cfg.head_dim)
     with use_mesh_rules(mesh, DIT_RULES):
-        spec, _, mode = ulysses_plan(mesh, DIT_RULES.activations, q_shape, self_attention=True)
+        spec, _, _mode = ulysses_plan(mesh, DIT_RULES.activations, q_shape, self_attention=True)
     axes = [a for part in spec[:3] if part for a in ((part,) if isinstance(part, str) else part)]
     split = math.prod(mesh.shape[a] for a in axes)
     # Ulysses: each device runs its heads over the whole sequence; gather-KV: its queries over all keys.
@@ -253,7 +260,7 @@ def llm_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Progra
 
     full = config or StepLLMConfig(param_dtype="bfloat16", dtype="bfloat16")
     cfg = full if layers is None else dataclasses.replace(full, num_layers=layers, scan_layers=False)
-    make = lambda c: StepLLM(c, rngs=nnx.Rngs(0))  # noqa: E731
+    make = lambda c: StepLLM(c, rngs=nnx.Rngs(0))
     prog = _text_program(mesh, make, sizes.llm_tokens, sizes.cfg_batch, full.num_layers, cfg)
     return prog
 
@@ -265,7 +272,7 @@ def clip_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Progr
 
     full = config or ClipConfig(param_dtype="bfloat16", dtype="bfloat16")
     cfg = full if layers is None else dataclasses.replace(full, num_layers=layers, scan_layers=False)
-    make = lambda c: HunyuanCLIP(c, rngs=nnx.Rngs(0))  # noqa: E731
+    make = lambda c: HunyuanCLIP(c, rngs=nnx.Rngs(0))
     return _text_program(mesh, make, sizes.clip_tokens, sizes.cfg_batch, full.num_layers, cfg, out_index=0)
 
 
@@ -342,7 +349,7 @@ def plan_part(
     mesh: str | MeshConfig | Mesh,
     part: str,
     *,
-    sizes: PlanSizes = PlanSizes(),
+    sizes: PlanSizes | None = None,
     config: Any = None,
     kernel_efficiency: float = KERNEL_EFFICIENCY,
     extrapolate: bool | str = True,
@@ -351,6 +358,7 @@ def plan_part(
     module docstring; every ``estimated_*`` figure is an estimate). ``extrapolate``: False skips the
     1- and 2-layer compiles (no time estimate for layer stacks), "if_fits" runs them only when the
     part fits in HBM."""
+    sizes = sizes or PlanSizes()
     if part not in PARTS:
         raise ValueError(f"unknown plan part {part!r}; expected one of {', '.join(PARTS)}")
     if not 0 < kernel_efficiency <= 1:
@@ -471,23 +479,48 @@ def candidate_meshes(n_devices: int, *, batch: int = 2, heads: int = 48, max_ten
     return out
 
 
-def search(target: str, *, part: str = "sample", sizes: PlanSizes = PlanSizes(), config: Any = None,
-           kernel_efficiency: float = KERNEL_EFFICIENCY, log=print) -> list[dict]:
+def _weight_bytes_per_device(prog: Program, mesh: Mesh) -> int:
+    """Bytes of the first argument (the weights / train state) one device holds, from its shardings."""
+    total = 0
+    for a in jax.tree.leaves(prog.args[0]):
+        shard = a.sharding.shard_shape(a.shape)
+        total += math.prod(shard) * a.dtype.itemsize
+    return total
+
+
+def search(target: str, *, part: str = "sample", sizes: PlanSizes | None = None, config: Any = None,
+           kernel_efficiency: float = KERNEL_EFFICIENCY, log=print, on_row=None) -> list[dict]:
     """Compiles ``part`` on every candidate mesh of the topology; the ones that fit get the
-    extrapolation compiles for the time estimate. Rows ranked by estimated seconds per video (or
-    per step), those that do not fit last."""
+    extrapolation compiles for the time estimate. A mesh whose sharded weights alone exceed the
+    chip's HBM is not compiled (reported with those bytes). Rows ranked by estimated seconds per
+    video (or per step), those that do not fit last; ``on_row(rows)`` after each candidate."""
+    sizes = sizes or PlanSizes()
     devices = topology_devices(target)
+    hbm = chip_spec(devices[0].device_kind).hbm_bytes
     rows = []
     for mc in candidate_meshes(len(devices)):
         spec = ",".join(f"{k}={v}" for k, v in zip(("data", "fsdp", "sequence", "tensor"), mc.ici_sizes(len(devices))))
         mesh = make_mesh(mc, devices)
+        weights = _weight_bytes_per_device(PARTS[part](mesh, sizes, config, None), mesh)
+        if weights > hbm:
+            r = dict(mesh_spec=spec, mesh=dict(mesh.shape), fits=False, peak_bytes_per_device=None, weight_bytes_per_device=weights,
+                     collectives={}, estimated_step_seconds=None, estimated_video_seconds=None,
+                     note="not compiled: the sharded weights alone exceed the chip's HBM")  # fmt: skip
+            log(f"  {spec:<40} weights {weights / 2**30:7.2f} GiB per chip > HBM: not compiled")
+            rows.append(r)
+            if on_row:
+                on_row(rows)
+            continue
         r = plan_part(target, mesh, part, sizes=sizes, config=config, kernel_efficiency=kernel_efficiency,
                       extrapolate="if_fits")  # fmt: skip
         r["mesh_spec"] = spec
+        r["weight_bytes_per_device"] = weights
         log(f"  {spec:<40} peak {r['peak_bytes_per_device'] / 2**30:7.2f} GiB  fits {r['fits']}"
             + (f"  est. {r['estimated_step_seconds']:.3f} s/step" if r["fits"] else ""))  # fmt: skip
         rows.append(r)
-    key = lambda r: (not r["fits"], (r["estimated_video_seconds"] or r["estimated_step_seconds"]) if r["fits"] else 0)  # noqa: E731
+        if on_row:
+            on_row(rows)
+    key = lambda r: (not r["fits"], (r["estimated_video_seconds"] or r["estimated_step_seconds"]) if r["fits"] else 0)
     return sorted(rows, key=key)
 
 

@@ -150,7 +150,7 @@ def hlo_collectives(hlo_text: str) -> dict[str, dict[str, int]]:
         if not m:
             continue
         type_text, opcode = m.groups()
-        base = opcode[: -len("-start")] if opcode.endswith("-start") else opcode
+        base = opcode.removesuffix("-start")
         if base not in COLLECTIVES:
             continue
         chain = _CHAIN.search(line)
