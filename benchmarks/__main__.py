@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("vae:memory", ["--skip-timing"], "Video-VAE v2 decode memory at 544x992 (compiled)"),
     ("convert", [], "Checkpoint conversion: peak RSS and throughput"),
     ("projections", [], "Projected seconds per video (projections)"),
+    ("tpu_plan_tables", [], "TPU compiler plans, deviceless (memory from the compiler; times are estimates)"),
 ]
 
 

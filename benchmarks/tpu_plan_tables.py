@@ -1,7 +1,11 @@
 """Markdown tables of the deviceless TPU plans (docs/scaling.md, BENCHMARKS.md) from the JSON reports of
 ``python -m stepvideo_jax.tools.plan --target=... --json=FILE``.
 
-    python -m benchmarks.tpu_plan_tables benchmarks/tpu_plans/*.json
+    python -m benchmarks.tpu_plan_tables            (every report in benchmarks/tpu_plans/)
+    python -m benchmarks.tpu_plan_tables FILE.json ...
+
+The reports in benchmarks/tpu_plans/ are written by the commands in docs/scaling.md (each takes
+minutes: the 30B programs compile in tens of seconds each on an idle core, three compiles per part).
 
 Every time figure in these reports is an ESTIMATE (TPU cost model + Pallas FLOPs at an assumed kernel
 efficiency); memory and collectives are what the TPU compiler reports for the compiled programs.
@@ -9,7 +13,9 @@ efficiency); memory and collectives are what the TPU compiler reports for the co
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import sys
 
 from benchmarks.common import md_table
@@ -78,7 +84,10 @@ def search_rows(rep: dict) -> str:
     rows = []
     for i, r in enumerate(rep["search"], 1):
         rows.append([
-            i, f"`{r['mesh_spec']}`", _g(r["peak_bytes_per_device"]), "yes" if r["fits"] else "**no**",
+            i, f"`{r['mesh_spec']}`",
+            _g(r["peak_bytes_per_device"]) if r["peak_bytes_per_device"] is not None
+            else f"not compiled: weights alone {_g(r.get('weight_bytes_per_device'))}",
+            "yes" if r["fits"] else "**no**",
             _coll(r["collectives"]), _s(r["estimated_step_seconds"]), _s(r["estimated_video_seconds"]),
         ])  # fmt: skip
     return md_table(["rank", "mesh", "peak GiB per chip", "fits", "collectives per step: count / GiB",
@@ -90,6 +99,8 @@ def main(paths: list[str]) -> None:
     for p in paths:
         with open(p) as fh:
             reports.append(json.load(fh))
+    print("`python -m stepvideo_jax.tools.plan --target=TOPOLOGY ...` (commands in docs/scaling.md); reports: "
+          + ", ".join(f"`{os.path.basename(p)}`" for p in paths) + "\n")
     plans = [r for r in reports if "parts" in r]
     if plans:
         print("Per part, per chip (TPU compiler; times are ESTIMATES):\n")
@@ -100,9 +111,13 @@ def main(paths: list[str]) -> None:
             print(pipes)
     for r in reports:
         if "search" in r:
-            print(f"\nMesh search on `{r['target']}` ({r.get('device_kind')}), sampling step, ranked by estimated s/video:\n")
+            kind = f" ({r['device_kind']})" if r.get("device_kind") else ""
+            print(f"\nMesh search on `{r['target']}`{kind}, sampling step, ranked by estimated s/video:\n")
             print(search_rows(r))
+            if not r.get("complete", True):
+                print("\n(search stopped before every candidate was compiled: the rows above are the ones done)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tpu_plans", "*.json")
+    main(sys.argv[1:] or sorted(glob.glob(here)))
