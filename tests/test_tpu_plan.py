@@ -148,3 +148,14 @@ def test_candidate_meshes_divide_batch_heads_and_devices():
     sizes = {m.ici_sizes(8) for m in meshes}
     assert len(sizes) == len(meshes) and (1, 8, 1, 1) in sizes and (2, 1, 4, 1) in sizes and (1, 1, 1, 8) in sizes
     assert all(d in (1, 2) and 48 % t == 0 and d * f * s * t == 8 for d, f, s, t in sizes)
+
+
+def test_plan_cli_rejects_bad_target_and_search_without_target():
+    from stepvideo_jax.tools.plan import main
+
+    with pytest.raises(SystemExit, match="not a TPU topology"):
+        main(["--target=v9z:2x2", "--parts=sample"])
+    with pytest.raises(SystemExit, match="--search needs --target"):
+        main(["--search"])
+    with pytest.raises(SystemExit, match="unknown"):
+        main(["--target=v5e:2x2", "--parts=sample,decode"])

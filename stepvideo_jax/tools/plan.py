@@ -377,7 +377,10 @@ def _main_target(a) -> int:
     from stepvideo_jax.tools import tpu_plan
     from stepvideo_jax.tools.tpu_target import resolve_topology
 
-    target = resolve_topology(a.target)  # bad names fail here, before any compile
+    try:
+        target = resolve_topology(a.target)  # bad names fail here, before any compile
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     parts = tuple(x.strip() for x in (a.parts or "sample,llm,clip,vae").split(",") if x.strip())
     unknown = [x for x in parts if x not in tpu_plan.PARTS]
     if unknown:
