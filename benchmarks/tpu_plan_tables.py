@@ -5,7 +5,7 @@
     python -m benchmarks.tpu_plan_tables FILE.json ...
 
 The reports in benchmarks/tpu_plans/ are written by the commands in docs/scaling.md (each takes
-minutes: the 30B programs compile in tens of seconds each on an idle core, three compiles per part).
+minutes of CPU: three TPU compiles of the 30B programs per part).
 
 Every time figure in these reports is an ESTIMATE (TPU cost model + Pallas FLOPs at an assumed kernel
 efficiency); memory and collectives are what the TPU compiler reports for the compiled programs.
