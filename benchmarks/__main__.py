@@ -37,6 +37,7 @@ BENCHMARKS = [
     ("memory_residency", ["--only=demo"], "Peak RSS of sample.py: residency all vs sequential, bf16 vs int8 DiT"),
     ("batch", ["--config=demo", "--videos=8"], "Batch generation: 8 videos in one sample.py run vs 8 runs (demo)"),
     ("cache_policies", ["--limit=3"], "Step caching on the demo model"),
+    ("tpu_plan_tables", [], "TPU compiler plans, deviceless (memory from the compiler; times are estimates)"),
 ]
 
 # Sections measured on another machine (a lent GPU) and pasted in by hand: no run here produces them, so

@@ -27,6 +27,7 @@ __all__ = [
     "resolve_kernel",
     "KERNELS",
     "sharded_attention",
+    "target_platform",
 ]
 
 
@@ -48,13 +49,26 @@ def register_kernel(name: str, *, available: Callable[[], bool] = lambda: True):
     return wrap
 
 
+def target_platform() -> str:
+    """The platform the program is being built for: that of the active mesh's devices (which may be
+    compile-only TPU devices from ``jax.experimental.topologies`` on a CPU host), else the default
+    backend."""
+    from stepvideo_jax.sharding import current_mesh_rules
+
+    active = current_mesh_rules()
+    if active is not None:
+        return active[0].devices.flat[0].platform
+    return jax.default_backend()
+
+
 def available_kernels() -> list[str]:
     return sorted(name for name, (_, ok) in KERNELS.items() if ok())
 
 
 def default_kernel() -> str:
-    """The kernel to use when the config does not say: splash on TPU, cudnn on GPU, chunked elsewhere."""
-    return {"tpu": "splash", "gpu": "cudnn"}.get(jax.default_backend(), "chunked")
+    """The kernel to use when the config does not say: splash on TPU, cudnn on GPU, chunked elsewhere
+    (for the platform being compiled for: ``target_platform()``)."""
+    return {"tpu": "splash", "gpu": "cudnn"}.get(target_platform(), "chunked")
 
 
 def resolve_kernel(kernel: str) -> str:
@@ -66,7 +80,7 @@ def check_kernel(kernel: str) -> None:
     kernel = resolve_kernel(kernel)
     if kernel not in KERNELS or not KERNELS[kernel][1]():
         raise ValueError(
-            f"attention kernel {kernel!r} is not available on backend {jax.default_backend()!r}; "
+            f"attention kernel {kernel!r} is not available on backend {target_platform()!r}; "
             f"available kernels: {', '.join(available_kernels())}"
         )
 

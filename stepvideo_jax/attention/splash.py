@@ -1,6 +1,8 @@
 """``splash`` attention: the Pallas TPU splash-attention kernel (``jax.experimental.pallas.ops.tpu``).
 
-On a TPU it is compiled; elsewhere it runs in Pallas interpret mode (slow, for tests). The kernel
+When the program targets a TPU (the default backend, or the devices of the active mesh, e.g.
+compile-only TPU devices for a deviceless AOT compile) it is lowered to a Mosaic kernel; elsewhere
+it runs in Pallas interpret mode (slow, for tests). The kernel
 works on [H, S, D] per example with sequence lengths in multiples of its blocks (128-lane tiles):
 lengths are padded, and the key mask (and the padding) goes in as segment ids: queries are segment
 0, valid keys segment 0, masked / padded keys segment 1. The softmax scale is folded into q.
@@ -13,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from stepvideo_jax.attention import register_kernel
+from stepvideo_jax.attention import register_kernel, target_platform
 
 __all__ = ["splash_attention", "BLOCK"]
 
@@ -22,7 +24,7 @@ _LANES = 128
 
 
 def _available() -> bool:
-    return jax.default_backend() in ("tpu", "cpu")
+    return target_platform() in ("tpu", "cpu")
 
 
 def _round_up(n: int, m: int) -> int:
@@ -46,7 +48,7 @@ def _kernel(heads: int, q_len: int, kv_len: int, bq: int, bkv: int, interpret: b
 def splash_attention(q, k, v, *, kv_mask, scale, block: int = BLOCK, interpret: bool | None = None):
     """q [B, Sq, H, D], k/v [B, Sk, H, D], kv_mask [B, Sk] -> [B, Sq, H, D]."""
     if interpret is None:
-        interpret = jax.default_backend() != "tpu"
+        interpret = target_platform() != "tpu"
     b, sq, h, d = q.shape
     sk_len = k.shape[1]
     bq = min(block, _round_up(sq, _LANES))

@@ -4,6 +4,14 @@ memory (``memory_analysis()``) and FLOPs.
 
     python -m stepvideo_jax.tools.plan --config=configs/ti2v.py --devices=8 --mesh=fsdp=8
 
+With ``--target=TOPOLOGY`` (``v5p:2x2x1``, ``v6e:2x4``, or a slice name such as ``v5p-8``) the parts
+are compiled deviceless by the TPU compiler (libtpu) instead: see ``tools.tpu_plan`` (per-part HBM
+and fit, collectives, Mosaic kernels, estimated step and video seconds), and ``--search`` ranks the
+candidate meshes of the topology:
+
+    python -m stepvideo_jax.tools.plan --target=v5p:2x2x1 --mesh=fsdp=4 --parts=sample --json=plan.json
+    python -m stepvideo_jax.tools.plan --target=v6e:2x4 --search
+
 Nothing is allocated: parameters and inputs are ``ShapeDtypeStruct``s with their shardings. FLOPs:
 XLA's ``cost_analysis()`` counts a loop body once, so the FLOPs come from two small unrolled
 compiles (1 and 2 layers, ``xla`` attention) of the same sharded program, extrapolated to the full
@@ -307,14 +315,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="", help="sampling or training config file (path[:variant]); default: the 30B release")
     p.add_argument("--devices", type=int, default=None, help="simulated CPU devices (set before jax starts)")
     p.add_argument("--mesh", default="fsdp=-1", help="MeshConfig spec, e.g. 'fsdp=2,tensor=4'")
-    p.add_argument("--parts", default="sample,train,llm", help="comma-separated: sample, train, llm")
+    p.add_argument("--parts", default=None, help="comma-separated: sample, train, llm (and clip, vae with --target); "
+                   "default sample,train,llm (with --target: sample,llm,clip,vae)")  # fmt: skip
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--llm-layers", type=int, default=None, help="shrink the Step-LLM (smoke tests)")
     p.add_argument("--no-flops", action="store_true", help="skip the extra unrolled compiles for FLOPs")
     p.add_argument("--json", default="", help="also write the report as JSON here")
+    p.add_argument("--target", default="", help="TPU topology (v5e:2x4, v5p:2x2x1, ...) or slice name (v5p-8): "
+                   "compile deviceless with libtpu's TPU compiler instead of simulated CPU devices")  # fmt: skip
+    p.add_argument("--search", action="store_true", help="with --target: compile the candidate meshes, rank them")
+    p.add_argument("--kernel-efficiency", type=float, default=None, help="with --target: assumed splash efficiency")
     a = p.parse_args(argv)
+    if a.target:
+        return _main_target(a)
+    if a.search:
+        raise SystemExit("--search needs --target (a TPU topology such as v6e:2x4)")
     if a.devices is not None and len(jax.devices()) != a.devices:
         raise SystemExit(f"--devices={a.devices} but jax sees {len(jax.devices())} devices (jax started before the flag was read)")
     config = _load_config(a.config) if a.config else None
@@ -332,16 +349,81 @@ def main(argv: list[str] | None = None) -> int:
                                 ffn_hidden_size=512, vocab_size=1024, param_dtype="bfloat16", dtype="bfloat16")  # fmt: skip
     report = plan(
         _dit_config_from(config, train=False), MeshConfig.parse(a.mesh), sizes,
-        what=tuple(x.strip() for x in a.parts.split(",") if x.strip()),
+        what=tuple(x.strip() for x in (a.parts or "sample,train,llm").split(",") if x.strip()),
         train_cfg=_dit_config_from(config, train=True), llm_cfg=llm_cfg, flops=not a.no_flops,
     )  # fmt: skip
     print(format_report(report))
     if a.json:
-        tmp = a.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(report, fh, indent=1)
-        os.replace(tmp, a.json)
+        _write_json(a.json, report)
     return 0
+
+
+def _write_json(path: str, report: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(report, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def _main_target(a) -> int:
+    """--target: every part compiled for the TPU topology by libtpu (``tools.tpu_plan``)."""
+    from stepvideo_jax.tools import tpu_plan
+    from stepvideo_jax.tools.tpu_target import resolve_topology
+
+    try:
+        target = resolve_topology(a.target)  # bad names fail here, before any compile
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    parts = tuple(x.strip() for x in (a.parts or "sample,llm,clip,vae").split(",") if x.strip())
+    unknown = [x for x in parts if x not in tpu_plan.PARTS]
+    if unknown:
+        raise SystemExit(f"--parts {unknown} unknown; expected some of {', '.join(tpu_plan.PARTS)}")
+    if a.devices is not None or a.llm_layers is not None:
+        raise SystemExit("--devices and --llm-layers are for the simulated-CPU mode, not --target")
+    sizes = PlanSizes()
+    sizes = dataclasses.replace(
+        sizes, **{k: v for k, v in dict(frames=a.frames, height=a.height, width=a.width).items() if v is not None}
+    )
+    kw = dict(sizes=sizes)
+    if a.kernel_efficiency is not None:
+        kw["kernel_efficiency"] = a.kernel_efficiency
+    config = _load_config(a.config) if a.config else None
+    if a.search:
+        def partial(rows):  # the rows so far, in case the search is stopped
+            if a.json:
+                _write_json(a.json, tpu_plan.jsonable({"target": target, "search": rows, "complete": False}))
+
+        rows = tpu_plan.search(target, part=parts[0], config=_target_config(config, parts[0]), on_row=partial,
+                               log=lambda s: print(s, flush=True), **kw)  # fmt: skip
+        report = {"target": target, "device_kind": next((r["device_kind"] for r in rows if "device_kind" in r), None),
+                  "search": rows, "complete": True}  # fmt: skip
+        print(tpu_plan.format_search(rows))
+    else:
+        report = {"target": target, "mesh_spec": a.mesh, "parts": {}}
+        mesh = tpu_plan.mesh_for(target, a.mesh)
+        for part in parts:
+            r = tpu_plan.plan_part(target, mesh, part, config=_target_config(config, part), extrapolate=not a.no_flops, **kw)
+            report["parts"][part] = r
+            report.update(device_kind=r["device_kind"], devices=r["devices"], mesh=r["mesh"])
+        report["pipeline"] = tpu_plan.pipeline_summary(report["parts"])
+        print(tpu_plan.format_parts(report))
+    if a.json:
+        _write_json(a.json, tpu_plan.jsonable(report))
+    return 0
+
+
+def _target_config(config, part: str):
+    """--config for --target: a training config overrides the train part, a sampling config's DiT
+    fields (dtype, variant) the sample part; other parts keep the release's."""
+    if config is None:
+        return None
+    if part == "train" and "model" in config:
+        cfg = config.copy_and_resolve_references() if hasattr(config, "copy_and_resolve_references") else config
+        cfg.model.attention_kernel = "splash"
+        return cfg
+    if part == "sample" and "model" not in config:
+        return dataclasses.replace(_dit_config_from(config, train=False), attention_kernel="splash")
+    return None
 
 
 if __name__ == "__main__":

@@ -69,8 +69,10 @@ class CausalConv3d(nnx.Module):
 
 
 def _use_frame_taps(conv_impl: str) -> bool:
-    if conv_impl == "auto":
-        return jax.default_backend() == "cpu"
+    if conv_impl == "auto":  # the platform compiled for (a mesh of compile-only TPU devices is TPU)
+        from stepvideo_jax.attention import target_platform
+
+        return target_platform() == "cpu"
     return conv_impl == "frame_taps"
 
 

@@ -1,0 +1,123 @@
+"""Markdown tables of the deviceless TPU plans (docs/scaling.md, BENCHMARKS.md) from the JSON reports of
+``python -m stepvideo_jax.tools.plan --target=... --json=FILE``.
+
+    python -m benchmarks.tpu_plan_tables            (every report in benchmarks/tpu_plans/)
+    python -m benchmarks.tpu_plan_tables FILE.json ...
+
+The reports in benchmarks/tpu_plans/ are written by the commands in docs/scaling.md (each takes
+minutes of CPU: three TPU compiles of the 30B programs per part).
+
+Every time figure in these reports is an ESTIMATE (TPU cost model + Pallas FLOPs at an assumed kernel
+efficiency); memory and collectives are what the TPU compiler reports for the compiled programs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+from benchmarks.common import md_table
+
+GiB = 2**30
+_ABBREV = {"all-gather": "AG", "reduce-scatter": "RS", "all-to-all": "A2A", "all-reduce": "AR", "collective-permute": "CP"}
+
+
+def _g(b) -> str:
+    return "-" if b is None else f"{b / GiB:.2f}"
+
+
+def _s(x) -> str:
+    return "-" if x is None else (f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}")
+
+
+def _coll(c: dict) -> str:
+    return ", ".join(f"{_ABBREV[k]} {v['count']} / {v['bytes'] / GiB:.1f}" for k, v in c.items()) or "none"
+
+
+def _mesh(m: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in m.items() if v != 1) or "1 chip"
+
+
+def part_rows(reports: list[dict]) -> str:
+    rows = []
+    for rep in reports:
+        for name, r in rep.get("parts", {}).items():
+            mfu = r.get("estimated_mfu")
+            rows.append([
+                f"`{r['target']}` ({r['devices']} chips)", f"`{_mesh(r['mesh'])}`", name, r["attention_kernel"],
+                f"{_g(r['argument_bytes'])} / {_g(r['output_bytes'])} / {_g(r['temp_bytes'])}",
+                f"**{_g(r['peak_bytes_per_device'])}** of {_g(r['hbm_bytes_per_device'])}",
+                ("yes" if r["fits"] else "**no**") + f" ({_g(r['headroom_bytes'])})",
+                _coll(r["collectives"]), _s(r["estimated_step_seconds"]), _s(r["estimated_video_seconds"]),
+                "-" if mfu is None else f"{mfu:.0%}",
+            ])  # fmt: skip
+    return md_table(
+        ["target", "mesh", "part", "kernel", "args / out / temp GiB", "peak GiB per chip (HBM)", "fits (headroom GiB)",
+         "collectives per step: count / GiB", "est. s/step", "est. s/video", "est. MFU"],
+        rows,
+    )  # fmt: skip
+
+
+def pipeline_rows(reports: list[dict]) -> str:
+    rows = []
+    for rep in reports:
+        p = rep.get("pipeline")
+        if not p:
+            continue
+        st = p["stages"]
+        rows.append([
+            f"`{rep['target']}`", f"`{_mesh(rep['mesh'])}`",
+            *[(f"{_s(st[k]['estimated_seconds'])} s / {_g(st[k]['peak_bytes_per_device'])} GiB" if k in st else "-")
+              for k in ("llm", "clip", "sample", "vae")],
+            _s(p["estimated_video_seconds"]), p["peak_stage"], "yes" if p["fits"] else "**no**",
+        ])  # fmt: skip
+    return md_table(
+        ["target", "mesh", "Step-LLM (1 call)", "CLIP (1 call)", "DiT (50 steps)", "VAE decode (6 chunks)",
+         "est. s/video", "peak stage", "all fit"],
+        rows,
+    )  # fmt: skip
+
+
+def search_rows(rep: dict) -> str:
+    rows = []
+    for i, r in enumerate(rep["search"], 1):
+        rows.append([
+            i, f"`{r['mesh_spec']}`",
+            _g(r["peak_bytes_per_device"]) if r["peak_bytes_per_device"] is not None
+            else f"not compiled: weights alone {_g(r.get('weight_bytes_per_device'))}",
+            "yes" if r["fits"] else "**no**",
+            _coll(r["collectives"]), _s(r["estimated_step_seconds"]), _s(r["estimated_video_seconds"]),
+        ])  # fmt: skip
+    return md_table(["rank", "mesh", "peak GiB per chip", "fits", "collectives per step: count / GiB",
+                     "est. s/step", "est. s/video"], rows)  # fmt: skip
+
+
+def main(paths: list[str]) -> None:
+    reports = []
+    for p in paths:
+        with open(p) as fh:
+            reports.append(json.load(fh))
+    print("`python -m stepvideo_jax.tools.plan --target=TOPOLOGY ...` (commands in docs/scaling.md); reports: "
+          + ", ".join(f"`{os.path.basename(p)}`" for p in paths) + "\n")
+    plans = [r for r in reports if "parts" in r]
+    if plans:
+        print("Per part, per chip (TPU compiler; times are ESTIMATES):\n")
+        print(part_rows(plans))
+        pipes = pipeline_rows(plans)
+        if pipes.count("\n") > 1:
+            print("\nWhole pipeline per video (ESTIMATES):\n")
+            print(pipes)
+    for r in reports:
+        if "search" in r:
+            kind = f" ({r['device_kind']})" if r.get("device_kind") else ""
+            print(f"\nMesh search on `{r['target']}`{kind}, sampling step, ranked by estimated s/video:\n")
+            print(search_rows(r))
+            if not r.get("complete", True):
+                print("\n(search stopped before every candidate was compiled: the rows above are the ones done)")
+
+
+if __name__ == "__main__":
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tpu_plans", "*.json")
+    main(sys.argv[1:] or sorted(glob.glob(here)))
