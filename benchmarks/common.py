@@ -6,11 +6,10 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["median_seconds", "machine_description", "matmul_peak_flops", "fmt_bytes", "md_table"]
 

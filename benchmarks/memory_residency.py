@@ -35,10 +35,9 @@ def build_released_width_checkpoint(dst: str, layers: int = 2, seed: int = 0) ->
     from flax import nnx
 
     from stepvideo_jax.components import save_components
-    from stepvideo_jax.testing import random_model
     from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+    from stepvideo_jax.testing import build_tiny_tokenizers, random_model
     from stepvideo_jax.text import ClipConfig, HunyuanCLIP, StepLLM, StepLLMConfig
-    from stepvideo_jax.testing import build_tiny_tokenizers
     from stepvideo_jax.vae import VAEConfig, VideoVAE
 
     tok_dir = dst + ".tokenizers"

@@ -24,9 +24,9 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import md_table
-from stepvideo_jax.testing import random_model
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 from stepvideo_jax.quantize import quantize_model
+from stepvideo_jax.testing import random_model
 
 
 def rel_l2(a, b) -> float:

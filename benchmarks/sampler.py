@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+
 from stepvideo_jax.configs import get_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,13 @@ def main(argv=None) -> int:
     import numpy as np
 
     from stepvideo_jax.diffusion.flow_match import flow_sigmas
-    from stepvideo_jax.diffusion.pipeline import SampleSettings, VideoPipeline, latent_grid, load_components, prepare_image
+    from stepvideo_jax.diffusion.pipeline import (
+        SampleSettings,
+        VideoPipeline,
+        latent_grid,
+        load_components,
+        prepare_image,
+    )
 
     config = _config(args)
     settings = SampleSettings.from_config(config)

@@ -21,12 +21,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 
-from stepvideo_jax.dit import DiTConfig, StepVideoDiT  # noqa: E402
-from stepvideo_jax.sharding import MeshConfig, make_mesh  # noqa: E402
-from stepvideo_jax.dit import DIT_SHARDING
-from stepvideo_jax.training import ObjectiveConfig, OptimConfig, Trainer  # noqa: E402
 from stepvideo_jax.config import dataclass_from  # noqa: E402
 from stepvideo_jax.configs import get_config  # noqa: E402
+from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT  # noqa: E402
+from stepvideo_jax.sharding import MeshConfig, make_mesh  # noqa: E402
+from stepvideo_jax.training import ObjectiveConfig, OptimConfig, Trainer  # noqa: E402
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 cfg = get_config("train_ti2v:tiny")

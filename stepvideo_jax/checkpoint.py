@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np

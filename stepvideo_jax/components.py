@@ -23,7 +23,8 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -48,9 +49,16 @@ from stepvideo_jax.quantize import (
     quantized_param_keys,
 )
 from stepvideo_jax.sharding import ShardingRules, model_shardings
-from stepvideo_jax.text import ClipConfig, ClipTokenizer, HunyuanCLIP, PromptEncoder, StepLLM, StepLLMConfig
-from stepvideo_jax.text import StepTokenizer
 from stepvideo_jax.testing import tiny_pipeline_components
+from stepvideo_jax.text import (
+    ClipConfig,
+    ClipTokenizer,
+    HunyuanCLIP,
+    PromptEncoder,
+    StepLLM,
+    StepLLMConfig,
+    StepTokenizer,
+)
 from stepvideo_jax.vae import VAEConfig, VideoVAE
 
 __all__ = [

@@ -22,7 +22,7 @@ in 12 frames: 0 for a static video, and linear in the speed of a translating pat
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import cv2
 import numpy as np

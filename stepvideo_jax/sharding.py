@@ -31,7 +31,8 @@ import contextvars
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -78,7 +79,7 @@ class MeshConfig:
     dcn_tensor: int = 1
 
     @classmethod
-    def parse(cls, text: str) -> "MeshConfig":
+    def parse(cls, text: str) -> MeshConfig:
         """``"fsdp=2,tensor=4"`` (unnamed axes are 1, fsdp fills unless another axis is -1)."""
         fields: dict[str, int] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
@@ -145,7 +146,7 @@ class LogicalTable(tuple):
 
     name: str
 
-    def __new__(cls, name: str, entries) -> "LogicalTable":
+    def __new__(cls, name: str, entries) -> LogicalTable:
         table = super().__new__(cls, tuple(entries))
         table.name = name
         return table
@@ -162,7 +163,7 @@ class ShardingRules:
     activations: LogicalTable
 
     @classmethod
-    def make(cls, name: str, *, params: dict, activations: dict) -> "ShardingRules":
+    def make(cls, name: str, *, params: dict, activations: dict) -> ShardingRules:
         """``ShardingRules.make("dit", params=dict(embed="fsdp", ...), activations=dict(...))``: each value is
         a mesh axis, a tuple of them (tried in order) or None (replicated)."""
         return cls(LogicalTable(f"{name}.params", _entries(params)), LogicalTable(f"{name}.activations", _entries(activations)))

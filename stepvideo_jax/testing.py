@@ -12,12 +12,11 @@ from __future__ import annotations
 import io
 import os
 import string
-from typing import Callable, Sequence
-
-import numpy as np
-from flax import nnx
+from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from stepvideo_jax.files import write_bytes_atomic
 from stepvideo_jax.text.clip import ClipConfig, HunyuanCLIP

@@ -14,7 +14,7 @@ import os
 import re
 import unicodedata
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import imageio_ffmpeg
 import numpy as np

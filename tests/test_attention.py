@@ -9,8 +9,8 @@ import pytest
 from stepvideo_jax.attention import available_kernels, default_kernel, dot_product_attention, sharded_attention
 from stepvideo_jax.attention.chunked import chunked_attention
 from stepvideo_jax.attention.splash import splash_attention
-from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh_rules
 from stepvideo_jax.dit import DIT_SHARDING
+from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh_rules
 
 
 def rel_l2(a, b):

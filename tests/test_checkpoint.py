@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-
 from release_layout import build_release
+
 from stepvideo_jax.checkpoint import read_manifest, write_manifest
 from stepvideo_jax.components import abstract_component, component_config, convert_release, restore_component
 
@@ -27,8 +27,8 @@ def _flat(model):
 
 
 def test_restore_goes_straight_into_mesh_shardings(dit_ckpt):
-    from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings
     from stepvideo_jax.dit import DIT_SHARDING
+    from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings
 
     mesh = make_mesh(MeshConfig.parse("fsdp=4,tensor=2"))
     sharded = restore_component(dit_ckpt, "transformer", mesh=mesh)

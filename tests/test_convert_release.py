@@ -9,16 +9,15 @@ import types
 
 import numpy as np
 import pytest
+from release_layout import TOKENIZER_FILES, build_release, write_shards
 from safetensors.numpy import load_file, save_file
 
-from release_layout import TOKENIZER_FILES, build_release, write_shards
 from stepvideo_jax.checkpoint import CONVERTER_VERSION, read_manifest
-from stepvideo_jax.components import restore_component, tokenizer_dir
+from stepvideo_jax.components import COMPONENTS, convert_release, restore_component, tokenizer_dir
 from stepvideo_jax.convert.core import ConversionError
-from stepvideo_jax.components import COMPONENTS, convert_release
 from stepvideo_jax.convert.release import open_weights
-from stepvideo_jax.tools import parity
 from stepvideo_jax.parity.fixtures import load_fixture
+from stepvideo_jax.tools import parity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -124,8 +124,8 @@ def test_vae_loss_terms():
 
 def test_vae_trainer_learns_a_fixed_clip():
     from stepvideo_jax.sharding import MeshConfig, make_mesh
-    from stepvideo_jax.vae import VAE_SHARDING
     from stepvideo_jax.training import OptimConfig, Trainer
+    from stepvideo_jax.vae import VAE_SHARDING
 
     cfg = VAEConfig.tiny(z_channels=4, encoder_ch=8, decoder_ch=8, norm_groups=8)
     optim = OptimConfig(learning_rate=3e-3, warmup_steps=1, total_steps=40, ema_decay=0.0, weight_decay=0.0)

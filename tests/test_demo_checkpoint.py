@@ -4,11 +4,10 @@ loads through the sampler's path and re-generates the short sample stored beside
 import os
 
 import numpy as np
-import pytest
 
 from stepvideo_jax.checkpoint import read_manifest
-from stepvideo_jax.tools.demo_recipe import REFERENCE_SAMPLE, reference_sample_settings
 from stepvideo_jax.configs import get_config
+from stepvideo_jax.tools.demo_recipe import REFERENCE_SAMPLE, reference_sample_settings
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from dit_reference import dit_forward, random_release_weights, sinusoid
 from flax import nnx
 from safetensors.numpy import save_file
 
-from dit_reference import dit_forward, random_release_weights, sinusoid
 from stepvideo_jax.convert import ConversionError, load_dit
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 from stepvideo_jax.dit.rope import apply_rope, grid_positions, rope_tables

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
-from stepvideo_jax.lora import LoRAConfig, LoRAParam, apply_lora, lora_param_count, merge_lora, adapter_arrays
+from stepvideo_jax.lora import LoRAConfig, LoRAParam, adapter_arrays, apply_lora, lora_param_count, merge_lora
 from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings, use_mesh
 from stepvideo_jax.testing import random_model
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from stepvideo_jax import video_io
-from stepvideo_jax.diffusion import pipeline
 from stepvideo_jax.configs import get_config
+from stepvideo_jax.diffusion import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,12 +17,12 @@ from release_layout import build_release
 from stepvideo_jax.checkpoint import read_manifest
 from stepvideo_jax.components import convert_release, restore_component, save_components
 from stepvideo_jax.convert.dit import load_dit
-from stepvideo_jax.parity.dit import fixture_inputs
+from stepvideo_jax.convert.step_llm import load_step_llm
 from stepvideo_jax.layers import QuantizedDense
 from stepvideo_jax.layers.quantized import quantize_kernel
-from stepvideo_jax.quantize import quantize_model, quantized_kernels
-from stepvideo_jax.convert.step_llm import load_step_llm
+from stepvideo_jax.parity.dit import fixture_inputs
 from stepvideo_jax.parity.fixtures import load_fixture
+from stepvideo_jax.quantize import quantize_model, quantized_kernels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -181,8 +181,8 @@ def test_converted_int8_restores_into_mesh_shardings_and_equals_restore_time_qua
 
 
 def test_quantized_scales_are_named_by_the_rules_tables():
-    from stepvideo_jax.dit import DiTConfig, StepVideoDiT
     from stepvideo_jax.dit import DIT_SHARDING as DIT_RULES
+    from stepvideo_jax.dit import DiTConfig, StepVideoDiT
     from stepvideo_jax.text import TEXT_SHARDING as TEXT_RULES
     from stepvideo_jax.text import StepLLM, StepLLMConfig
 

@@ -7,10 +7,10 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax.diffusion.flow_match import euler_step, flow_sigmas
-from stepvideo_jax.testing import random_model
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning, guided_velocity
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 from stepvideo_jax.parity import compare
+from stepvideo_jax.testing import random_model
 
 
 def test_sigmas_formula_and_direction():

@@ -10,9 +10,17 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from stepvideo_jax.dit import DiTConfig, StepVideoDiT
-from stepvideo_jax.sharding import MeshConfig, constrain, create_sharded_model, logical_to_spec, make_mesh, model_shardings, replicated_fraction, use_mesh_rules
-from stepvideo_jax.dit import DIT_SHARDING
+from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
+from stepvideo_jax.sharding import (
+    MeshConfig,
+    constrain,
+    create_sharded_model,
+    logical_to_spec,
+    make_mesh,
+    model_shardings,
+    replicated_fraction,
+    use_mesh_rules,
+)
 
 MESHES = {
     "fsdp8": MeshConfig(fsdp=8),

@@ -8,12 +8,8 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax.sharding import MeshConfig, create_sharded_model, make_mesh, model_shardings, use_mesh_rules
-
-from stepvideo_jax.text import TEXT_SHARDING
-
-from stepvideo_jax.vae import VAE_SHARDING, sharded_vae_decode
-from stepvideo_jax.text import StepLLM, StepLLMConfig
-from stepvideo_jax.vae import VAEConfig, VideoVAE
+from stepvideo_jax.text import TEXT_SHARDING, StepLLM, StepLLMConfig
+from stepvideo_jax.vae import VAE_SHARDING, VAEConfig, VideoVAE, sharded_vae_decode
 
 MESHES = {
     "fsdp8": MeshConfig(fsdp=8),

@@ -11,11 +11,10 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from stepvideo_jax.convert import ConversionError
-from stepvideo_jax.convert.clip import TORCH_INSTALL_HINT, read_torch_bin
-from stepvideo_jax.convert.clip import load_hunyuan_clip
+from stepvideo_jax.convert.clip import TORCH_INSTALL_HINT, load_hunyuan_clip, read_torch_bin
+from stepvideo_jax.parity.fixtures import load_fixture
 from stepvideo_jax.text import ClipConfig
 from stepvideo_jax.tools import parity
-from stepvideo_jax.parity.fixtures import load_fixture
 
 
 def test_parity_with_release_fixture(fixture_prefix, capsys):

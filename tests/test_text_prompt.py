@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stepvideo_jax.text import PromptEncoder
 from stepvideo_jax.testing import build_tiny_prompt_encoder, tiny_clip_config, tiny_step_llm_config
+from stepvideo_jax.text import PromptEncoder
 
 NEG = "low quality, blurry, distorted"
 
@@ -88,9 +88,8 @@ def test_from_converted_checkpoint(tmp_path, fixture_prefix):
     from safetensors.numpy import load_file
     from text_reference import step_llm_forward
 
-    from stepvideo_jax.parity.fixtures import load_fixture
-
     from stepvideo_jax.components import convert_release, prompt_encoder_from_checkpoint
+    from stepvideo_jax.parity.fixtures import load_fixture
 
     src = tmp_path / "release"
     build_release(str(src), fixture_prefix, components=("step_llm", "hunyuan_clip"))

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from flax import nnx
 from safetensors.numpy import save_file
-
 from text_reference import random_step_llm_weights, slopes_reference, step_llm_forward, step_llm_release_config
+
 from stepvideo_jax.convert import ConversionError
-from stepvideo_jax.convert.step_llm import convert_step_llm
-from stepvideo_jax.convert.step_llm import load_step_llm
+from stepvideo_jax.convert.step_llm import convert_step_llm, load_step_llm
 from stepvideo_jax.text import StepLLM, StepLLMConfig
 from stepvideo_jax.text.step_llm import alibi_slopes, sqrt_alibi_causal_bias
 from stepvideo_jax.tools import parity

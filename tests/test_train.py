@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.config import dataclass_from
+from stepvideo_jax.configs import get_config
+from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
 from stepvideo_jax.sharding import MeshConfig, make_mesh
-from stepvideo_jax.dit import DIT_SHARDING
+from stepvideo_jax.tools.precompute import precompute
 from stepvideo_jax.training import ObjectiveConfig, OptimConfig, Trainer, widen_t2v_to_ti2v
 from stepvideo_jax.training.encode import ClipEncoder
-from stepvideo_jax.config import dataclass_from
 from stepvideo_jax.training.loop import train
-from stepvideo_jax.tools.precompute import precompute
-from stepvideo_jax.configs import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

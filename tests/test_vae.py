@@ -7,14 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import vae_reference
 from safetensors.numpy import load_file, save_file
 
-import vae_reference
 from stepvideo_jax.convert import ConversionError
-from stepvideo_jax.convert.vae import convert_vae, release_shapes, to_release_keys
-from stepvideo_jax.tools import parity
+from stepvideo_jax.convert.vae import convert_vae, load_vae, release_shapes, to_release_keys
 from stepvideo_jax.parity.fixtures import load_fixture
-from stepvideo_jax.convert.vae import load_vae
+from stepvideo_jax.tools import parity
 from stepvideo_jax.vae import VAEConfig
 from stepvideo_jax.vae.model import blend_chunk_boundaries, tiled_map
 

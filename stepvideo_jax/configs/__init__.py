@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["CONFIG_NAMES", "get_config", "config_path", "resolve_config_arg", "rewrite_config_argv", "nearest_names"]
 

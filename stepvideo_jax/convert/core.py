@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from flax import nnx

@@ -12,7 +12,8 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from flax import nnx

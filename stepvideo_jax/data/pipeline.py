@@ -24,7 +24,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grain
 import jax

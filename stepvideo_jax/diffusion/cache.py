@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +88,7 @@ class CacheSettings:
                              "(python -m stepvideo_jax.tools.calibrate_cache --config=...)")
 
     @classmethod
-    def from_config(cls, c) -> "CacheSettings":
+    def from_config(cls, c) -> CacheSettings:
         """From a `cache` ConfigDict (or dict); missing fields keep their defaults."""
         if c is None:
             return cls()
@@ -100,7 +101,7 @@ class CacheSettings:
             d["mag_ratios"] = tuple(float(r) for r in d["mag_ratios"])
         return cls(**d)
 
-    def resolved(self) -> "CacheSettings":
+    def resolved(self) -> CacheSettings:
         """`auto` replaced by the policy it picks: static with calibrated ratios, else first_block."""
         if self.policy != "auto":
             return self

@@ -106,7 +106,7 @@ class SampleSettings:
     max_image_pixels: int = video_io.MAX_IMAGE_PIXELS
 
     @classmethod
-    def from_config(cls, config) -> "SampleSettings":
+    def from_config(cls, config) -> SampleSettings:
         """Checks every field (and the image file, the output folder and the checkpoint folder) and
         raises a one-line ValueError naming the first problem; creates nothing."""
         ti2v = bool(config.use_additional_conditions)
@@ -219,7 +219,7 @@ class VideoPipeline:
         self._loaders = None
 
     @classmethod
-    def sequential(cls, loaders: dict, mesh=None) -> "VideoPipeline":
+    def sequential(cls, loaders: dict, mesh=None) -> VideoPipeline:
         """One component resident at a time; `loaders` = {"text", "vae", "dit": () -> component}."""
         self = cls.__new__(cls)
         self.dit = self.vae = self.prompt_encoder = self.sampler = None

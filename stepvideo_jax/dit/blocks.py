@@ -4,7 +4,6 @@ unmodulated cross-attention to the text tokens, AdaLN-modulated tanh-GELU FFN.""
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from stepvideo_jax.attention import sharded_attention

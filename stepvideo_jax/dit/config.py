@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from stepvideo_jax.config import DtypeFields, dtype_from_name, remat_policy
 from stepvideo_jax.layers.quantized import check_quantize_mode
@@ -63,7 +64,7 @@ class DiTConfig(DtypeFields):
         return self.in_channels * (2 if self.use_additional_conditions else 1)
 
     @classmethod
-    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "DiTConfig":
+    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> DiTConfig:
         """Builds the config from the release's `transformer/config.json` fields."""
         if cfg.get("norm_type", "ada_norm_single") != "ada_norm_single":
             raise ValueError(f"unsupported norm_type {cfg.get('norm_type')!r}; expected 'ada_norm_single'")

@@ -17,8 +17,8 @@ from flax import nnx
 from stepvideo_jax.dit.blocks import DiTBlock
 from stepvideo_jax.dit.config import DiTConfig
 from stepvideo_jax.dit.rope import grid_positions, rope_tables
-from stepvideo_jax.layers import dense, gelu_tanh, layer_norm, run_layer_stack, sinusoidal_embedding
 from stepvideo_jax.dit.sharding import DIT_SHARDING
+from stepvideo_jax.layers import dense, gelu_tanh, layer_norm, run_layer_stack, sinusoidal_embedding
 from stepvideo_jax.sharding import constrain, enters_rules
 
 __all__ = ["StepVideoDiT", "TimestepMLP", "DiTInputs"]
@@ -152,7 +152,7 @@ class StepVideoDiT(nnx.Module):
         condition: jax.Array | None = None,  # [B, F, H, W, C]
         motion_score: jax.Array | float | None = None,
         positions: jax.Array | None = None,  # [F*H*W/p^2, 3]
-    ) -> "DiTInputs":
+    ) -> DiTInputs:
         """Checks the inputs and computes everything the blocks and the final layer read: the patch
         tokens [B, N, D], the conditioning embedding, the blocks' modulation, the text context and RoPE."""
         cfg = self.cfg
@@ -179,7 +179,7 @@ class StepVideoDiT(nnx.Module):
         cos, sin = (constrain(t, ("seq", "kv"), like=tokens) for t in (cos, sin))
         return DiTInputs(x, emb, modulation, context, context_mask, cos, sin, (b, f, h, w))
 
-    def run_blocks(self, x: jax.Array, inputs: "DiTInputs", start: int = 0, stop: int | None = None) -> jax.Array:
+    def run_blocks(self, x: jax.Array, inputs: DiTInputs, start: int = 0, stop: int | None = None) -> jax.Array:
         """Blocks [start, stop) on tokens x [B, N, D] (all of them by default); returns [B, N, D]."""
         cfg = self.cfg
         stop = cfg.num_layers if stop is None else stop
@@ -195,7 +195,7 @@ class StepVideoDiT(nnx.Module):
         args = (inputs.context, inputs.context_mask, inputs.modulation, inputs.cos, inputs.sin)
         return self._run_blocks(x, *args, blocks=nnx.merge(graphdef, state), num_layers=stop - start)
 
-    def final_layer(self, x: jax.Array, inputs: "DiTInputs") -> jax.Array:
+    def final_layer(self, x: jax.Array, inputs: DiTInputs) -> jax.Array:
         """Output norm, modulation and unpatchify: tokens [B, N, D] -> velocity [B, F, H, W, C_out]."""
         cfg = self.cfg
         p, dtype = cfg.patch_size, cfg.jnp_dtype

@@ -17,16 +17,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-
 from tqdm import tqdm
 
 from stepvideo_jax import video_io
 from stepvideo_jax.components import load_components
 from stepvideo_jax.diffusion.pipeline import SampleSettings, VideoPipeline, prepare_image
-from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
 from stepvideo_jax.evaluation.metrics import check_video, evaluate_video, image_to_uint8
 from stepvideo_jax.evaluation.reports import contact_sheet, write_reports
 from stepvideo_jax.files import atomic_path, iter_jsonl
+from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
 
 __all__ = ["BENCH_LAYOUT", "IMAGE_EXTENSIONS", "find_benchmark_items", "evaluate_benchmark", "evaluate_folder"]
 

@@ -9,7 +9,7 @@ jit out-shardings (``nnx.eval_shape`` + ``jax.jit``) or by the Orbax restore.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -26,7 +26,7 @@ one exists, where restore must build the quantized model abstractly and read str
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,7 @@ the network (`dit.py`, `vae.py`, `text.py`) and compares every output (`compare`
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -9,7 +9,8 @@ pooler (dense + tanh on the first token) -> `pooler_output`. Dropout is inferenc
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,7 +60,7 @@ class ClipConfig(DtypeFields):
         return self.hidden_size // self.num_heads
 
     @classmethod
-    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "ClipConfig":
+    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> ClipConfig:
         """Builds the config from a BERT `config.json` (the release's `clip_text_encoder/config.json`)."""
         act = cfg.get("hidden_act", "gelu")
         if act != "gelu":

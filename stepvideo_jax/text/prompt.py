@@ -17,11 +17,10 @@ parameter; pass `fingerprint=` to name the models yourself and skip computing it
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -184,8 +183,8 @@ class PromptEncoder:
         return os.path.join(self.cache_dir, f"{key}.safetensors")
 
     def _disk_get(self, prompt: str):
-        from safetensors.numpy import load_file
         from safetensors import safe_open
+        from safetensors.numpy import load_file
 
         path = self._disk_path(prompt)
         if not os.path.isfile(path):

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +81,7 @@ class StepLLMConfig(DtypeFields):
         return m * ((self.ffn_hidden_size + m - 1) // m)
 
     @classmethod
-    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "StepLLMConfig":
+    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> StepLLMConfig:
         """Builds the config from the release's `step_llm/config.json` fields."""
         if cfg.get("fp32_residual_connection", False):
             raise ValueError("fp32_residual_connection=True is not supported; expected false (as released)")

@@ -12,7 +12,6 @@ resamples it to other step counts). Calibrate on prompts outside the evaluation 
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -97,7 +96,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     _FLAGS["config"] = config_flags.DEFINE_config_file("config", None, "Sampling config (FILE or FILE:VARIANT).")

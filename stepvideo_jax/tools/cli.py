@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from absl import app, flags
 

@@ -26,10 +26,10 @@ import json
 import math
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
 from tqdm import tqdm
 
 from stepvideo_jax import video_io

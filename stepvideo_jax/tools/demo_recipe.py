@@ -85,8 +85,8 @@ def _text_components(recipe, workdir: str):
     from flax import nnx
 
     from stepvideo_jax.data.synthetic import captions_for_tokenizer
-    from stepvideo_jax.text import HunyuanCLIP, StepLLM
     from stepvideo_jax.testing import build_tiny_tokenizers, random_model, tiny_clip_config, tiny_step_llm_config
+    from stepvideo_jax.text import HunyuanCLIP, StepLLM
 
     root = os.path.join(workdir, "text")
     spm_path, clip_dir = build_tiny_tokenizers(os.path.join(root, "build"), captions_for_tokenizer())

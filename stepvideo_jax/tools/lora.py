@@ -19,8 +19,8 @@ import tempfile
 from absl import app, flags
 
 from stepvideo_jax.checkpoint import read_manifest
-from stepvideo_jax.files import atomic_path
 from stepvideo_jax.components import component_config, restore_component, save_components, tokenizer_dir
+from stepvideo_jax.files import atomic_path
 from stepvideo_jax.lora import apply_adapters, fingerprint_checkpoint, load_adapter, release_layout
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "merge: the base checkpoint folder")

@@ -44,7 +44,6 @@ from stepvideo_jax.attention.ulysses import ulysses_plan
 from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
 from stepvideo_jax.sharding import MeshConfig, constrain, make_mesh, use_mesh_rules
 from stepvideo_jax.text import TEXT_SHARDING
-from stepvideo_jax.vae import VAE_SHARDING
 from stepvideo_jax.tools.plan import (
     PlanSizes,
     _abstract,
@@ -61,6 +60,7 @@ from stepvideo_jax.tools.tpu_target import (
     topology_devices,
     xla_optimal_seconds,
 )
+from stepvideo_jax.vae import VAE_SHARDING
 
 __all__ = [
     "Program", "PARTS", "register_part", "plan_part", "KERNEL_EFFICIENCY", "STEPS", "mesh_for", "release_dit",

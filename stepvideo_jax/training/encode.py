@@ -9,7 +9,8 @@ clip_states [b, 77, C_clip]); the files and batches keep only the LLM mask. Resu
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -20,7 +20,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -28,6 +29,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from stepvideo_jax.components import restore_component
+from stepvideo_jax.config import dataclass_from
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 from stepvideo_jax.lora import (
@@ -39,8 +42,6 @@ from stepvideo_jax.lora import (
     fingerprint_checkpoint,
     save_adapter,
 )
-from stepvideo_jax.components import restore_component
-from stepvideo_jax.config import dataclass_from
 from stepvideo_jax.sharding import MeshConfig, make_mesh
 from stepvideo_jax.training.checkpointing import RunCheckpoints
 from stepvideo_jax.training.metrics import MetricsWriter

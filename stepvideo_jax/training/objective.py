@@ -14,7 +14,8 @@ frames, as the sampler does. Caption dropout replaces an example's text states b
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -14,7 +14,8 @@ step s draws the same noise as an uninterrupted one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from stepvideo_jax import distributed
 from stepvideo_jax.sharding import ShardingRules, logical_to_spec, model_shardings, use_mesh_rules
 from stepvideo_jax.training.objective import ObjectiveConfig, flow_matching_loss
-from stepvideo_jax.training.vae_objective import VAEObjectiveConfig, vae_loss
 from stepvideo_jax.training.optimizer import OptimConfig, make_optimizer, make_schedule
+from stepvideo_jax.training.vae_objective import VAEObjectiveConfig, vae_loss
 
 __all__ = ["Trainer"]
 

@@ -17,7 +17,8 @@ scale for the DiT (the release applies no latent scaling factor).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

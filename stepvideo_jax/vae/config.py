@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from stepvideo_jax.config import DtypeFields, dtype_from_name
 
@@ -111,12 +112,12 @@ class VAEConfig(DtypeFields):
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def real(cls, **overrides) -> "VAEConfig":
+    def real(cls, **overrides) -> VAEConfig:
         """The released `vae_v2.safetensors` model (AutoencoderKL version 2, z_channels 64)."""
         return cls(**overrides)
 
     @classmethod
-    def tiny(cls, **overrides) -> "VAEConfig":
+    def tiny(cls, **overrides) -> VAEConfig:
         """The reference fixture's widths: a few MB, same structure as the real model."""
         fields = dict(
             z_channels=4,
@@ -129,7 +130,7 @@ class VAEConfig(DtypeFields):
         return cls(**fields)
 
     @classmethod
-    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> "VAEConfig":
+    def from_release(cls, cfg: Mapping[str, Any], **overrides) -> VAEConfig:
         """From the release's constructor arguments as the fixtures record them:
         {version, z_channels, in_channels, out_channels, num_res_blocks, encoder: {ch, ch_mult,
         down_sampling_layer}, decoder: {ch, ch_mult, temporal_up_layers, temporal_downsample},

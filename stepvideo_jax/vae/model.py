@@ -16,12 +16,10 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
 from jax.sharding import Mesh
 
 from stepvideo_jax.sharding import constrain, model_shardings, use_mesh_rules
 from stepvideo_jax.vae.config import VAEConfig
-from stepvideo_jax.vae.sharding import VAE_SHARDING
 from stepvideo_jax.vae.layers import (
     AttentionBlock,
     CausalConv3d,
@@ -33,6 +31,7 @@ from stepvideo_jax.vae.layers import (
     pixel_shuffle_3d,
     pixel_unshuffle_3d,
 )
+from stepvideo_jax.vae.sharding import VAE_SHARDING
 
 __all__ = ["VideoVAE", "VideoEncoder", "VideoDecoder", "blend_chunk_boundaries", "tiled_map", "sharded_vae_decode"]
 
