@@ -28,8 +28,11 @@ BENCHMARKS = [
     ("sampler", ["--steps=50"], "Sampling step time and host overhead (tiny config, 50 steps)"),
     ("memory_scaling", [], "Memory scaling with tokens"),
     ("attention_memory", [], "chunked vs xla self-attention memory"),
-    ("vae", ["--config=real", "--frames=17", "--height=256", "--width=256", "--skip-memory"],
-     "Video-VAE v2 encode / decode"),
+    (
+        "vae",
+        ["--config=real", "--frames=17", "--height=256", "--width=256", "--skip-memory"],
+        "Video-VAE v2 encode / decode",
+    ),
     ("vae:memory", ["--skip-timing"], "Video-VAE v2 decode memory at 544x992 (compiled)"),
     ("convert", [], "Checkpoint conversion: peak RSS and throughput"),
     ("projections", [], "Projected seconds per video (projections)"),

@@ -64,7 +64,13 @@ def main() -> int:
     rows = []
     for tokens in (int(t) for t in a.tokens.split(",")):
         for kernel in ("xla", "chunked"):
-            cmd = [sys.executable, __file__, f"--child={kernel}:{tokens}", f"--heads={a.heads}", f"--head-dim={a.head_dim}"]
+            cmd = [
+                sys.executable,
+                __file__,
+                f"--child={kernel}:{tokens}",
+                f"--heads={a.heads}",
+                f"--head-dim={a.head_dim}",
+            ]
             cmd += ["--no-run"] if a.no_run else []
             env = dict(os.environ, JAX_PLATFORMS="cpu")
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -73,7 +79,9 @@ def main() -> int:
     print(f"{'tokens':>7} {'kernel':>8} {'XLA temp MiB':>13} {'peak RSS MiB':>13}")
     for r in rows:
         rss = r.get("peak_rss_delta_bytes")
-        print(f"{r['tokens']:>7} {r['kernel']:>8} {r['temp_bytes'] / MiB:>13.1f} {('-' if rss is None else f'{rss / MiB:.1f}'):>13}")
+        print(
+            f"{r['tokens']:>7} {r['kernel']:>8} {r['temp_bytes'] / MiB:>13.1f} {('-' if rss is None else f'{rss / MiB:.1f}'):>13}"
+        )
     return 0
 
 

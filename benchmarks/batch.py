@@ -23,16 +23,27 @@ EXAMPLES = os.path.join(REPO, "stepvideo_jax", "demo", "examples")
 
 def _items(n: int) -> list[dict]:
     images = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".png"))
-    prompts = ["a large red circle moves right", "a small white square moves up", "a green triangle moves left",
-               "a blue circle moves down"]
-    return [{"image": os.path.join(EXAMPLES, images[i % len(images)]), "prompt": prompts[i % len(prompts)],
-             "seed": 100 + i} for i in range(n)]
+    prompts = [
+        "a large red circle moves right",
+        "a small white square moves up",
+        "a green triangle moves left",
+        "a blue circle moves down",
+    ]
+    return [
+        {"image": os.path.join(EXAMPLES, images[i % len(images)]), "prompt": prompts[i % len(prompts)], "seed": 100 + i}
+        for i in range(n)
+    ]
 
 
 def _run(args: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), *args], check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, os.path.join(REPO, "sample.py"), *args],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -51,16 +62,27 @@ def main() -> None:
         print(f"# batch of {a.videos}: {batch:.1f}s", file=sys.stderr, flush=True)
         separate = []
         for i, x in enumerate(items):
-            separate.append(_run([*common, f"--config.image={x['image']}", f"--config.prompt={x['prompt']}",
-                                  f"--config.seed={x['seed']}", f"--config.output_dir={tmp}/separate"]))
+            separate.append(
+                _run(
+                    [
+                        *common,
+                        f"--config.image={x['image']}",
+                        f"--config.prompt={x['prompt']}",
+                        f"--config.seed={x['seed']}",
+                        f"--config.output_dir={tmp}/separate",
+                    ]
+                )
+            )
             print(f"# separate run {i + 1}: {separate[-1]:.1f}s", file=sys.stderr, flush=True)
     total = sum(separate)
     print(f"| videos | one batch run (s) | {a.videos} separate runs (s) | separate / batch |")
     print("|---|---|---|---|")
     print(f"| {a.videos} | {batch:.1f} | {total:.1f} | {total / batch:.2f}x |")
     print()
-    print(f"Separate runs: {', '.join(f'{s:.1f}' for s in separate)} s each (config `{a.config}`, "
-          f"{os.cpu_count()} CPU cores, shared machine).")
+    print(
+        f"Separate runs: {', '.join(f'{s:.1f}' for s in separate)} s each (config `{a.config}`, "
+        f"{os.cpu_count()} CPU cores, shared machine)."
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SETTINGS = ("first_block@0.05,first_block@0.1,first_block@0.2,static@0.05,static@0.1,static@0.2,"
-                    "static@0.3,cfg@0.0-0.6,auto")
+DEFAULT_SETTINGS = (
+    "first_block@0.05,first_block@0.1,first_block@0.2,static@0.05,static@0.1,static@0.2,static@0.3,cfg@0.0-0.6,auto"
+)
 
 
 def overrides_of(setting: str) -> list[str]:
@@ -52,8 +53,10 @@ def main(argv=None) -> int:
     p.add_argument("--settings", default=DEFAULT_SETTINGS)
     args = p.parse_args(argv)
     if not os.path.isdir(args.bench_dir):
-        raise SystemExit(f"error: {args.bench_dir} does not exist; write it with "
-                         "python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=heldout")
+        raise SystemExit(
+            f"error: {args.bench_dir} does not exist; write it with "
+            "python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=heldout"
+        )
     spec = importlib.util.spec_from_file_location("_demo_config", args.config)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -63,19 +66,23 @@ def main(argv=None) -> int:
     candidates = {s: overrides_of(s) for s in args.settings.split(",") if s}
     report = compare_settings(config, args.bench_dir, args.out, candidates, (2, 5, 10), limit=args.limit)
     c = config.cache
-    print(f"Demo model (`configs/demo.py`: {config.steps} steps, CFG {config.cfg:g}), held-out prompts "
-          f"{'(first %d) ' % args.limit if args.limit else ''}x motion scores 2, 5, 10; caching warm-up "
-          f"{c.warmup:g} of the steps, max_skips {c.max_skips}; `auto` = "
-          f"{'static' if c.mag_ratios else 'first_block'} at its config threshold.\n")
+    print(
+        f"Demo model (`configs/demo.py`: {config.steps} steps, CFG {config.cfg:g}), held-out prompts "
+        f"{'(first %d) ' % args.limit if args.limit else ''}x motion scores 2, 5, 10; caching warm-up "
+        f"{c.warmup:g} of the steps, max_skips {c.max_skips}; `auto` = "
+        f"{'static' if c.mag_ratios else 'first_block'} at its config threshold.\n"
+    )
     print(comparison_markdown(report))
     auto = report["settings"].get("auto")
     if auto:
         ev = auto["eval"]
-        print(f"auto: {auto['dit_eval_ratio']:.2f}x fewer DiT evaluations (target >= 1.6), "
-              f"{auto['denoise_speedup']:.2f}x less denoising time (target >= 1.4), PSNR vs uncached "
-              f"{auto['psnr_vs_baseline_mean']:.1f} dB (target >= 30), frame-0 PSNR {ev['psnr_mean']:.1f} dB "
-              f"(target >= 28), motion monotonic {ev['motion_monotonic_fraction']:.0%} (>= 90%), "
-              f"direction {ev['direction_accuracy']:.0%} (>= 80%)")
+        print(
+            f"auto: {auto['dit_eval_ratio']:.2f}x fewer DiT evaluations (target >= 1.6), "
+            f"{auto['denoise_speedup']:.2f}x less denoising time (target >= 1.4), PSNR vs uncached "
+            f"{auto['psnr_vs_baseline_mean']:.1f} dB (target >= 30), frame-0 PSNR {ev['psnr_mean']:.1f} dB "
+            f"(target >= 28), motion monotonic {ev['motion_monotonic_fraction']:.0%} (>= 90%), "
+            f"direction {ev['direction_accuracy']:.0%} (>= 80%)"
+        )
     return 0
 
 

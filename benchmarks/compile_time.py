@@ -21,13 +21,27 @@ from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 
 
 def _compile_seconds(layers: int, scan: bool, repeats: int = 3) -> float:
-    cfg = DiTConfig(num_heads=2, head_dim=128, num_layers=layers, in_channels=16, out_channels=16,
-                    caption_channels=(64, 32), scan_layers=scan, attention_kernel="xla")
+    cfg = DiTConfig(
+        num_heads=2,
+        head_dim=128,
+        num_layers=layers,
+        in_channels=16,
+        out_channels=16,
+        caption_channels=(64, 32),
+        scan_layers=scan,
+        attention_kernel="xla",
+    )
     abstract = nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     x = jax.ShapeDtypeStruct((2, 2, 8, 8, 16), jnp.float32)
-    args = (x, jax.ShapeDtypeStruct((2,), jnp.float32), jax.ShapeDtypeStruct((2, 16, 64), jnp.float32),
-            jax.ShapeDtypeStruct((2, 24), jnp.float32), jax.ShapeDtypeStruct((2, 8, 32), jnp.float32), x)
+    args = (
+        x,
+        jax.ShapeDtypeStruct((2,), jnp.float32),
+        jax.ShapeDtypeStruct((2, 16, 64), jnp.float32),
+        jax.ShapeDtypeStruct((2, 24), jnp.float32),
+        jax.ShapeDtypeStruct((2, 8, 32), jnp.float32),
+        x,
+    )
 
     def fwd(state, x, t, llm, mask, clip, cond):
         return nnx.merge(graphdef, state).forward(x, t, llm, mask, clip, cond, 5.0)

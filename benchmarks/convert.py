@@ -42,9 +42,17 @@ def generate_release(root: str, size_gb: float, shards: int, src_dtype: str, hea
     D = heads * 128
     layers = max(1, round(size_gb * 1e9 / itemsize / (16 * D * D)) - 1)
     cfg = {
-        "num_attention_heads": heads, "attention_head_dim": 128, "in_channels": 64, "out_channels": 64,
-        "num_layers": layers, "dropout": 0.0, "patch_size": 1, "norm_type": "ada_norm_single",
-        "norm_elementwise_affine": False, "norm_eps": 1e-6, "use_additional_conditions": True,
+        "num_attention_heads": heads,
+        "attention_head_dim": 128,
+        "in_channels": 64,
+        "out_channels": 64,
+        "num_layers": layers,
+        "dropout": 0.0,
+        "patch_size": 1,
+        "norm_type": "ada_norm_single",
+        "norm_elementwise_affine": False,
+        "norm_eps": 1e-6,
+        "use_additional_conditions": True,
         "caption_channels": [4096, 1024],
     }
     from stepvideo_jax.convert.dit import release_dit_shapes
@@ -94,13 +102,23 @@ def main(argv):
         src, dst = os.path.join(work, "release"), os.path.join(work, "converted")
         t = time.perf_counter()
         src_bytes = generate_release(src, _SIZE.value, _SHARDS.value, _SRC_DTYPE.value, _WIDTH.value)
-        print(f"generated {src_bytes / 1e9:.2f} GB in {_SHARDS.value} shards ({_SRC_DTYPE.value}) in {time.perf_counter() - t:.0f}s")
+        print(
+            f"generated {src_bytes / 1e9:.2f} GB in {_SHARDS.value} shards ({_SRC_DTYPE.value}) in {time.perf_counter() - t:.0f}s"
+        )
         py = sys.executable
-        _, base_rss, _, _ = _run_child([py, "-c", "import stepvideo_jax.convert.release, orbax.checkpoint, jax; jax.numpy.zeros(1)"])
-        wall, rss, out, cpu = _run_child([
-            py, "convert_torch_weights.py", f"--src={src}", f"--dst={dst}", "--components=transformer",
-            f"--dtype={_DTYPE.value}",
-        ])
+        _, base_rss, _, _ = _run_child(
+            [py, "-c", "import stepvideo_jax.convert.release, orbax.checkpoint, jax; jax.numpy.zeros(1)"]
+        )
+        wall, rss, out, cpu = _run_child(
+            [
+                py,
+                "convert_torch_weights.py",
+                f"--src={src}",
+                f"--dst={dst}",
+                "--components=transformer",
+                f"--dtype={_DTYPE.value}",
+            ]
+        )
         print(out.strip().splitlines()[-2] if out.strip() else "")
         with open(os.path.join(dst, "manifest.json")) as f:
             out_bytes = json.load(f)["components"]["transformer"]["bytes"]

@@ -62,14 +62,44 @@ class Sizes:
 
 
 REAL = Sizes(
-    attn_tokens=(4743, 9486, 37944), heads=48, head_dim=128, rope_split=(64, 32, 32), attn_batch=1,
-    check_queries=256, grid=(18, 34, 62), batch=2, llm_tokens=320, clip_tokens=77, caption_channels=(6144, 1024),
-    scan_layers=(1, 4), vae="real", vae_latent=(3, 34, 62), dtype="bfloat16", warmup=2, repeats=5, dot_size=8192,
+    attn_tokens=(4743, 9486, 37944),
+    heads=48,
+    head_dim=128,
+    rope_split=(64, 32, 32),
+    attn_batch=1,
+    check_queries=256,
+    grid=(18, 34, 62),
+    batch=2,
+    llm_tokens=320,
+    clip_tokens=77,
+    caption_channels=(6144, 1024),
+    scan_layers=(1, 4),
+    vae="real",
+    vae_latent=(3, 34, 62),
+    dtype="bfloat16",
+    warmup=2,
+    repeats=5,
+    dot_size=8192,
 )
 SMOKE = Sizes(
-    attn_tokens=(40, 80, 160), heads=2, head_dim=16, rope_split=(8, 4, 4), attn_batch=1, check_queries=32,
-    grid=(2, 4, 6), batch=2, llm_tokens=6, clip_tokens=4, caption_channels=(32, 16), scan_layers=(1, 4),
-    vae="narrow", vae_latent=(3, 2, 2), dtype="float32", warmup=1, repeats=2, dot_size=256,
+    attn_tokens=(40, 80, 160),
+    heads=2,
+    head_dim=16,
+    rope_split=(8, 4, 4),
+    attn_batch=1,
+    check_queries=32,
+    grid=(2, 4, 6),
+    batch=2,
+    llm_tokens=6,
+    clip_tokens=4,
+    caption_channels=(32, 16),
+    scan_layers=(1, 4),
+    vae="narrow",
+    vae_latent=(3, 2, 2),
+    dtype="float32",
+    warmup=1,
+    repeats=2,
+    dot_size=256,
 )
 
 
@@ -81,8 +111,16 @@ def attention_flops(batch: int, heads: int, q_tokens: int, kv_tokens: int, head_
 def _dit_config(s: Sizes, num_layers: int, kernel: str):
     from stepvideo_jax.dit import DiTConfig
 
-    return DiTConfig(num_heads=s.heads, head_dim=s.head_dim, rope_split=s.rope_split, num_layers=num_layers,
-                     caption_channels=s.caption_channels, param_dtype=s.dtype, dtype=s.dtype, attention_kernel=kernel)
+    return DiTConfig(
+        num_heads=s.heads,
+        head_dim=s.head_dim,
+        rope_split=s.rope_split,
+        num_layers=num_layers,
+        caption_channels=s.caption_channels,
+        param_dtype=s.dtype,
+        dtype=s.dtype,
+        attention_kernel=kernel,
+    )
 
 
 def layer_flops(s: Sizes) -> float:
@@ -189,9 +227,20 @@ def _section_layer(s: Sizes, a) -> dict:
     secs = median_seconds(lambda: fwd(state, x), warmup=s.warmup, repeats=s.repeats)
     dot, dot_n = matmul_peak_flops(sizes=(s.dot_size,), dtype=cfg.jnp_dtype)
     flops = layer_flops(s)
-    return {"tokens": n, "batch": s.batch, "text_tokens": s.clip_tokens + s.llm_tokens, "kernel": cfg.attention_kernel,
-            "width": cfg.hidden_size, "gflop": flops / 1e9, "seconds": secs, "first_call_s": first,
-            "tflops": flops / secs / 1e12, "peak_tflops": a.peak_tflops, "dot_tflops": dot / 1e12, "dot_n": dot_n}
+    return {
+        "tokens": n,
+        "batch": s.batch,
+        "text_tokens": s.clip_tokens + s.llm_tokens,
+        "kernel": cfg.attention_kernel,
+        "width": cfg.hidden_size,
+        "gflop": flops / 1e9,
+        "seconds": secs,
+        "first_call_s": first,
+        "tflops": flops / secs / 1e12,
+        "peak_tflops": a.peak_tflops,
+        "dot_tflops": dot / 1e12,
+        "dot_n": dot_n,
+    }
 
 
 def _time_dit_forward(s: Sizes, cfg) -> float:
@@ -241,8 +290,16 @@ def _section_vae(s: Sizes, a) -> dict:
     if s.vae == "real":
         cfg = VAEConfig.real(param_dtype=s.dtype, dtype=s.dtype)
     else:  # the fixture's structure at the narrowest widths its checks allow, with the 3D convs a GPU runs
-        cfg = VAEConfig.tiny(norm_groups=8, encoder_ch=8, decoder_ch=8, num_res_blocks=1, z_channels=2,
-                             param_dtype=s.dtype, dtype=s.dtype, conv_impl="conv3d")
+        cfg = VAEConfig.tiny(
+            norm_groups=8,
+            encoder_ch=8,
+            decoder_ch=8,
+            num_res_blocks=1,
+            z_channels=2,
+            param_dtype=s.dtype,
+            dtype=s.dtype,
+            conv_impl="conv3d",
+        )
     graphdef, state = random_state(lambda: VideoVAE(cfg, rngs=nnx.Rngs(0)))
     f, h, w = s.vae_latent
     z = jax.random.normal(jax.random.key(0), (1, f, h, w, cfg.z_channels), cfg.jnp_dtype)  # [1, F', h, w, z]
@@ -256,9 +313,19 @@ def _section_vae(s: Sizes, a) -> dict:
     secs = median_seconds(lambda: compiled(state, z), warmup=1, repeats=max(2, s.repeats - 2))
     kind, peak = _peak_bytes()
     params = sum(int(x.size) for x in jax.tree.leaves(state))
-    return {"latent": list(z.shape), "output": list(out.shape), "params_m": params / 1e6, "dtype": s.dtype,
-            "conv_impl": cfg.conv_impl, "compile_s": compile_s, "seconds": secs, "peak_kind": kind,
-            "peak_bytes": peak, "temp_bytes": int(temp), "finite": bool(jnp.isfinite(out).all())}
+    return {
+        "latent": list(z.shape),
+        "output": list(out.shape),
+        "params_m": params / 1e6,
+        "dtype": s.dtype,
+        "conv_impl": cfg.conv_impl,
+        "compile_s": compile_s,
+        "seconds": secs,
+        "peak_kind": kind,
+        "peak_bytes": peak,
+        "temp_bytes": int(temp),
+        "finite": bool(jnp.isfinite(out).all()),
+    }
 
 
 def _section_official(s: Sizes, a) -> dict:
@@ -271,7 +338,9 @@ def _section_official(s: Sizes, a) -> dict:
 
     pkg_dir = os.path.join(a.official_src, "stepvideo")
     if not os.path.isfile(os.path.join(pkg_dir, "modules", "blocks.py")):
-        raise SystemExit(f"--official_src must be a Step-Video-TI2V checkout with stepvideo/modules/blocks.py; got {a.official_src!r}")
+        raise SystemExit(
+            f"--official_src must be a Step-Video-TI2V checkout with stepvideo/modules/blocks.py; got {a.official_src!r}"
+        )
     sys.path.insert(0, a.official_src)
     pkg = types.ModuleType("stepvideo")
     pkg.__path__ = [pkg_dir]
@@ -287,7 +356,9 @@ def _section_official(s: Sizes, a) -> dict:
     d = s.heads * s.head_dim
     n, m = s.grid[0] * s.grid[1] * s.grid[2], s.clip_tokens + s.llm_tokens
     torch.manual_seed(0)
-    block = StepVideoTransformerBlock(dim=d, attention_head_dim=s.head_dim, attention_type="torch").to(dev, dtype).eval()
+    block = (
+        StepVideoTransformerBlock(dim=d, attention_head_dim=s.head_dim, attention_type="torch").to(dev, dtype).eval()
+    )
     q = torch.randn(s.batch, n, d, device=dev, dtype=dtype)
     kv = torch.randn(s.batch, m, d, device=dev, dtype=dtype)
     timestep = torch.randn(s.batch, 6 * d, device=dev, dtype=dtype) * 0.1
@@ -310,8 +381,13 @@ def _section_official(s: Sizes, a) -> dict:
     return {"seconds": secs, "tflops": flops / secs / 1e12, "torch": torch.__version__, "device": name, "machine": ""}
 
 
-_RUNNERS = {"attention": _section_attention, "layer": _section_layer, "scan": _section_scan, "vae": _section_vae,
-            "official": _section_official}
+_RUNNERS = {
+    "attention": _section_attention,
+    "layer": _section_layer,
+    "scan": _section_scan,
+    "vae": _section_vae,
+    "official": _section_official,
+}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -340,58 +416,165 @@ def render(results: dict, s: Sizes, a) -> str:
         rows = []
         for row in r["rows"]:
             if "skipped" in row:
-                rows.append([row["tokens"], row["kernel"], f"{row['gflop']:.4g}", "-", "-", "-", f"skipped: {row['skipped']}"])
+                rows.append(
+                    [row["tokens"], row["kernel"], f"{row['gflop']:.4g}", "-", "-", "-", f"skipped: {row['skipped']}"]
+                )
                 continue
             ok = "yes" if row["max_abs_diff"] <= r["tolerance"] else "NO"
-            rows.append([row["tokens"], row["kernel"], f"{row['gflop']:.4g}", f"{row['seconds'] * 1e3:.2f}",
-                         f"{row['tflops']:.3g}", f"{row['max_abs_diff']:.2e}", ok])
-        out.append(_md(["tokens", "kernel", "GFLOP (4BHN^2D)", "ms (median)", "TFLOP/s",
-                        f"max abs diff vs xla float32 (first {r['check_queries']} queries)",
-                        f"agrees (<= {r['tolerance']:g})"], rows) + "\n")
+            rows.append(
+                [
+                    row["tokens"],
+                    row["kernel"],
+                    f"{row['gflop']:.4g}",
+                    f"{row['seconds'] * 1e3:.2f}",
+                    f"{row['tflops']:.3g}",
+                    f"{row['max_abs_diff']:.2e}",
+                    ok,
+                ]
+            )
+        out.append(
+            _md(
+                [
+                    "tokens",
+                    "kernel",
+                    "GFLOP (4BHN^2D)",
+                    "ms (median)",
+                    "TFLOP/s",
+                    f"max abs diff vs xla float32 (first {r['check_queries']} queries)",
+                    f"agrees (<= {r['tolerance']:g})",
+                ],
+                rows,
+            )
+            + "\n"
+        )
     out.append(f"### (b) One DiT layer, {s.dtype}, random weights\n")
     if not failed("layer"):
         r = results["layer"]
-        out.append(f"Width {r['width']} ({s.heads} heads x {s.head_dim}), {r['tokens']} video tokens, CFG batch "
-                   f"{r['batch']}, {r['text_tokens']} text tokens, attention kernel `{r['kernel']}`. Stated peak: "
-                   f"{r['peak_tflops']:g} TFLOP/s (dense bf16, H200 SXM datasheet); measured: a {r['dot_n']}^3 "
-                   f"`jnp.dot` in {s.dtype} in the same process.\n")
-        out.append(_md(["what", "GFLOP (analytic)", "first call s", "ms (median)", "TFLOP/s", "fraction of stated peak",
-                        "measured dot TFLOP/s", "fraction of measured dot"],
-                       [["DiTBlock forward", f"{r['gflop']:.4g}", f"{r['first_call_s']:.1f}", f"{r['seconds'] * 1e3:.1f}",
-                         f"{r['tflops']:.3g}", f"{r['tflops'] / r['peak_tflops']:.3f}", f"{r['dot_tflops']:.3g}",
-                         f"{r['tflops'] / r['dot_tflops']:.2f}"]]) + "\n")
+        out.append(
+            f"Width {r['width']} ({s.heads} heads x {s.head_dim}), {r['tokens']} video tokens, CFG batch "
+            f"{r['batch']}, {r['text_tokens']} text tokens, attention kernel `{r['kernel']}`. Stated peak: "
+            f"{r['peak_tflops']:g} TFLOP/s (dense bf16, H200 SXM datasheet); measured: a {r['dot_n']}^3 "
+            f"`jnp.dot` in {s.dtype} in the same process.\n"
+        )
+        out.append(
+            _md(
+                [
+                    "what",
+                    "GFLOP (analytic)",
+                    "first call s",
+                    "ms (median)",
+                    "TFLOP/s",
+                    "fraction of stated peak",
+                    "measured dot TFLOP/s",
+                    "fraction of measured dot",
+                ],
+                [
+                    [
+                        "DiTBlock forward",
+                        f"{r['gflop']:.4g}",
+                        f"{r['first_call_s']:.1f}",
+                        f"{r['seconds'] * 1e3:.1f}",
+                        f"{r['tflops']:.3g}",
+                        f"{r['tflops'] / r['peak_tflops']:.3f}",
+                        f"{r['dot_tflops']:.3g}",
+                        f"{r['tflops'] / r['dot_tflops']:.2f}",
+                    ]
+                ],
+            )
+            + "\n"
+        )
     out.append(f"### (c) Whole DiT forward, layers scanned (nnx.scan), {s.dtype}\n")
     if not failed("scan"):
         r = results["scan"]
         first = r["rows"][0]
         rows = []
         for row in r["rows"]:
-            marginal = ("-" if row is first else
-                        f"{(row['seconds'] - first['seconds']) / (row['layers'] - first['layers']) * 1e3:.1f}")
-            rows.append([row["layers"], f"{row['gflop']:.4g}", f"{row['seconds'] * 1e3:.1f}",
-                         f"{row['seconds'] / row['layers'] * 1e3:.1f}", marginal, f"{row['tflops']:.3g}"])
-        out.append(f"{r['tokens']} video tokens, CFG batch {s.batch}, kernel `{r['kernel']}`; the forward includes the "
-                   f"patch embedding, text projection, AdaLN and output head once.\n")
-        out.append(_md(["layers", "GFLOP (analytic)", "ms (median)", "ms / layers",
-                        f"marginal ms per layer (vs {first['layers']})", "TFLOP/s"], rows) + "\n")
+            marginal = (
+                "-"
+                if row is first
+                else f"{(row['seconds'] - first['seconds']) / (row['layers'] - first['layers']) * 1e3:.1f}"
+            )
+            rows.append(
+                [
+                    row["layers"],
+                    f"{row['gflop']:.4g}",
+                    f"{row['seconds'] * 1e3:.1f}",
+                    f"{row['seconds'] / row['layers'] * 1e3:.1f}",
+                    marginal,
+                    f"{row['tflops']:.3g}",
+                ]
+            )
+        out.append(
+            f"{r['tokens']} video tokens, CFG batch {s.batch}, kernel `{r['kernel']}`; the forward includes the "
+            f"patch embedding, text projection, AdaLN and output head once.\n"
+        )
+        out.append(
+            _md(
+                [
+                    "layers",
+                    "GFLOP (analytic)",
+                    "ms (median)",
+                    "ms / layers",
+                    f"marginal ms per layer (vs {first['layers']})",
+                    "TFLOP/s",
+                ],
+                rows,
+            )
+            + "\n"
+        )
     out.append(f"### (d) VAE decode, one chunk ({s.vae} widths, {s.dtype})\n")
     if not failed("vae"):
         r = results["vae"]
-        out.append(_md(["latents (B,F,h,w,z)", "output (B,F,H,W,C)", "params (M)", "compile s", "ms (median)",
-                        f"peak memory ({r['peak_kind']})", "compiled temp", "finite"],
-                       [[tuple(r["latent"]), tuple(r["output"]), f"{r['params_m']:.1f}", f"{r['compile_s']:.1f}",
-                         f"{r['seconds'] * 1e3:.1f}", fmt_bytes(r["peak_bytes"]), fmt_bytes(r["temp_bytes"]),
-                         r["finite"]]]) + "\n")
+        out.append(
+            _md(
+                [
+                    "latents (B,F,h,w,z)",
+                    "output (B,F,H,W,C)",
+                    "params (M)",
+                    "compile s",
+                    "ms (median)",
+                    f"peak memory ({r['peak_kind']})",
+                    "compiled temp",
+                    "finite",
+                ],
+                [
+                    [
+                        tuple(r["latent"]),
+                        tuple(r["output"]),
+                        f"{r['params_m']:.1f}",
+                        f"{r['compile_s']:.1f}",
+                        f"{r['seconds'] * 1e3:.1f}",
+                        fmt_bytes(r["peak_bytes"]),
+                        fmt_bytes(r["temp_bytes"]),
+                        r["finite"],
+                    ]
+                ],
+            )
+            + "\n"
+        )
     out.append("### (e) The same layer through the official PyTorch code\n")
     if not a.official_src:
         out.append("not run: no `--official_src=DIR` given (torch and a Step-Video-TI2V checkout are needed).\n")
     elif not failed("official"):
         r, ours = results["official"], results.get("layer", {})
         ratio = f"{ours['seconds'] / r['seconds']:.2f}" if "seconds" in ours else "-"
-        out.append(_md(["what", "ms (median)", "TFLOP/s", "ours / theirs (time)"],
-                       [[(f"official StepVideoTransformerBlock (torch {r['torch']}, attention_type 'torch' = SDPA, "
-                          f"{r['device']})"),
-                         f"{r['seconds'] * 1e3:.1f}", f"{r['tflops']:.3g}", ratio]]) + "\n")
+        out.append(
+            _md(
+                ["what", "ms (median)", "TFLOP/s", "ours / theirs (time)"],
+                [
+                    [
+                        (
+                            f"official StepVideoTransformerBlock (torch {r['torch']}, attention_type 'torch' = SDPA, "
+                            f"{r['device']})"
+                        ),
+                        f"{r['seconds'] * 1e3:.1f}",
+                        f"{r['tflops']:.3g}",
+                        ratio,
+                    ]
+                ],
+            )
+            + "\n"
+        )
     return "\n".join(out)
 
 
@@ -426,8 +609,11 @@ def main(argv=None) -> int:
     p.add_argument("--peak_tflops", type=float, default=H200_SXM_DENSE_BF16_TFLOPS, help="stated dense peak")
     p.add_argument("--official_src", default="", help="a Step-Video-TI2V checkout (scratch folder) for table (e)")
     p.add_argument("--json", default="", help="also write the raw results here")
-    p.add_argument("--in_process", action="store_true",
-                   help="run the sections in this process (one interpreter start; peaks and failures then shared)")
+    p.add_argument(
+        "--in_process",
+        action="store_true",
+        help="run the sections in this process (one interpreter start; peaks and failures then shared)",
+    )
     p.add_argument("--section", default="", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     s = SMOKE if a.smoke else REAL
@@ -440,8 +626,12 @@ def main(argv=None) -> int:
     if a.section:
         print(json.dumps(_run_here(a.section, s, a)))
         return 0
-    passed = [f"--kernels={a.kernels}", f"--dit_kernel={a.dit_kernel}", f"--peak_tflops={a.peak_tflops}",
-              f"--official_src={a.official_src}"] + (["--smoke"] if a.smoke else [])
+    passed = [
+        f"--kernels={a.kernels}",
+        f"--dit_kernel={a.dit_kernel}",
+        f"--peak_tflops={a.peak_tflops}",
+        f"--official_src={a.official_src}",
+    ] + (["--smoke"] if a.smoke else [])
     t0 = time.perf_counter()
     results = {}
     for name in wanted:
@@ -452,8 +642,10 @@ def main(argv=None) -> int:
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", file=sys.stderr, flush=True)
     ran = next((r for r in results.values() if "device" in r), {"device": "?", "machine": "?"})
     mode = "CPU smoke sizes (code paths only; not performance figures)" if a.smoke else "release sizes"
-    print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {mode}; device "
-          f"{ran['device']}; {ran['machine']}; all sections {time.perf_counter() - t0:.0f} s\n")
+    print(
+        f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {mode}; device "
+        f"{ran['device']}; {ran['machine']}; all sections {time.perf_counter() - t0:.0f} s\n"
+    )
     print(render(results, s, a))
     if a.json:
         with open(a.json, "w") as f:

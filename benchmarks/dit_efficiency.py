@@ -27,7 +27,9 @@ BATCH = 2
 LLM_TOKENS, CLIP_TOKENS = 48, 16
 
 
-def analytic_flops(cfg: DiTConfig, batch: int, n: int, llm_tokens: int = LLM_TOKENS, clip_tokens: int = CLIP_TOKENS) -> float:
+def analytic_flops(
+    cfg: DiTConfig, batch: int, n: int, llm_tokens: int = LLM_TOKENS, clip_tokens: int = CLIP_TOKENS
+) -> float:
     """Matmul + attention FLOPs (2 per multiply-add) of one forward with n video tokens."""
     m = llm_tokens + clip_tokens
     d = cfg.hidden_size
@@ -42,7 +44,9 @@ def analytic_flops(cfg: DiTConfig, batch: int, n: int, llm_tokens: int = LLM_TOK
         + 2 * 2 * n * d * cfg.ffn_mult * d  # FFN
     )
     embed = 2 * n * cfg.patch_in_channels * d + 2 * n * d * cfg.out_channels
-    text = 2 * (llm_tokens * cfg.caption_channels[0] * d + llm_tokens * d * d + clip_tokens * cfg.caption_channels[1] * d)
+    text = 2 * (
+        llm_tokens * cfg.caption_channels[0] * d + llm_tokens * d * d + clip_tokens * cfg.caption_channels[1] * d
+    )
     adaln = 2 * (256 * d + d * d) * 2 + 2 * d * 6 * d
     return batch * (cfg.num_layers * per_layer + embed + text + adaln)
 
@@ -67,8 +71,15 @@ def _transcendental_seconds(cfg: DiTConfig, n: int) -> float:
 
 
 def main() -> None:
-    cfg = DiTConfig(num_heads=HEADS, head_dim=HEAD_DIM, num_layers=LAYERS, in_channels=C, out_channels=C,
-                    caption_channels=(1024, 256), attention_kernel="xla")
+    cfg = DiTConfig(
+        num_heads=HEADS,
+        head_dim=HEAD_DIM,
+        num_layers=LAYERS,
+        in_channels=C,
+        out_channels=C,
+        caption_channels=(1024, 256),
+        attention_kernel="xla",
+    )
     model = StepVideoDiT(cfg, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     key = jax.random.key(1)
@@ -106,20 +117,50 @@ def main() -> None:
     fwd_s, step_s = statistics.median(fwd_times), statistics.median(step_times)
     step_flops = flops + 10 * lat.size
     print(f"Machine: {machine_description()}\n")
-    print(f"FLOPs check: analytic {flops / 1e9:.1f} GFLOP vs XLA cost_analysis {xla_flops / 1e9:.1f} GFLOP "
-          f"(unrolled layers; ratio {xla_flops / flops:.3f}; XLA also counts softmax, norms and elementwise ops)\n")
+    print(
+        f"FLOPs check: analytic {flops / 1e9:.1f} GFLOP vs XLA cost_analysis {xla_flops / 1e9:.1f} GFLOP "
+        f"(unrolled layers; ratio {xla_flops / flops:.3f}; XLA also counts softmax, norms and elementwise ops)\n"
+    )
     rows = [
-        ["DiT forward (CFG batch 2)", f"{flops / 1e9:.1f}", f"{xla_flops / 1e9:.1f}", f"{fwd_s * 1e3:.1f}",
-         f"{flops / fwd_s / 1e9:.1f}", f"{peak / 1e9:.1f}", f"{flops / fwd_s / peak:.2f}"],
-        ["sampling step (2 CFG rows + guidance + Euler)", f"{step_flops / 1e9:.1f}", "", f"{step_s * 1e3:.1f}",
-         f"{step_flops / step_s / 1e9:.1f}", f"{peak / 1e9:.1f}", f"{step_flops / step_s / peak:.2f}"],
+        [
+            "DiT forward (CFG batch 2)",
+            f"{flops / 1e9:.1f}",
+            f"{xla_flops / 1e9:.1f}",
+            f"{fwd_s * 1e3:.1f}",
+            f"{flops / fwd_s / 1e9:.1f}",
+            f"{peak / 1e9:.1f}",
+            f"{flops / fwd_s / peak:.2f}",
+        ],
+        [
+            "sampling step (2 CFG rows + guidance + Euler)",
+            f"{step_flops / 1e9:.1f}",
+            "",
+            f"{step_s * 1e3:.1f}",
+            f"{step_flops / step_s / 1e9:.1f}",
+            f"{peak / 1e9:.1f}",
+            f"{step_flops / step_s / peak:.2f}",
+        ],
     ]
-    print(f"Transcendental elementwise work alone (tanh-GELU on the FFN activations + softmax on the "
-          f"self-attention logits, {cfg.num_layers} layers): {elementwise_s * 1e3:.0f} ms = "
-          f"{elementwise_s / fwd_s:.0%} of the forward; forward without it: "
-          f"{flops / (fwd_s - elementwise_s) / peak:.2f} of peak\n")
-    print(md_table(["what", "GFLOP (analytic)", "GFLOP (XLA cost_analysis)", "ms (median)", "GFLOP/s",
-                    f"matmul peak GFLOP/s ({peak_n}^3 f32 dot)", "fraction of peak (target >= 0.85)"], rows))
+    print(
+        f"Transcendental elementwise work alone (tanh-GELU on the FFN activations + softmax on the "
+        f"self-attention logits, {cfg.num_layers} layers): {elementwise_s * 1e3:.0f} ms = "
+        f"{elementwise_s / fwd_s:.0%} of the forward; forward without it: "
+        f"{flops / (fwd_s - elementwise_s) / peak:.2f} of peak\n"
+    )
+    print(
+        md_table(
+            [
+                "what",
+                "GFLOP (analytic)",
+                "GFLOP (XLA cost_analysis)",
+                "ms (median)",
+                "GFLOP/s",
+                f"matmul peak GFLOP/s ({peak_n}^3 f32 dot)",
+                "fraction of peak (target >= 0.85)",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

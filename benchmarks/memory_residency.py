@@ -47,12 +47,18 @@ def build_released_width_checkpoint(dst: str, layers: int = 2, seed: int = 0) ->
     shutil.copy(spm_file, os.path.join(step_tok, "step1_chat_tokenizer.model"))
     pdt = dict(param_dtype="bfloat16", dtype="bfloat16")
     components = {
-        "transformer": (random_model(lambda: StepVideoDiT(DiTConfig(num_layers=layers, **pdt), rngs=nnx.Rngs(0)), seed),
-                        None),
-        "step_llm": (random_model(lambda: StepLLM(StepLLMConfig(num_layers=layers, **pdt), rngs=nnx.Rngs(0)), seed + 1),
-                     step_tok),
-        "hunyuan_clip": (random_model(lambda: HunyuanCLIP(ClipConfig(**pdt), rngs=nnx.Rngs(0)), seed + 2),
-                         clip_vocab_dir),
+        "transformer": (
+            random_model(lambda: StepVideoDiT(DiTConfig(num_layers=layers, **pdt), rngs=nnx.Rngs(0)), seed),
+            None,
+        ),
+        "step_llm": (
+            random_model(lambda: StepLLM(StepLLMConfig(num_layers=layers, **pdt), rngs=nnx.Rngs(0)), seed + 1),
+            step_tok,
+        ),
+        "hunyuan_clip": (
+            random_model(lambda: HunyuanCLIP(ClipConfig(**pdt), rngs=nnx.Rngs(0)), seed + 2),
+            clip_vocab_dir,
+        ),
         "vae": (random_model(lambda: VideoVAE(VAEConfig.real(**pdt), rngs=nnx.Rngs(0)), seed + 3), None),
     }
     save_components(dst, components, source=f"random bf16 weights at the released widths, seed {seed}", overwrite=True)
@@ -62,8 +68,13 @@ def _peak_rss(cmd: list[str], log: str) -> tuple[int, float]:
     """(peak RSS bytes, seconds) of one child process; raises naming the log when it fails."""
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO))
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO),
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (status {status}); see {log}")
@@ -82,8 +93,16 @@ def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS) -> list[list[
             cmd.append(f"--config.dit_quantize={quant}")
         peak, seconds = _peak_rss(cmd, os.path.join(out_dir, f"{tag}.log"))
         peaks[(residency, quant)] = peak
-        rows.append([name, residency, quant or "bf16 (as converted)", f"{peak / 2**30:.2f}",
-                     f"{peak / peaks[('all', '')]:.2f}", f"{seconds:.0f}"])
+        rows.append(
+            [
+                name,
+                residency,
+                quant or "bf16 (as converted)",
+                f"{peak / 2**30:.2f}",
+                f"{peak / peaks[('all', '')]:.2f}",
+                f"{seconds:.0f}",
+            ]
+        )
     return rows
 
 
@@ -101,14 +120,28 @@ def main(argv=None) -> None:
     if "released_width" in args.only:
         if not os.path.isdir(RELEASED_WIDTH_DIR):
             build_released_width_checkpoint(RELEASED_WIDTH_DIR)
-        base = py[:2] + ["--config=configs/ti2v.py"] + py[2:] + [
-            f"--config.checkpoint_dir={RELEASED_WIDTH_DIR}", "--config.image=synthetic", "--config.frames=17",
-            "--config.height=128", "--config.width=128", f"--config.steps={args.steps}",
-            "--config.denoise_filter=False", "--config.crop_540p=False",
-        ]
+        base = (
+            py[:2]
+            + ["--config=configs/ti2v.py"]
+            + py[2:]
+            + [
+                f"--config.checkpoint_dir={RELEASED_WIDTH_DIR}",
+                "--config.image=synthetic",
+                "--config.frames=17",
+                "--config.height=128",
+                "--config.width=128",
+                f"--config.steps={args.steps}",
+                "--config.denoise_filter=False",
+                "--config.crop_540p=False",
+            ]
+        )
         # (all, int8) is left out to save time on this 2-core machine: int8 only changes the DiT stage.
-        rows += _rows("released widths (DiT, Step-LLM 2 layers)", base, args.out,
-                      runs=(("all", ""), ("sequential", ""), ("sequential", "int8")))
+        rows += _rows(
+            "released widths (DiT, Step-LLM 2 layers)",
+            base,
+            args.out,
+            runs=(("all", ""), ("sequential", ""), ("sequential", "int8")),
+        )
     print(md_table(["model", "residency", "DiT weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
 
 

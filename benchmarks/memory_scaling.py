@@ -35,8 +35,15 @@ def attention_bytes(n: int, heads: int = 2, head_dim: int = 128) -> int:
 
 
 def layer_bytes(n: int) -> int:
-    cfg = DiTConfig(num_heads=2, head_dim=128, num_layers=1, in_channels=16, out_channels=16,
-                    caption_channels=(64, 32), attention_kernel="chunked")
+    cfg = DiTConfig(
+        num_heads=2,
+        head_dim=128,
+        num_layers=1,
+        in_channels=16,
+        out_channels=16,
+        caption_channels=(64, 32),
+        attention_kernel="chunked",
+    )
     abstract = nnx.eval_shape(lambda: DiTBlock(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     d = cfg.hidden_size
@@ -45,8 +52,12 @@ def layer_bytes(n: int) -> int:
         cos, sin = rope_tables(pos, cfg.rope_split, cfg.rope_base)
         return nnx.merge(graphdef, state)(x, ctx, jnp.ones(ctx.shape[:2], bool), mod, cos, sin)
 
-    args = (jax.ShapeDtypeStruct((1, n, d), jnp.float32), jax.ShapeDtypeStruct((1, 64, d), jnp.float32),
-            jax.ShapeDtypeStruct((1, 6, d), jnp.float32), jax.ShapeDtypeStruct((n, 3), jnp.int32))
+    args = (
+        jax.ShapeDtypeStruct((1, n, d), jnp.float32),
+        jax.ShapeDtypeStruct((1, 64, d), jnp.float32),
+        jax.ShapeDtypeStruct((1, 6, d), jnp.float32),
+        jax.ShapeDtypeStruct((n, 3), jnp.int32),
+    )
     return _bytes(jax.jit(fwd).lower(state, *args).compile())
 
 

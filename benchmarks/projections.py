@@ -31,11 +31,24 @@ def main() -> None:
         flops = STEPS * analytic_flops(cfg, 2, tokens, llm_tokens=320, clip_tokens=77)
         for name, (chips, peak) in CHIPS.items():
             secs = [flops / (chips * peak * mfu) for mfu in (0.4, 0.6)]
-            rows.append([frames, tokens, f"{flops / 1e15:.0f}", name, f"{secs[0]:.0f}", f"{secs[1]:.0f}",
-                         PUBLISHED[frames]])
+            rows.append(
+                [frames, tokens, f"{flops / 1e15:.0f}", name, f"{secs[0]:.0f}", f"{secs[1]:.0f}", PUBLISHED[frames]]
+            )
     print("**Projections** (analytic FLOPs / assumed MFU; not measured):\n")
-    print(md_table(["frames", "tokens", "PFLOP per video (50 steps, CFG)", "hardware", "s/video @40% MFU",
-                    "s/video @60% MFU", "release's published s/video (T2V, GPUs)"], rows))
+    print(
+        md_table(
+            [
+                "frames",
+                "tokens",
+                "PFLOP per video (50 steps, CFG)",
+                "hardware",
+                "s/video @40% MFU",
+                "s/video @60% MFU",
+                "release's published s/video (T2V, GPUs)",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,13 @@ def main(argv=None) -> None:
     for mode in ("int8", "fp8"):
         q = quantize_model(model, mode)
         nbytes = sum(int(v.get_value().nbytes) for _, v in nnx.to_flat_state(nnx.state(q, nnx.Param)))
-        rows.append([f"{mode} weights, float32 activations", f"{rel_l2(_forward(q, inputs), reference):.2e}",
-                     f"{nbytes / 2**30:.2f}"])
+        rows.append(
+            [
+                f"{mode} weights, float32 activations",
+                f"{rel_l2(_forward(q, inputs), reference):.2e}",
+                f"{nbytes / 2**30:.2f}",
+            ]
+        )
         del q
         gc.collect()
     graphdef, state = nnx.split(model)
@@ -78,12 +83,19 @@ def main(argv=None) -> None:
     state = jax.tree.map(lambda a: a.astype(jnp.bfloat16), state)
     bf16 = nnx.merge(graphdef, state)
     nbytes = sum(int(v.get_value().nbytes) for _, v in nnx.to_flat_state(nnx.state(bf16, nnx.Param)))
-    rows.append(["bf16 weights, float32 activations (yardstick)", f"{rel_l2(_forward(bf16, inputs), reference):.2e}",
-                 f"{nbytes / 2**30:.2f}"])
-    print(f"DiT {cfg.hidden_size} wide, {cfg.num_heads} heads, {cfg.num_layers} layers "
-          f"({n_params / 1e9:.2f} B parameters, seed {args.seed}); input [2, {args.frames}, {args.size}, {args.size}, {c}] latents "
-          f"({args.frames * args.size * args.size} tokens), {args.text_tokens} LLM + 77 CLIP tokens; "
-          f"{time.perf_counter() - t0:.0f} s")
+    rows.append(
+        [
+            "bf16 weights, float32 activations (yardstick)",
+            f"{rel_l2(_forward(bf16, inputs), reference):.2e}",
+            f"{nbytes / 2**30:.2f}",
+        ]
+    )
+    print(
+        f"DiT {cfg.hidden_size} wide, {cfg.num_heads} heads, {cfg.num_layers} layers "
+        f"({n_params / 1e9:.2f} B parameters, seed {args.seed}); input [2, {args.frames}, {args.size}, {args.size}, {c}] latents "
+        f"({args.frames * args.size * args.size} tokens), {args.text_tokens} LLM + 77 CLIP tokens; "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     print()
     print(md_table(["weights", "output rel L2 vs float32", "parameter GiB"], rows))
 

@@ -103,9 +103,11 @@ def main(argv=None) -> int:
 
     # Minimum over repeats: the least-disturbed run on a shared machine.
     host, fz, disp, bar, pipe = (min(v) for v in (host_walls, fused_walls, dispatches, bar_walls, pipe_walls))
-    print(f"\nsampler benchmark: tiny TI2V DiT ({dit.cfg.num_layers} layers, width {dit.cfg.hidden_size}), "
-          f"latents {f}x{h}x{w}x{dit.cfg.in_channels}, CFG batch 2, {n} steps, {jax.devices()[0].platform} "
-          f"x{jax.device_count()}, best of {args.repeats}")
+    print(
+        f"\nsampler benchmark: tiny TI2V DiT ({dit.cfg.num_layers} layers, width {dit.cfg.hidden_size}), "
+        f"latents {f}x{h}x{w}x{dit.cfg.in_channels}, CFG batch 2, {n} steps, {jax.devices()[0].platform} "
+        f"x{jax.device_count()}, best of {args.repeats}"
+    )
     rows = [
         ("naive host loop (dispatch, wait, repeat)", host / n * 1e3, n / host),
         ("Sampler.sample (next step dispatched before waiting)", pipe / n * 1e3, n / pipe),
@@ -117,11 +119,15 @@ def main(argv=None) -> int:
         print(f"{name:<54} {ms_step:>9.2f} {rate:>9.1f}")
     print(f"dispatch time inside jitted calls: {disp / n * 1e3:.2f} ms/step ({disp / host:.1%} of host-loop wall)")
     overhead = max(bar - fz, 0.0) / bar
-    print(f"host overhead (wall outside the compiled steps, 1 - fused/loop): sample.py loop {overhead:.1%} "
-          f"(target < 2%: {'met' if overhead < 0.02 else 'MISSED'}), without bar {max(pipe - fz, 0.0) / pipe:.1%}, "
-          f"naive loop {max(host - fz, 0.0) / host:.1%}")
-    print(f"compile: step {compile_step:.1f} s (incl. first loop), fused loop {compile_loop:.1f} s; "
-          f"max |host - fused| = {diff:.2e}")
+    print(
+        f"host overhead (wall outside the compiled steps, 1 - fused/loop): sample.py loop {overhead:.1%} "
+        f"(target < 2%: {'met' if overhead < 0.02 else 'MISSED'}), without bar {max(pipe - fz, 0.0) / pipe:.1%}, "
+        f"naive loop {max(host - fz, 0.0) / host:.1%}"
+    )
+    print(
+        f"compile: step {compile_step:.1f} s (incl. first loop), fused loop {compile_loop:.1f} s; "
+        f"max |host - fused| = {diff:.2e}"
+    )
     return 0
 
 

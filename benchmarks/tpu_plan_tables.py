@@ -21,7 +21,13 @@ import sys
 from benchmarks.common import md_table
 
 GiB = 2**30
-_ABBREV = {"all-gather": "AG", "reduce-scatter": "RS", "all-to-all": "A2A", "all-reduce": "AR", "collective-permute": "CP"}
+_ABBREV = {
+    "all-gather": "AG",
+    "reduce-scatter": "RS",
+    "all-to-all": "A2A",
+    "all-reduce": "AR",
+    "collective-permute": "CP",
+}
 
 
 def _g(b) -> str:
@@ -99,8 +105,11 @@ def main(paths: list[str]) -> None:
     for p in paths:
         with open(p) as fh:
             reports.append(json.load(fh))
-    print("`python -m stepvideo_jax.tools.plan --target=TOPOLOGY ...` (commands in docs/scaling.md); reports: "
-          + ", ".join(f"`{os.path.basename(p)}`" for p in paths) + "\n")
+    print(
+        "`python -m stepvideo_jax.tools.plan --target=TOPOLOGY ...` (commands in docs/scaling.md); reports: "
+        + ", ".join(f"`{os.path.basename(p)}`" for p in paths)
+        + "\n"
+    )
     plans = [r for r in reports if "parts" in r]
     if plans:
         print("Per part, per chip (TPU compiler; times are ESTIMATES):\n")

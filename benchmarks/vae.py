@@ -59,8 +59,10 @@ def timing(cfg: VAEConfig, frames: int, height: int, width: int, repeats: int) -
     rows.append(("encode", tuple(video.shape), tuple(latents.shape), compile_enc, enc, enc / frames))
     rows.append(("decode", tuple(latents.shape), tuple(out.shape), compile_dec, dec, dec / out.shape[1]))
     kind, peak = _peak_bytes()
-    print(f"\n## Timing on {jax.devices()[0].device_kind} ({jax.default_backend()}), widths "
-          f"enc {cfg.encoder_ch}x{cfg.encoder_ch_mult} dec {cfg.decoder_ch}x{cfg.decoder_ch_mult} z {cfg.z_channels}")
+    print(
+        f"\n## Timing on {jax.devices()[0].device_kind} ({jax.default_backend()}), widths "
+        f"enc {cfg.encoder_ch}x{cfg.encoder_ch_mult} dec {cfg.decoder_ch}x{cfg.decoder_ch_mult} z {cfg.z_channels}"
+    )
     print(f"conv_impl {cfg.conv_impl!r} (frame_taps on CPU); s/call: median of {repeats} calls after the first\n")
     print(f"{'op':8s} {'input (B,F,H,W,C)':24s} {'output':24s} {'first call s':>12s} {'s/call':>9s} {'s/frame':>9s}")
     for name, i, o, c, s, spf in rows:
@@ -68,10 +70,12 @@ def timing(cfg: VAEConfig, frames: int, height: int, width: int, repeats: int) -
     print(f"peak memory ({kind}): {peak / GiB:.2f} GiB")
     if (height, width) != (544, 992):
         scale = 544 * 992 / (height * width)
-        print(f"\nProjection (not measured), 544x992 on this machine: the convolutions scale with pixels, so "
-              f"encode ~{enc / frames * scale:.1f} s/frame and decode ~{dec / out.shape[1] * scale:.1f} s/frame "
-              f"({scale:.1f}x the pixels); decoding a 544x992 chunk needs the spatial tiles of the table below "
-              f"to fit in this machine's 24 GB (31.5 GiB of temporaries untiled).")
+        print(
+            f"\nProjection (not measured), 544x992 on this machine: the convolutions scale with pixels, so "
+            f"encode ~{enc / frames * scale:.1f} s/frame and decode ~{dec / out.shape[1] * scale:.1f} s/frame "
+            f"({scale:.1f}x the pixels); decoding a 544x992 chunk needs the spatial tiles of the table below "
+            f"to fit in this machine's 24 GB (31.5 GiB of temporaries untiled)."
+        )
 
 
 def memory_table(frames: int, height: int, width: int, tile: tuple[int, int], overlap: int, dtype: str) -> None:
@@ -83,8 +87,10 @@ def memory_table(frames: int, height: int, width: int, tile: tuple[int, int], ov
     lat_frames = frames // cfg.frame_len * cfg.latent_len
     latents = jax.ShapeDtypeStruct((1, lat_frames, height // s, width // s, cfg.z_channels), cfg.jnp_dtype)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
-    print(f"\n## Compiled memory, real widths ({params / 1e6:.1f}M params, {dtype}, conv3d), decode latents "
-          f"{tuple(latents.shape)} -> {frames}x{height}x{width} ({jax.default_backend()} compiler)")
+    print(
+        f"\n## Compiled memory, real widths ({params / 1e6:.1f}M params, {dtype}, conv3d), decode latents "
+        f"{tuple(latents.shape)} -> {frames}x{height}x{width} ({jax.default_backend()} compiler)"
+    )
     print(f"{'mode':34s} {'temp GiB':>9s} {'args GiB':>9s} {'out GiB':>9s} {'compile s':>10s}")
     modes = [
         ("sequential chunks (lax.map)", dict(sequential=True, tile=None)),
@@ -99,13 +105,18 @@ def memory_table(frames: int, height: int, width: int, tile: tuple[int, int], ov
         compiled = _decode_program.lower(graphdef, state, z, overlap=overlap, **kw).compile()
         mem = compiled.memory_analysis()
         dt = time.perf_counter() - t0
-        print(f"{name:34s} {mem.temp_size_in_bytes / GiB:9.2f} {mem.argument_size_in_bytes / GiB:9.2f} "
-              f"{mem.output_size_in_bytes / GiB:9.2f} {dt:10.1f}", flush=True)
+        print(
+            f"{name:34s} {mem.temp_size_in_bytes / GiB:9.2f} {mem.argument_size_in_bytes / GiB:9.2f} "
+            f"{mem.output_size_in_bytes / GiB:9.2f} {dt:10.1f}",
+            flush=True,
+        )
     image = jax.ShapeDtypeStruct((1, 1, height, width, cfg.in_channels), cfg.jnp_dtype)
     t0 = time.perf_counter()
     mem = _encode_program.lower(graphdef, state, image, sequential=True).compile().memory_analysis()
-    print(f"{'encode one image ' + str((height, width)):34s} {mem.temp_size_in_bytes / GiB:9.2f} "
-          f"{mem.argument_size_in_bytes / GiB:9.2f} {mem.output_size_in_bytes / GiB:9.2f} {time.perf_counter() - t0:10.1f}")
+    print(
+        f"{'encode one image ' + str((height, width)):34s} {mem.temp_size_in_bytes / GiB:9.2f} "
+        f"{mem.argument_size_in_bytes / GiB:9.2f} {mem.output_size_in_bytes / GiB:9.2f} {time.perf_counter() - t0:10.1f}"
+    )
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """The Python API: one loaded pipeline, two videos (the second reuses the compiled programs).
 
-    python examples/python_api.py            # writes outputs/api/red_circle.mp4 (+ .png) and white_square.mp4
+python examples/python_api.py            # writes outputs/api/red_circle.mp4 (+ .png) and white_square.mp4
 """
 
 import stepvideo_jax

@@ -58,9 +58,18 @@ def main() -> None:
         prompt = f.read().strip().splitlines()[0]
     port = _free_port()
     out_dir = os.path.join(os.path.dirname(os.path.abspath(a.out)), "app_videos")
-    proc = subprocess.Popen([sys.executable, "-m", "stepvideo_jax.app", f"--config={a.config}", f"--port={port}",
-                             f"--config.output_dir={out_dir}"], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": REPO, "GRADIO_ANALYTICS_ENABLED": "False"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stepvideo_jax.app",
+            f"--config={a.config}",
+            f"--port={port}",
+            f"--config.output_dir={out_dir}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
     try:
         _wait_for_port(port, proc, a.timeout)
         with sync_playwright() as pw:
@@ -68,7 +77,8 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             page.locator("button[aria-label='Clear']").first.click(timeout=5000) if page.locator(
-                "button[aria-label='Clear']").count() else None
+                "button[aria-label='Clear']"
+            ).count() else None
             page.locator("input[type=file]").first.set_input_files(image)
             page.get_by_label("Prompt").fill(prompt)
             page.get_by_role("button", name="Generate").click()

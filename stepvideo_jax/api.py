@@ -29,14 +29,31 @@ from stepvideo_jax.diffusion import pipeline as _pipeline
 from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
 
 __all__ = [
-    "GenerationOutput", "TI2VPipeline", "TextToVideoPipeline", "DEMO_CHECKPOINT", "call_settings", "pipeline_for",
+    "GenerationOutput",
+    "TI2VPipeline",
+    "TextToVideoPipeline",
+    "DEMO_CHECKPOINT",
+    "call_settings",
+    "pipeline_for",
 ]
 
 DEMO_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "checkpoint")
 
 # Keyword arguments of a call -> config fields (the same names, validated the same way).
-_CALL_FIELDS = ("prompt", "motion_score", "seed", "steps", "cfg", "frames", "height", "width", "time_shift",
-                "positive_magic", "negative_magic", "fps")
+_CALL_FIELDS = (
+    "prompt",
+    "motion_score",
+    "seed",
+    "steps",
+    "cfg",
+    "frames",
+    "height",
+    "width",
+    "time_shift",
+    "positive_magic",
+    "negative_magic",
+    "fps",
+)
 
 
 @dataclasses.dataclass
@@ -230,8 +247,16 @@ class TI2VPipeline(_Pipeline):
         cropped); every other value defaults to the pipeline's config. More config fields by name:
         time_shift, positive_magic, negative_magic, fps."""
         return self.generate(
-            image, prompt=prompt, motion_score=motion_score, seed=seed, steps=steps, cfg=cfg,
-            frames=frames, height=height, width=width, **more,
+            image,
+            prompt=prompt,
+            motion_score=motion_score,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            frames=frames,
+            height=height,
+            width=width,
+            **more,
         )
 
 

@@ -60,8 +60,11 @@ def read_manifest(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
             manifest = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{file}: not valid JSON ({e})") from None
-    if (not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT
-            or not isinstance(manifest.get("components"), dict)):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != MANIFEST_FORMAT
+        or not isinstance(manifest.get("components"), dict)
+    ):
         raise ValueError(f"{file}: not a stepvideo-jax manifest (expected format {MANIFEST_FORMAT!r} and 'components')")
     return manifest
 
@@ -164,10 +167,14 @@ def restore_params(
             raise ValueError(f"{path}: parameter {key} is missing (the model for the manifest's config has it)")
         shape, sdtype = stored[key]
         if shape != tuple(value.shape):
-            raise ValueError(f"{path}: parameter {key} is stored with shape {shape}, the manifest's config gives {tuple(value.shape)}")
+            raise ValueError(
+                f"{path}: parameter {key} is stored with shape {shape}, the manifest's config gives {tuple(value.shape)}"
+            )
         if key in own_dtype:
             if sdtype != np.dtype(value.dtype):
-                raise ValueError(f"{path}: quantized parameter {key} is stored as {sdtype}, expected {np.dtype(value.dtype)}")
+                raise ValueError(
+                    f"{path}: quantized parameter {key} is stored as {sdtype}, expected {np.dtype(value.dtype)}"
+                )
         elif sdtype != want_dtype or np.dtype(value.dtype) != want_dtype:
             raise ValueError(
                 f"{path}: parameter {key} is stored as {sdtype}, the manifest says {dtype_name} "

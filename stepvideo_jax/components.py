@@ -118,30 +118,54 @@ COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
         Component(
-            "transformer", DiTConfig, StepVideoDiT, StepVideoDiT.SHARDING,
+            "transformer",
+            DiTConfig,
+            StepVideoDiT,
+            StepVideoDiT.SHARDING,
             ReleaseFiles("transformer", "transformer/config.json", required=_DIT_REQUIRED),
-            dit_keys.DIT_KEYS, dit_keys.convert_dit,
+            dit_keys.DIT_KEYS,
+            dit_keys.convert_dit,
         ),
         Component(
-            "vae", VAEConfig, VideoVAE, VideoVAE.SHARDING,
+            "vae",
+            VAEConfig,
+            VideoVAE,
+            VideoVAE.SHARDING,
             # The release has no VAE config file: its constructor arguments live in the official code.
-            ReleaseFiles("vae/vae_v2.safetensors", "vae/config.json", builtin_config=lambda: VAEConfig.real().to_release()),
-            vae_keys.VAE_KEYS, vae_keys.convert_vae,
+            ReleaseFiles(
+                "vae/vae_v2.safetensors", "vae/config.json", builtin_config=lambda: VAEConfig.real().to_release()
+            ),
+            vae_keys.VAE_KEYS,
+            vae_keys.convert_vae,
             runtime_fields=("dtype", "attention_block", "conv_impl"),
         ),
         Component(
-            "step_llm", StepLLMConfig, StepLLM, StepLLM.SHARDING,
-            ReleaseFiles("step_llm", "step_llm/config.json", tokenizer="step_llm/step1_chat_tokenizer.model",
-                         required=_STEP_LLM_REQUIRED),
-            step_llm_keys.STEP_LLM_KEYS, step_llm_keys.convert_step_llm,
+            "step_llm",
+            StepLLMConfig,
+            StepLLM,
+            StepLLM.SHARDING,
+            ReleaseFiles(
+                "step_llm",
+                "step_llm/config.json",
+                tokenizer="step_llm/step1_chat_tokenizer.model",
+                required=_STEP_LLM_REQUIRED,
+            ),
+            step_llm_keys.STEP_LLM_KEYS,
+            step_llm_keys.convert_step_llm,
         ),
         Component(
-            "hunyuan_clip", ClipConfig, HunyuanCLIP, HunyuanCLIP.SHARDING,
+            "hunyuan_clip",
+            ClipConfig,
+            HunyuanCLIP,
+            HunyuanCLIP.SHARDING,
             ReleaseFiles(
-                "hunyuan_clip/clip_text_encoder", "hunyuan_clip/clip_text_encoder/config.json",
-                tokenizer="hunyuan_clip/tokenizer", required=_CLIP_REQUIRED,
+                "hunyuan_clip/clip_text_encoder",
+                "hunyuan_clip/clip_text_encoder/config.json",
+                tokenizer="hunyuan_clip/tokenizer",
+                required=_CLIP_REQUIRED,
             ),
-            clip_keys.CLIP_KEYS, clip_keys.convert_hunyuan_clip,
+            clip_keys.CLIP_KEYS,
+            clip_keys.convert_hunyuan_clip,
         ),
     )
 }
@@ -161,7 +185,8 @@ def config_from_manifest(name: str, config: Mapping[str, Any], dtype: str):
 def _damaged(ckpt_dir: str, name: str, problem: str) -> ValueError:
     return ValueError(
         f"{ckpt_dir}: component {name!r}: {problem}; the checkpoint folder is damaged: convert it again ("
-        + CONVERTER_HINT.format(dst=ckpt_dir) + " --overwrite)"
+        + CONVERTER_HINT.format(dst=ckpt_dir)
+        + " --overwrite)"
     )
 
 
@@ -216,7 +241,9 @@ def _check_requested(comp: Component, ckpt_dir: str, stored_cfg, requested) -> N
         if f.name not in comp.runtime_fields and getattr(stored_cfg, f.name) != getattr(requested, f.name)
     ]
     if diffs:
-        raise ValueError(f"{ckpt_dir}: component {comp.name!r} was converted with a different config: " + "; ".join(diffs))
+        raise ValueError(
+            f"{ckpt_dir}: component {comp.name!r} was converted with a different config: " + "; ".join(diffs)
+        )
 
 
 def abstract_component(ckpt_dir: str | os.PathLike, name: str, *, config=None):
@@ -272,12 +299,16 @@ def restore_component(
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     others = [".".join(map(str, p)) for p, _ in nnx.to_flat_state(rest)]
     if others:
-        raise ValueError(f"component {name!r}: model has non-parameter state {others[:5]}, which checkpoints do not hold")
+        raise ValueError(
+            f"component {name!r}: model has non-parameter state {others[:5]}, which checkpoints do not hold"
+        )
     path = os.path.abspath(os.path.join(ckpt_dir, entry["checkpoint"]))
     flat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(params)}
     shardings = _param_shardings(params, mesh, comp.sharding)
     target = {
-        k: jax.ShapeDtypeStruct(checkpoint.variable_value(v).shape, checkpoint.variable_value(v).dtype, sharding=shardings[k])
+        k: jax.ShapeDtypeStruct(
+            checkpoint.variable_value(v).shape, checkpoint.variable_value(v).dtype, sharding=shardings[k]
+        )
         for k, v in flat.items()
     }
     try:
@@ -300,8 +331,10 @@ def _restore_quantized(ckpt_dir: str, comp: Component, entry: Mapping[str, Any],
     mode = check_quantize_mode(config.quantize)
     stored_cfg = comp.config_from_release(entry["config"], entry["dtype"])
     if stored_cfg.quantize != "none":
-        raise ValueError(f"{ckpt_dir}: component {name!r} is already quantized ({stored_cfg.quantize}); "
-                         f"restore it with quantize={stored_cfg.quantize!r}")
+        raise ValueError(
+            f"{ckpt_dir}: component {name!r} is already quantized ({stored_cfg.quantize}); "
+            f"restore it with quantize={stored_cfg.quantize!r}"
+        )
     float_abstract, _ = abstract_component(ckpt_dir, name, config=dataclasses.replace(config, quantize="none"))
     abstract = comp.abstract_model(config)
     graphdef, qparams, rest = nnx.split(abstract, nnx.Param, ...)
@@ -318,8 +351,11 @@ def _restore_quantized(ckpt_dir: str, comp: Component, entry: Mapping[str, Any],
     want = np.dtype(dtype_from_name(entry["dtype"]))
     for key, value in fflat.items():
         if stored.get(key) != (tuple(value.shape), want):
-            raise _damaged(ckpt_dir, name, f"{path}: parameter {key} is stored as {stored.get(key)}, "
-                                           f"expected {(tuple(value.shape), want)}")
+            raise _damaged(
+                ckpt_dir,
+                name,
+                f"{path}: parameter {key} is stored as {stored.get(key)}, expected {(tuple(value.shape), want)}",
+            )
 
     def read(keys):
         target = {k: jax.ShapeDtypeStruct(fflat[k].shape, fflat[k].dtype, sharding=fshard[k]) for k in keys}
@@ -462,7 +498,9 @@ def convert_release(
     dtype_from_name(dtype)
     check_quantize_mode(quantize)
     if quantize != "none" and not set(names) & set(QUANTIZABLE_COMPONENTS):
-        raise ValueError(f"quantize={quantize} applies to {' and '.join(QUANTIZABLE_COMPONENTS)}, none of which is converted")
+        raise ValueError(
+            f"quantize={quantize} applies to {' and '.join(QUANTIZABLE_COMPONENTS)}, none of which is converted"
+        )
     if not os.path.isdir(src):
         raise ConversionError(f"{src}: source folder not found")
     if os.path.exists(dst) and not overwrite:
@@ -489,7 +527,10 @@ def convert_release(
             if comp.release.tokenizer:
                 copied = copy_tokenizer(src, comp.release.tokenizer, os.path.join(tmp, name, "tokenizer"))
             entry = manifest_entry(
-                name, config, dtype, arrays,
+                name,
+                config,
+                dtype,
+                arrays,
                 sources=[file_record(f, src) for f in source_files(src, comp.release, tensors)],
                 tokenizer=bool(copied),
                 tokenizer_files=None if copied is None else [file_record(f, src) for f in copied],
@@ -523,7 +564,9 @@ def prompt_encoder_from_checkpoint(
         cfg = component_config(ckpt_dir, name)
         if dtype is not None:
             fields["dtype"] = dtype
-        return restore_component(ckpt_dir, name, mesh=mesh, config=dataclasses.replace(cfg, **fields), dtype=param_dtype)
+        return restore_component(
+            ckpt_dir, name, mesh=mesh, config=dataclasses.replace(cfg, **fields), dtype=param_dtype
+        )
 
     quantize = {"quantize": step_llm_quantize} if step_llm_quantize else {}
     step_llm, clip = restore("step_llm", **quantize), restore("hunyuan_clip")
@@ -572,6 +615,7 @@ def component_loaders(config, mesh: jax.sharding.Mesh | None = None) -> dict[str
     check_memory_options(config)
     adapters = lora_adapters(config)
     if config.variant == "tiny":
+
         def tiny(i):
             def load():
                 dit, vae, encoder = tiny_pipeline_components(config)
@@ -582,6 +626,7 @@ def component_loaders(config, mesh: jax.sharding.Mesh | None = None) -> dict[str
                         graphdef, state = nnx.split(dit)
                         dit = nnx.merge(graphdef, jax.device_put(state, model_shardings(state, mesh, dit.SHARDING)))
                 return (dit, vae, encoder)[i]
+
             return load
 
         return {"dit": tiny(0), "vae": tiny(1), "text": tiny(2)}
@@ -595,8 +640,12 @@ def component_loaders(config, mesh: jax.sharding.Mesh | None = None) -> dict[str
         return restore_component(ckpt, name, mesh=mesh, config=cfg, dtype=param_dtype)
 
     def dit():
-        model = restore("transformer", dtype=config.dit_dtype, attention_kernel=config.attention_kernel,
-                        **_quantize_override(config, "dit_quantize"))
+        model = restore(
+            "transformer",
+            dtype=config.dit_dtype,
+            attention_kernel=config.attention_kernel,
+            **_quantize_override(config, "dit_quantize"),
+        )
         if bool(model.cfg.use_additional_conditions) != bool(config.use_additional_conditions):
             raise ValueError(
                 f"{ckpt}: the converted transformer has use_additional_conditions={model.cfg.use_additional_conditions}"
@@ -608,7 +657,10 @@ def component_loaders(config, mesh: jax.sharding.Mesh | None = None) -> dict[str
 
     def text():
         return prompt_encoder_from_checkpoint(
-            ckpt, mesh=mesh, dtype=config.text_dtype, param_dtype=param_dtype,
+            ckpt,
+            mesh=mesh,
+            dtype=config.text_dtype,
+            param_dtype=param_dtype,
             step_llm_quantize=config.get("text_quantize", "") or None,
         )
 

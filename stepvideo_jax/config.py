@@ -62,5 +62,9 @@ def dataclass_from(cls, tree) -> Any:
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(fields)}")
-    return cls(**{k: tuple(map(tuple, v)) if k == "buckets" else (tuple(v) if isinstance(v, list) else v)
-                  for k, v in values.items()})
+    return cls(
+        **{
+            k: tuple(map(tuple, v)) if k == "buckets" else (tuple(v) if isinstance(v, list) else v)
+            for k, v in values.items()
+        }
+    )

@@ -132,8 +132,10 @@ def initialize(force: bool | None = None, **kwargs) -> bool:
     if "num_processes" in kwargs:
         who = f"process {kwargs['process_id']} of {kwargs['num_processes']}"
     timeout = int(kwargs.get("initialization_timeout", 300))
-    message = (f"error: {who} could not join the job at coordinator {where} within {timeout} s "
-               f"(are all processes started, with the same coordinator and process count?)")
+    message = (
+        f"error: {who} could not join the job at coordinator {where} within {timeout} s "
+        f"(are all processes started, with the same coordinator and process count?)"
+    )
     # jax's client aborts the whole process (a C++ fatal error and a stack dump) when it cannot connect
     # in time; this watchdog ends it first with one line, and jax gets a longer deadline than ours.
     watchdog = threading.Timer(timeout, _exit_with, args=(message,))

@@ -98,8 +98,9 @@ class LoRAParam(nnx.Param):
 class LoRALinear(nnx.Module):
     """`base(x) + scale * (x . A) . B` for a base `nnx.Linear` / `nnx.LinearGeneral`."""
 
-    def __init__(self, base: nnx.Module, lora_a: LoRAParam, lora_b: LoRAParam, *, n_in: int, scale: float,
-                 dropout: float = 0.0):
+    def __init__(
+        self, base: nnx.Module, lora_a: LoRAParam, lora_b: LoRAParam, *, n_in: int, scale: float, dropout: float = 0.0
+    ):
         self.base = base
         self.lora_a = lora_a  # [(L,) *in, r]
         self.lora_b = lora_b  # [(L,) r, *out]
@@ -155,14 +156,18 @@ def apply_lora(model: nnx.Module, cfg: LoRAConfig, *, seed: int = 0) -> nnx.Modu
         ins, outs = _in_out(module)
         lead = shape[: len(shape) - len(ins) - len(outs)]  # () or (num_layers,)
         lead_names = names[: len(lead)]
-        in_names = names[len(lead): len(lead) + len(ins)]
-        out_names = names[len(lead) + len(ins):]
+        in_names = names[len(lead) : len(lead) + len(ins)]
+        out_names = names[len(lead) + len(ins) :]
         dtype = jnp.float32  # adapters train in float32 whatever the (frozen) base's dtype
         a = rng.normal(0.0, 1.0 / math.sqrt(math.prod(ins)), lead + ins + (cfg.rank,))
-        lora_a = LoRAParam(jnp.asarray(a, dtype), out_sharding=lead_names + in_names + ("lora_rank",),
-                           eager_sharding=False)
-        lora_b = LoRAParam(jnp.zeros(lead + (cfg.rank,) + outs, dtype), out_sharding=lead_names + ("lora_rank",) + out_names,
-                           eager_sharding=False)
+        lora_a = LoRAParam(
+            jnp.asarray(a, dtype), out_sharding=lead_names + in_names + ("lora_rank",), eager_sharding=False
+        )
+        lora_b = LoRAParam(
+            jnp.zeros(lead + (cfg.rank,) + outs, dtype),
+            out_sharding=lead_names + ("lora_rank",) + out_names,
+            eager_sharding=False,
+        )
         wrapped = LoRALinear(module, lora_a, lora_b, n_in=len(ins), scale=cfg.scale, dropout=cfg.dropout)
         parent = model
         for part in path[:-1]:
@@ -309,7 +314,7 @@ def release_layout(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         module, kind = key.rsplit(".", 1)
         if not module.startswith("blocks."):
             raise ValueError(f"adapter {key} is not on a block linear; the release layout holds block adapters only")
-        name = RELEASE_NAMES.get(module[len("blocks."):])
+        name = RELEASE_NAMES.get(module[len("blocks.") :])
         if name is None:
             raise ValueError(f"adapter {key}: no released name for module {module!r}")
         for i in range(value.shape[0]):

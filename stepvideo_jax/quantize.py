@@ -104,7 +104,9 @@ def quantize_model(model: nnx.Module, mode: str) -> nnx.Module:
     kernels = quantized_kernels(abstract)
     scales = {k.scale: k for k in kernels.values()}
     float_values = {k: v.get_value() for k, v in _flat(nnx.state(model)).items()}
-    quantize = jax.jit(lambda w, n, lead: quantize_layerwise(lambda x: quantize_kernel(x, n, mode), w, lead), static_argnums=(1, 2))
+    quantize = jax.jit(
+        lambda w, n, lead: quantize_layerwise(lambda x: quantize_kernel(x, n, mode), w, lead), static_argnums=(1, 2)
+    )
     qflat = _flat(qstate)
     for key, var in qflat.items():
         if key in kernels:
@@ -119,7 +121,9 @@ def quantize_model(model: nnx.Module, mode: str) -> nnx.Module:
     return nnx.merge(graphdef, qstate)
 
 
-def quantize_arrays(abstract: nnx.Module, arrays: dict[str, np.ndarray], mode: str, *, name: str) -> dict[str, np.ndarray]:
+def quantize_arrays(
+    abstract: nnx.Module, arrays: dict[str, np.ndarray], mode: str, *, name: str
+) -> dict[str, np.ndarray]:
     """Quantizes a converted component's host arrays ({"a.b.kernel": array}, float, as the converter
     writes them) in place of its float kernels; returns the quantized checkpoint's arrays (the float
     kernels are dropped from `arrays` as they are replaced, so host memory does not double)."""
@@ -134,7 +138,7 @@ def quantize_arrays(abstract: nnx.Module, arrays: dict[str, np.ndarray], mode: s
             raise ValueError(f"component {name!r}: {key} has shape {w.shape}; expected {expected[key]}")
         lead = w.shape[: k.leading]
         q = np.empty(w.shape, np.dtype(abstract_dtype(abstract, key)))
-        s = np.empty(lead + w.shape[k.leading + k.num_in_axes:], np.float32)
+        s = np.empty(lead + w.shape[k.leading + k.num_in_axes :], np.float32)
         for idx in np.ndindex(*lead):  # one layer at a time: float32 temporaries of one slice
             q[idx], s[idx] = quantize_kernel(np.asarray(w[idx]), k.num_in_axes, mode)
         del w

@@ -166,7 +166,9 @@ class ShardingRules:
     def make(cls, name: str, *, params: dict, activations: dict) -> ShardingRules:
         """``ShardingRules.make("dit", params=dict(embed="fsdp", ...), activations=dict(...))``: each value is
         a mesh axis, a tuple of them (tried in order) or None (replicated)."""
-        return cls(LogicalTable(f"{name}.params", _entries(params)), LogicalTable(f"{name}.activations", _entries(activations)))
+        return cls(
+            LogicalTable(f"{name}.params", _entries(params)), LogicalTable(f"{name}.activations", _entries(activations))
+        )
 
     @property
     def name(self) -> str:

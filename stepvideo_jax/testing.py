@@ -219,7 +219,10 @@ def tiny_pipeline_components(config):
     llm_cfg = tiny_step_llm_config(param_dtype=pdt, dtype=config.text_dtype)
     clip_cfg = tiny_clip_config(param_dtype=pdt, dtype=config.text_dtype)
     encoder = tiny_prompt_encoder(
-        _tiny_cache_dir(config.tokenizer_cache_dir), seed=seed, step_llm_config=llm_cfg, clip_config=clip_cfg,
+        _tiny_cache_dir(config.tokenizer_cache_dir),
+        seed=seed,
+        step_llm_config=llm_cfg,
+        clip_config=clip_cfg,
         fingerprint=f"tiny-random-seed{seed}",
     )
     vae_cfg = VAEConfig.tiny(

@@ -76,8 +76,10 @@ def read_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     w, h = im.size
     if w * h > max_pixels:
         im.close()
-        raise ValueError(f"image {path!r} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
-                         "(max_image_pixels); resize it first")
+        raise ValueError(
+            f"image {path!r} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+            "(max_image_pixels); resize it first"
+        )
     try:
         with im, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `max_pixels` applies
@@ -114,9 +116,11 @@ def cover_resize_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
     # Rounding may leave the exact side one pixel short of the target; the release asserts it cannot.
     new_h, new_w = max(new_h, height), max(new_w, width)
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32), mode="F").resize(
-            (new_w, new_h), Image.Resampling.BILINEAR
-        ))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c], np.float32), mode="F").resize(
+                (new_w, new_h), Image.Resampling.BILINEAR
+            )
+        )
         for c in range(3)
     ]
     resized = np.stack(channels, axis=-1)  # [new_h, new_w, 3]

@@ -88,8 +88,11 @@ def dit_forward(W, cfg, hidden_states, timestep, enc, mask, enc2=None, cond=None
     patches = x.reshape(B, F, C, hp, p, wp, p).transpose(0, 1, 3, 5, 2, 4, 6).reshape(B, F * hp * wp, C * p * p)
     tok = patches @ k.reshape(D, -1).T + W["pos_embed.proj.bias"]
 
-    emb = _lin(W, _silu(_lin(W, sinusoid(np.asarray(timestep) * 1000.0), "adaln_single.emb.timestep_embedder.linear_1")),
-               "adaln_single.emb.timestep_embedder.linear_2")
+    emb = _lin(
+        W,
+        _silu(_lin(W, sinusoid(np.asarray(timestep) * 1000.0), "adaln_single.emb.timestep_embedder.linear_1")),
+        "adaln_single.emb.timestep_embedder.linear_2",
+    )
     if motion_score is not None:
         ms = np.full((B,), float(motion_score))
         e = "adaln_single.emb.motion_score_embedder."
@@ -123,7 +126,10 @@ def dit_forward(W, cfg, hidden_states, timestep, enc, mask, enc2=None, cond=None
         ff = _gelu_tanh(h @ W[pre + "ff.net.0.proj.weight"].T) @ W[pre + "ff.net.2.weight"].T
         tok = tok + g_mlp * ff
 
-    shift, scale = (W["scale_shift_table"][None] + emb[:, None])[:, 0, None], (W["scale_shift_table"][None] + emb[:, None])[:, 1, None]
+    shift, scale = (
+        (W["scale_shift_table"][None] + emb[:, None])[:, 0, None],
+        (W["scale_shift_table"][None] + emb[:, None])[:, 1, None],
+    )
     tok = _ln(tok, cfg.get("norm_eps", 1e-6)) * (1 + scale) + shift
     out = _lin(W, tok, "proj_out")  # (B, N, p*p*Cout)
     cout = out.shape[-1] // (p * p)

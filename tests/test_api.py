@@ -98,9 +98,7 @@ def test_constructors_reject_wrong_inputs(tmp_path):
 
 
 def test_text_to_video(tmp_path):
-    pipe = stepvideo_jax.TextToVideoPipeline.from_config(
-        "t2v:tiny", tokenizer_cache_dir=str(tmp_path), progress=False
-    )
+    pipe = stepvideo_jax.TextToVideoPipeline.from_config("t2v:tiny", tokenizer_cache_dir=str(tmp_path), progress=False)
     out = pipe(prompt="waves", **SIZE)
     assert out.frames.shape == (17, 32, 32, 3) and out.frames.dtype == np.uint8
     with pytest.raises(ValueError, match="text-to-video takes no image"):

@@ -28,9 +28,18 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path):
     port = _free_port()
-    args = [sys.executable, "-m", "stepvideo_jax.app", "--config=ti2v:tiny", "--config.frames=17",
-            "--config.height=32", "--config.width=32", "--config.steps=2", f"--config.output_dir={tmp_path / 'out'}",
-            f"--port={port}"]
+    args = [
+        sys.executable,
+        "-m",
+        "stepvideo_jax.app",
+        "--config=ti2v:tiny",
+        "--config.frames=17",
+        "--config.height=32",
+        "--config.width=32",
+        "--config.steps=2",
+        f"--config.output_dir={tmp_path / 'out'}",
+        f"--port={port}",
+    ]
     env = {**os.environ, "PYTHONPATH": ROOT, "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"

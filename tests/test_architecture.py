@@ -78,8 +78,12 @@ def test_no_module_imports_a_higher_layer():
 
 def test_registry_holds_objects_for_every_component():
     assert list(components.COMPONENTS) == ["transformer", "vae", "step_llm", "hunyuan_clip"]
-    expected = {"transformer": (StepVideoDiT, DIT_SHARDING), "vae": (VideoVAE, VAE_SHARDING),
-                "step_llm": (StepLLM, TEXT_SHARDING), "hunyuan_clip": (HunyuanCLIP, TEXT_SHARDING)}
+    expected = {
+        "transformer": (StepVideoDiT, DIT_SHARDING),
+        "vae": (VideoVAE, VAE_SHARDING),
+        "step_llm": (StepLLM, TEXT_SHARDING),
+        "hunyuan_clip": (HunyuanCLIP, TEXT_SHARDING),
+    }
     for name, comp in components.COMPONENTS.items():
         model_class, rules = expected[name]
         assert comp.model_class is model_class and comp.sharding is rules is model_class.SHARDING
@@ -112,9 +116,19 @@ def test_unknown_logical_axis_raises_naming_the_name_and_the_table():
 def test_dit_restores_into_its_shardings_and_runs_without_the_caller_entering_rules(tmp_path):
     from stepvideo_jax.testing import random_model
 
-    cfg = DiTConfig(num_heads=4, head_dim=32, in_channels=8, out_channels=8, num_layers=2,
-                    caption_channels=(16, 12), rope_split=(16, 8, 8), use_additional_conditions=True,
-                    param_dtype="float32", dtype="float32", attention_kernel="xla")
+    cfg = DiTConfig(
+        num_heads=4,
+        head_dim=32,
+        in_channels=8,
+        out_channels=8,
+        num_layers=2,
+        caption_channels=(16, 12),
+        rope_split=(16, 8, 8),
+        use_additional_conditions=True,
+        param_dtype="float32",
+        dtype="float32",
+        attention_kernel="xla",
+    )
     model = random_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), seed=0)
     components.save_components(tmp_path / "ckpt", {"transformer": (model, None)}, source="test")
     mesh = make_mesh(MeshConfig(fsdp=-1))
@@ -129,7 +143,9 @@ def test_dit_restores_into_its_shardings_and_runs_without_the_caller_entering_ru
         hidden_states=rng.normal(size=(2, 3, 8, 4, 4)).astype(np.float32),
         timestep=np.array([0.3, 0.7], np.float32),
         encoder_hidden_states=rng.normal(size=(2, 5, 16)).astype(np.float32),
-        encoder_attention_mask=np.concatenate([np.ones((2, 77), np.int32), np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)], axis=1),
+        encoder_attention_mask=np.concatenate(
+            [np.ones((2, 77), np.int32), np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.int32)], axis=1
+        ),
         encoder_hidden_states_2=rng.normal(size=(2, 77, 12)).astype(np.float32),
         condition_hidden_states=rng.normal(size=(2, 3, 8, 4, 4)).astype(np.float32),
         motion_score=5.0,
@@ -140,7 +156,9 @@ def test_dit_restores_into_its_shardings_and_runs_without_the_caller_entering_ru
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("value", ["ti2v:tiny", "configs/ti2v.py:tiny", "stepvideo_jax/configs/ti2v.py:tiny", "ti2v.py:tiny"])
+@pytest.mark.parametrize(
+    "value", ["ti2v:tiny", "configs/ti2v.py:tiny", "stepvideo_jax/configs/ti2v.py:tiny", "ti2v.py:tiny"]
+)
 def test_packaged_configs_resolve_from_any_spelling(value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the repository root
     resolved = configs.resolve_config_arg(value)

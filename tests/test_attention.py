@@ -35,7 +35,9 @@ def test_registry_lists_kernels_and_rejects_unavailable():
     assert {"xla", "chunked", "splash"} <= set(available_kernels())
     assert default_kernel() == "chunked"  # on the CPU
     q, k, v = qkv(1, 4, 4, 1, 8)
-    with pytest.raises(ValueError, match=r"'cudnn' is not available on backend 'cpu'; available kernels: chunked, splash, xla"):
+    with pytest.raises(
+        ValueError, match=r"'cudnn' is not available on backend 'cpu'; available kernels: chunked, splash, xla"
+    ):
         dot_product_attention(q, k, v, kernel="cudnn")
     with pytest.raises(ValueError, match="available kernels"):
         dot_product_attention(q, k, v, kernel="flash9")
@@ -82,7 +84,9 @@ def test_splash_interpret_equals_xla():
     assert rel_l2(out, ref) <= 1e-5
 
 
-@pytest.mark.parametrize("mesh_cfg,heads", [(MeshConfig(data=2, fsdp=1, sequence=4), 8), (MeshConfig(fsdp=2, sequence=4), 2)])
+@pytest.mark.parametrize(
+    "mesh_cfg,heads", [(MeshConfig(data=2, fsdp=1, sequence=4), 8), (MeshConfig(fsdp=2, sequence=4), 2)]
+)
 def test_sharded_attention_equals_single_device(mesh_cfg, heads):
     # heads 8 over 4 sequence shards: Ulysses all-to-all; heads 2: keys/values gathered instead.
     mesh = make_mesh(mesh_cfg)

@@ -33,11 +33,14 @@ def _run_cases(module, cases):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "cli_driver.py"), module, json.dumps([c[0] for c in cases])],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     line = [s for s in proc.stdout.splitlines() if s.startswith("CLI_RESULTS ")]
     assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for (argv, rc, fragment), got in zip(cases, json.loads(line[0][len("CLI_RESULTS "):])):
+    for (argv, rc, fragment), got in zip(cases, json.loads(line[0][len("CLI_RESULTS ") :])):
         out = got["output"]
         errors = [s for s in out.splitlines() if s.startswith("error:")]
         assert got["rc"] == rc, (argv, got)
@@ -85,8 +88,17 @@ def test_sample_cli_bad_inputs(tmp_path):
         (tiny + [f"--config.image={tmp_path / 'small.png'}", "--config.max_image_pixels=100"], 1, "over the limit"),
         (tiny + ["--config.motion_score=nan"], 1, "motion_score must be a finite number >= 0"),
         (tiny + ["--config.promt=x"], 2, "unknown config field 'promt'"),
-        (["sample.py", "--config=ti2v", "--config.image=synthetic", f"--config.output_dir={tmp_path / 'out'}",
-          f"--config.checkpoint_dir={tmp_path / 'not_a_checkpoint'}"], 1, "manifest.json: not found"),
+        (
+            [
+                "sample.py",
+                "--config=ti2v",
+                "--config.image=synthetic",
+                f"--config.output_dir={tmp_path / 'out'}",
+                f"--config.checkpoint_dir={tmp_path / 'not_a_checkpoint'}",
+            ],
+            1,
+            "manifest.json: not found",
+        ),
     ]
     _run_cases("stepvideo_jax.tools.sample", cases)
     # Only the last case gets as far as probing (and so creating) the output folder: it stays empty.
@@ -147,16 +159,19 @@ def _damage(ckpt, how):
     manifest_file.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("how, fragment", [
-    ("no config", "manifest entry has no valid 'config'"),
-    ("null component", "manifest entry is None, not an object"),
-    ("negative size", "manifest field 'bytes' must be an integer >= 0; got -5"),
-    ("no manifest", "manifest.json: not found"),
-    ("no params folder", "parameter folder"),
-    ("random bytes", "manifest.json: not valid JSON"),
-    ("truncated array", "array data unreadable"),
-    ("missing array", "unreadable"),
-])
+@pytest.mark.parametrize(
+    "how, fragment",
+    [
+        ("no config", "manifest entry has no valid 'config'"),
+        ("null component", "manifest entry is None, not an object"),
+        ("negative size", "manifest field 'bytes' must be an integer >= 0; got -5"),
+        ("no manifest", "manifest.json: not found"),
+        ("no params folder", "parameter folder"),
+        ("random bytes", "manifest.json: not valid JSON"),
+        ("truncated array", "array data unreadable"),
+        ("missing array", "unreadable"),
+    ],
+)
 def test_damaged_checkpoint_is_one_line_naming_folder_component_and_fix(clip_ckpt, tmp_path, how, fragment):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(clip_ckpt / "ckpt", ckpt)
@@ -199,12 +214,19 @@ def _nan(t):
     t[k][0, :3] = np.nan
 
 
-@pytest.mark.parametrize("edit_tensors, edit_config, fragment", [
-    (_as_int, None, "stored as int32, but parameter"),
-    (_nan, None, "3 of"),
-    (None, lambda c: c.update(num_hidden_layers="two"), "config.json: field 'num_hidden_layers' has a bad value 'two'"),
-    (None, lambda c: c.pop("num_hidden_layers"), "config.json: required field(s) num_hidden_layers missing"),
-])
+@pytest.mark.parametrize(
+    "edit_tensors, edit_config, fragment",
+    [
+        (_as_int, None, "stored as int32, but parameter"),
+        (_nan, None, "3 of"),
+        (
+            None,
+            lambda c: c.update(num_hidden_layers="two"),
+            "config.json: field 'num_hidden_layers' has a bad value 'two'",
+        ),
+        (None, lambda c: c.pop("num_hidden_layers"), "config.json: required field(s) num_hidden_layers missing"),
+    ],
+)
 def test_converter_refuses_bad_sources(tmp_path, fixture_prefix, edit_tensors, edit_config, fragment):
     src = _release_with(tmp_path, fixture_prefix, edit_tensors, edit_config)
     with pytest.raises(ConversionError) as info:
@@ -217,8 +239,10 @@ def test_converter_refuses_bad_sources(tmp_path, fixture_prefix, edit_tensors, e
 @pytest.mark.parametrize("score", ["NaN", "-1", "Infinity", "true"])
 def test_training_manifest_motion_score_must_be_finite_and_non_negative(tmp_path, score):
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text('{"video": "a.mp4", "caption": "x", "motion_score": 1}\n'
-                        f'{{"video": "b.mp4", "caption": "y", "motion_score": {score}}}\n')
+    manifest.write_text(
+        '{"video": "a.mp4", "caption": "x", "motion_score": 1}\n'
+        f'{{"video": "b.mp4", "caption": "y", "motion_score": {score}}}\n'
+    )
     with pytest.raises(ValueError, match=r"m\.jsonl:2: motion_score must be a finite number >= 0"):
         read_training_manifest(manifest)
 
@@ -238,38 +262,60 @@ def test_train_and_tool_cli_bad_inputs(tmp_path):
     before = _files(tmp_path)
     train = ["train.py", "--config=train_ti2v:tiny", "--config.data.kind=latents"]
     run = f"--workdir={tmp_path / 'run'}"
-    _run_cases("stepvideo_jax.tools.train", [
-        (train + [f"--workdir={tmp_path / 'file'}"], 1, "is a file, not a folder"),
-        (train + ["--workdir=/proc/1/run"], 1, "is not writable"),
-        (train + [run, "--config.trian.steps=3"], 2, "unknown config field"),
-        (train + [run, "--config.optim.warmup_steps=10", "--config.optim.total_steps=5"], 1,
-         "need 0 <= warmup_steps <= total_steps"),
-        (train + [run, f"--config.data.manifest={tmp_path / 'empty.jsonl'}"], 1, "has no items"),
-        (train + [run, f"--config.data.manifest={tmp_path / 'bad.jsonl'}"], 1, "bad.jsonl:"),
-        (train + [run, f"--config.data.manifest={tmp_path / 'missing.jsonl'}"], 1, "missing.jsonl"),
-    ])
+    _run_cases(
+        "stepvideo_jax.tools.train",
+        [
+            (train + [f"--workdir={tmp_path / 'file'}"], 1, "is a file, not a folder"),
+            (train + ["--workdir=/proc/1/run"], 1, "is not writable"),
+            (train + [run, "--config.trian.steps=3"], 2, "unknown config field"),
+            (
+                train + [run, "--config.optim.warmup_steps=10", "--config.optim.total_steps=5"],
+                1,
+                "need 0 <= warmup_steps <= total_steps",
+            ),
+            (train + [run, f"--config.data.manifest={tmp_path / 'empty.jsonl'}"], 1, "has no items"),
+            (train + [run, f"--config.data.manifest={tmp_path / 'bad.jsonl'}"], 1, "bad.jsonl:"),
+            (train + [run, f"--config.data.manifest={tmp_path / 'missing.jsonl'}"], 1, "missing.jsonl"),
+        ],
+    )
     assert os.listdir(tmp_path / "run") == []  # the workdir probe creates the folder, and nothing in it
     shutil.rmtree(tmp_path / "run")
-    _run_cases("stepvideo_jax.tools.evaluate", [
-        (["evaluate", f"--videos={tmp_path / f'index_{name}.jsonl'}", f"--out={tmp_path / 'eval'}"], 1,
-         "is not readable") for name in ("empty.mp4", "trunc.npy")
-    ])
+    _run_cases(
+        "stepvideo_jax.tools.evaluate",
+        [
+            (
+                ["evaluate", f"--videos={tmp_path / f'index_{name}.jsonl'}", f"--out={tmp_path / 'eval'}"],
+                1,
+                "is not readable",
+            )
+            for name in ("empty.mp4", "trunc.npy")
+        ],
+    )
     assert os.listdir(tmp_path / "eval") == []
     shutil.rmtree(tmp_path / "eval")
     pre = ["precompute", f"--out={tmp_path / 'lat'}", f"--checkpoint={tmp_path / 'nockpt'}"]
-    _run_cases("stepvideo_jax.tools.precompute", [
-        (pre + [f"--manifest={tmp_path / 'missing.jsonl'}"], 1, "does not exist"),
-        (pre + [f"--manifest={tmp_path / 'bad.jsonl'}"], 1, "bad.jsonl:2: not valid JSON"),
-        (pre + [f"--manifest={tmp_path / 'empty.jsonl'}", f"--out={tmp_path / 'file'}"], 1, "is not usable"),
-        (pre + [f"--manifest={tmp_path / 'empty.jsonl'}"], 1, "checkpoint folder"),
-    ])
+    _run_cases(
+        "stepvideo_jax.tools.precompute",
+        [
+            (pre + [f"--manifest={tmp_path / 'missing.jsonl'}"], 1, "does not exist"),
+            (pre + [f"--manifest={tmp_path / 'bad.jsonl'}"], 1, "bad.jsonl:2: not valid JSON"),
+            (pre + [f"--manifest={tmp_path / 'empty.jsonl'}", f"--out={tmp_path / 'file'}"], 1, "is not usable"),
+            (pre + [f"--manifest={tmp_path / 'empty.jsonl'}"], 1, "checkpoint folder"),
+        ],
+    )
     assert os.listdir(tmp_path / "lat") == []
     shutil.rmtree(tmp_path / "lat")
-    _run_cases("stepvideo_jax.tools.motion_scores", [
-        (["motion_scores", str(tmp_path / "videos"), f"--manifest={tmp_path / 'bad.jsonl'}"], 1,
-         f"{tmp_path / 'bad.jsonl'}:2: not valid JSON"),
-        (["motion_scores", str(tmp_path / "nowhere"), f"--manifest={tmp_path / 'm.jsonl'}"], 1, "does not exist"),
-    ])
+    _run_cases(
+        "stepvideo_jax.tools.motion_scores",
+        [
+            (
+                ["motion_scores", str(tmp_path / "videos"), f"--manifest={tmp_path / 'bad.jsonl'}"],
+                1,
+                f"{tmp_path / 'bad.jsonl'}:2: not valid JSON",
+            ),
+            (["motion_scores", str(tmp_path / "nowhere"), f"--manifest={tmp_path / 'm.jsonl'}"], 1, "does not exist"),
+        ],
+    )
     assert _files(tmp_path) == before
 
 

@@ -35,7 +35,8 @@ def test_restore_goes_straight_into_mesh_shardings(dit_ckpt):
     single = restore_component(dit_ckpt, "transformer")
     abstract, _ = abstract_component(dit_ckpt, "transformer")
     expected = {
-        ".".join(map(str, p)): s for p, s in nnx.to_flat_state(model_shardings(nnx.state(abstract, nnx.Param), mesh, DIT_SHARDING))
+        ".".join(map(str, p)): s
+        for p, s in nnx.to_flat_state(model_shardings(nnx.state(abstract, nnx.Param), mesh, DIT_SHARDING))
     }
     got, ref = _flat(sharded), _flat(single)
     assert sorted(got) == sorted(expected) == sorted(ref)
@@ -61,7 +62,9 @@ def test_restore_rejects_a_different_config_or_dtype(dit_ckpt):
     with pytest.raises(ValueError, match=r"converted to float32, but bfloat16 was requested"):
         restore_component(dit_ckpt, "transformer", dtype="bfloat16")
     # Runtime fields are the caller's to choose.
-    model = restore_component(dit_ckpt, "transformer", config=dataclasses.replace(cfg, remat_policy="full"), dtype="float32")
+    model = restore_component(
+        dit_ckpt, "transformer", config=dataclasses.replace(cfg, remat_policy="full"), dtype="float32"
+    )
     assert model.cfg.remat_policy == "full"
 
 

@@ -21,8 +21,15 @@ def _sample(args, cwd, **kw):
     env = {**os.environ, "PYTHONPATH": ROOT}
     for name in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFORMERS_VERBOSITY", "TRANSFORMERS_NO_ADVISORY_WARNINGS"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900, **kw)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "sample.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        **kw,
+    )
 
 
 def _lines_besides_progress_bars(text: str) -> list[str]:
@@ -85,8 +92,13 @@ def test_config_help_lists_every_field_with_its_meaning(tmp_path, command):
     if command == ["sample"]:
         proc = _sample(["--config=demo", "--config.help"], cwd=tmp_path)
     else:
-        proc = subprocess.run([sys.executable, "-m", "stepvideo_jax.tools.config", "demo"], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "stepvideo_jax.tools.config", "demo"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            capture_output=True,
+            text=True,
+        )
     assert proc.returncode == 0, proc.stderr
     fields = dict(line.split(" = ", 1) for line in proc.stdout.splitlines())
     assert fields["steps"].startswith("30  # denoising (Euler) steps")

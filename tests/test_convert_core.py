@@ -70,10 +70,15 @@ def test_errors_name_the_file_the_key_and_the_shapes(tmp_path):
     src["extra.weight"] = np.zeros(1, np.float32)
     weight_map = _sharded(tmp_path, {k: v for k, v in src.items() if k != "extra.weight"})
     shard = tmp_path / weight_map["blocks.1.w"]
-    with pytest.raises(ConversionError, match=rf"key blocks\.1\.w in {shard}: shape \(2, 3\) -> \(3, 2\) after transform, but parameter 'blocks\.w\.kernel' expects \(4, 2\)"):
+    with pytest.raises(
+        ConversionError,
+        match=rf"key blocks\.1\.w in {shard}: shape \(2, 3\) -> \(3, 2\) after transform, but parameter 'blocks\.w\.kernel' expects \(4, 2\)",
+    ):
         convert(TensorSource(tmp_path), RULES, TARGETS, stacked_prefixes=("blocks.",))
     save_file({"extra.weight": src["extra.weight"]}, str(tmp_path / "single.safetensors"))
-    with pytest.raises(ConversionError, match=rf"unexpected key extra\.weight in {tmp_path / 'single.safetensors'}: no conversion rule"):
+    with pytest.raises(
+        ConversionError, match=rf"unexpected key extra\.weight in {tmp_path / 'single.safetensors'}: no conversion rule"
+    ):
         convert(TensorSource(tmp_path / "single.safetensors"), RULES, TARGETS, stacked_prefixes=("blocks.",))
 
 
@@ -93,9 +98,14 @@ def test_missing_duplicate_and_out_of_range_layers():
 def test_index_that_disagrees_with_its_shards(tmp_path):
     weight_map = _sharded(tmp_path, _tensors())
     index = tmp_path / "m.safetensors.index.json"
-    moved = dict(weight_map, **{"head.bias": "m-1.safetensors" if weight_map["head.bias"] == "m-2.safetensors" else "m-2.safetensors"})
+    moved = dict(
+        weight_map,
+        **{"head.bias": "m-1.safetensors" if weight_map["head.bias"] == "m-2.safetensors" else "m-2.safetensors"},
+    )
     index.write_text(json.dumps({"weight_map": moved}))
-    with pytest.raises(ConversionError, match=rf"{index}: key head\.bias is listed in m-\d\.safetensors but not stored there"):
+    with pytest.raises(
+        ConversionError, match=rf"{index}: key head\.bias is listed in m-\d\.safetensors but not stored there"
+    ):
         TensorSource(tmp_path)
     index.write_text(json.dumps({"not_a_weight_map": {}}))
     with pytest.raises(ConversionError, match=rf"{index}: malformed index"):

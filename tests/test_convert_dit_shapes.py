@@ -26,12 +26,33 @@ def test_shapes_are_the_released_state_dict(fixture_prefix, name):
     assert is_block == sorted(is_block) and layers == sorted(layers)
 
 
-@pytest.mark.parametrize("cfg", [
-    DiTConfig(num_heads=3, head_dim=32, in_channels=4, out_channels=4, num_layers=3, patch_size=2,
-              caption_channels=(48, 24), rope_split=(16, 8, 8), use_additional_conditions=True),
-    DiTConfig(num_heads=1, head_dim=32, in_channels=6, out_channels=5, num_layers=1, patch_size=1,
-              caption_channels=(40,), rope_split=(16, 8, 8), use_additional_conditions=False),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DiTConfig(
+            num_heads=3,
+            head_dim=32,
+            in_channels=4,
+            out_channels=4,
+            num_layers=3,
+            patch_size=2,
+            caption_channels=(48, 24),
+            rope_split=(16, 8, 8),
+            use_additional_conditions=True,
+        ),
+        DiTConfig(
+            num_heads=1,
+            head_dim=32,
+            in_channels=6,
+            out_channels=5,
+            num_layers=1,
+            patch_size=1,
+            caption_channels=(40,),
+            rope_split=(16, 8, 8),
+            use_additional_conditions=False,
+        ),
+    ],
+)
 def test_converter_accepts_the_table(cfg):
     shapes = release_dit_shapes(cfg)
     assert shapes["pos_embed.proj.weight"] == (cfg.hidden_size, cfg.patch_in_channels, cfg.patch_size, cfg.patch_size)

@@ -29,9 +29,18 @@ def test_sigkill_mid_conversion_then_rerun_succeeds_and_cleans(tmp_path, fixture
 
     def start_and_pause(marker):
         proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tests", "convert_fault_driver.py"), str(marker), f"--src={src}",
-             f"--dst={dst}", "--components=hunyuan_clip"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                os.path.join(ROOT, "tests", "convert_fault_driver.py"),
+                str(marker),
+                f"--src={src}",
+                f"--dst={dst}",
+                "--components=hunyuan_clip",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         t0 = time.time()
         while not marker.exists():

@@ -143,10 +143,19 @@ def test_t2v_sibling_converts_in_bf16_from_the_cli(tmp_path, fixture_prefix):
     prefix = fixture_prefix("dit_t2v")
     src = tmp_path / "stepvideo-t2v"
     W = load_file(prefix + ".weights.safetensors")
-    write_shards(str(src / "transformer"), "diffusion_pytorch_model", {k: v.astype(ml_dtypes.bfloat16) for k, v in W.items()}, 2)
+    write_shards(
+        str(src / "transformer"), "diffusion_pytorch_model", {k: v.astype(ml_dtypes.bfloat16) for k, v in W.items()}, 2
+    )
     (src / "transformer" / "config.json").write_text(json.dumps(json.load(open(prefix + ".json"))["config"]))
     dst = tmp_path / "out"
-    cmd = [sys.executable, "convert_torch_weights.py", f"--src={src}", f"--dst={dst}", "--components=transformer", "--dtype=bfloat16"]
+    cmd = [
+        sys.executable,
+        "convert_torch_weights.py",
+        f"--src={src}",
+        f"--dst={dst}",
+        "--components=transformer",
+        "--dtype=bfloat16",
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     model = restore_component(str(dst), "transformer")
@@ -190,7 +199,11 @@ def test_existing_destination_needs_overwrite(tmp_path, fixture_prefix):
 def test_missing_shard(tmp_path, fixture_prefix):
     src, folder = _dit_release(tmp_path, fixture_prefix)
     os.remove(folder / "diffusion_pytorch_model-00002-of-00003.safetensors")
-    _convert_fails(src, tmp_path / "out", r"index\.json: shard diffusion_pytorch_model-00002-of-00003\.safetensors is listed but missing")
+    _convert_fails(
+        src,
+        tmp_path / "out",
+        r"index\.json: shard diffusion_pytorch_model-00002-of-00003\.safetensors is listed but missing",
+    )
 
 
 def test_truncated_shard(tmp_path, fixture_prefix):
@@ -229,7 +242,9 @@ def test_missing_key(tmp_path, fixture_prefix):
 
 def test_shape_mismatch(tmp_path, fixture_prefix):
     src, folder = _dit_release(tmp_path, fixture_prefix)
-    shard = _rewrite_shard(folder, "proj_out.weight", lambda t: t.update({"proj_out.weight": np.zeros((8, 255), np.float32)}))
+    shard = _rewrite_shard(
+        folder, "proj_out.weight", lambda t: t.update({"proj_out.weight": np.zeros((8, 255), np.float32)})
+    )
     _convert_fails(
         src,
         tmp_path / "out",
@@ -250,7 +265,12 @@ def test_failure_in_a_later_component_removes_the_earlier_ones(tmp_path, fixture
 
 def test_missing_component_and_unknown_names_fail_before_writing(tmp_path, fixture_prefix):
     src, _ = _dit_release(tmp_path, fixture_prefix)
-    _convert_fails(src, tmp_path / "out", rf"{src}/step_llm: not found \(component 'step_llm'", components=("transformer", "step_llm"))
+    _convert_fails(
+        src,
+        tmp_path / "out",
+        rf"{src}/step_llm: not found \(component 'step_llm'",
+        components=("transformer", "step_llm"),
+    )
     _convert_fails(src, tmp_path / "out", r"unknown components \['unet'\]", components=("unet",), exc=ValueError)
 
 
@@ -310,7 +330,9 @@ def test_vae_without_config_file_is_the_released_model(tmp_path):
 def test_bin_without_torch_names_the_file_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
-    with pytest.raises(ConversionError, match=rf"{tmp_path / 'pytorch_model.bin'}: reading a PyTorch \.bin checkpoint needs torch"):
+    with pytest.raises(
+        ConversionError, match=rf"{tmp_path / 'pytorch_model.bin'}: reading a PyTorch \.bin checkpoint needs torch"
+    ):
         open_weights(tmp_path)
 
 
@@ -321,5 +343,8 @@ def test_unreadable_bin_names_the_file(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load, bfloat16="bfloat16"))
     (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04truncated")
-    with pytest.raises(ConversionError, match=rf"{tmp_path / 'pytorch_model.bin'}: not a readable weights-only PyTorch state dict \(RuntimeError: PytorchStreamReader"):
+    with pytest.raises(
+        ConversionError,
+        match=rf"{tmp_path / 'pytorch_model.bin'}: not a readable weights-only PyTorch state dict \(RuntimeError: PytorchStreamReader",
+    ):
         open_weights(tmp_path / "pytorch_model.bin")

@@ -51,8 +51,16 @@ def video_dataset(tmp_path_factory):
 
 
 def _cfg(manifest, **kw):
-    base = dict(manifest=str(manifest), kind="video", batch_size=2, num_frames=17, frame_stride=1,
-                buckets=((32, 32), (32, 48)), default_motion_score=5.0, seed=3)
+    base = dict(
+        manifest=str(manifest),
+        kind="video",
+        batch_size=2,
+        num_frames=17,
+        frame_stride=1,
+        buckets=((32, 32), (32, 48)),
+        default_motion_score=5.0,
+        seed=3,
+    )
     base.update(kw)
     return DataConfig(**base)
 

@@ -44,8 +44,10 @@ def test_rendered_shape_moves_by_speed_in_caption_direction(direction):
 
 
 def test_motion_score_comes_from_flow_and_grows_with_speed():
-    scores = [synthetic.clip_motion_score(synthetic.render_clip(_spec("left", s, "stripes"), 17, 64, 64))
-              for s in (0.0, 0.15, 0.3, 0.6)]
+    scores = [
+        synthetic.clip_motion_score(synthetic.render_clip(_spec("left", s, "stripes"), 17, 64, 64))
+        for s in (0.0, 0.15, 0.3, 0.6)
+    ]
     assert scores[0] < 1e-3  # a static clip (Farneback leaves ~1e-4 on the striped background)
     assert scores[1] < scores[2] < scores[3], scores
     # Roughly linear in speed (translation): doubling the speed about doubles the score.
@@ -130,7 +132,9 @@ def test_vae_trainer_learns_a_fixed_clip():
     cfg = VAEConfig.tiny(z_channels=4, encoder_ch=8, decoder_ch=8, norm_groups=8)
     optim = OptimConfig(learning_rate=3e-3, warmup_steps=1, total_steps=40, ema_decay=0.0, weight_decay=0.0)
     mesh = make_mesh(MeshConfig.parse("data=1,fsdp=1"), devices=jax.devices()[:1])
-    trainer = Trainer(lambda rngs: VideoVAE(cfg, rngs=rngs), optim, VAEObjectiveConfig(kl_weight=1e-4), mesh, VAE_SHARDING)
+    trainer = Trainer(
+        lambda rngs: VideoVAE(cfg, rngs=rngs), optim, VAEObjectiveConfig(kl_weight=1e-4), mesh, VAE_SHARDING
+    )
     clip = synthetic.render_clip(_spec("down", 0.5), 17, 16 * 4, 16 * 4)[:, ::4, ::4]  # [17, 16, 16, 3]
     batch = trainer.device_batch({"video": (clip[None].astype(np.float32) / 127.5 - 1.0)})
     state = trainer.init_state(0)
@@ -149,7 +153,9 @@ def test_save_components_round_trips_through_restore(tmp_path):
     save_components(tmp_path / "ckpt", {"vae": (vae, None)}, source="test")
     assert component_config(tmp_path / "ckpt", "vae") == vae.cfg
     restored = restore_component(tmp_path / "ckpt", "vae")
-    for (p, a), (_, b) in zip(nnx.to_flat_state(nnx.state(vae, nnx.Param)), nnx.to_flat_state(nnx.state(restored, nnx.Param))):
+    for (p, a), (_, b) in zip(
+        nnx.to_flat_state(nnx.state(vae, nnx.Param)), nnx.to_flat_state(nnx.state(restored, nnx.Param))
+    ):
         np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()), err_msg=str(p))
     with pytest.raises(FileExistsError, match="destination exists"):
         save_components(tmp_path / "ckpt", {"vae": (vae, None)}, source="test")
@@ -167,11 +173,17 @@ def test_frozen_prefixes_get_zero_updates():
 
     from stepvideo_jax.training.optimizer import OptimConfig, frozen_labels, make_optimizer
 
-    params = {"encoder": {"conv": {"kernel": jnp.ones((2, 2))}}, "encoder_extra": {"bias": jnp.ones(2)},
-              "decoder": {"conv": {"kernel": jnp.ones((2, 2))}}}
+    params = {
+        "encoder": {"conv": {"kernel": jnp.ones((2, 2))}},
+        "encoder_extra": {"bias": jnp.ones(2)},
+        "decoder": {"conv": {"kernel": jnp.ones((2, 2))}},
+    }
     labels = frozen_labels(params, ("encoder",))
-    assert labels == {"encoder": {"conv": {"kernel": "frozen"}}, "encoder_extra": {"bias": "trained"},
-                      "decoder": {"conv": {"kernel": "trained"}}}
+    assert labels == {
+        "encoder": {"conv": {"kernel": "frozen"}},
+        "encoder_extra": {"bias": "trained"},
+        "decoder": {"conv": {"kernel": "trained"}},
+    }
     tx = make_optimizer(OptimConfig(learning_rate=0.1, warmup_steps=0, total_steps=10, frozen=("encoder",)))
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = tx.update(grads, tx.init(params), params)

@@ -32,7 +32,11 @@ def test_shipped_checkpoint_reproduces_its_stored_sample(tmp_path):
     config = reference_sample_settings(_demo_config())
     stored = np.load(os.path.join(config.checkpoint_dir, REFERENCE_SAMPLE))
     assert (int(stored["steps"]), int(stored["seed"]), str(stored["prompt"]), float(stored["motion_score"])) == (
-        config.steps, config.seed, config.prompt, config.motion_score)
+        config.steps,
+        config.seed,
+        config.prompt,
+        config.motion_score,
+    )
     config.output_dir = str(tmp_path)
     out = run(config)
     result = out["result"]

@@ -58,8 +58,16 @@ def test_layer_and_scan_flops_match_the_analytic_formula(smoke):
     s = device.SMOKE
     n, d, m, b = s.grid[0] * s.grid[1] * s.grid[2], s.heads * s.head_dim, s.clip_tokens + s.llm_tokens, s.batch
     # wqkv, QK^T+PV, self wo, cross wq, cross wkv, cross QK^T+PV, cross wo, FFN (4x): 2 FLOPs per multiply-add.
-    per_layer = b * (6 * n * d * d + 4 * n * n * d + 2 * n * d * d + 2 * n * d * d + 4 * m * d * d + 4 * n * m * d
-                     + 2 * n * d * d + 16 * n * d * d)
+    per_layer = b * (
+        6 * n * d * d
+        + 4 * n * n * d
+        + 2 * n * d * d
+        + 2 * n * d * d
+        + 4 * m * d * d
+        + 4 * n * m * d
+        + 2 * n * d * d
+        + 16 * n * d * d
+    )
     layer = res["results"]["layer"]
     assert layer["gflop"] * 1e9 == pytest.approx(per_layer, rel=1e-12)
     assert layer["kernel"] == "chunked" and layer["tokens"] == n and layer["seconds"] > 0

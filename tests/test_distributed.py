@@ -31,8 +31,12 @@ def test_launcher_prefixes_output_and_stops_the_rest_on_failure():
 
 def test_launcher_sets_each_process_environment():
     out = io.StringIO()
-    show = [sys.executable, "-c", "import os; print(*(os.environ[k] for k in ('STEPVIDEO_PROCESS_ID', "
-            "'STEPVIDEO_NUM_PROCESSES', 'JAX_COORDINATOR_ADDRESS', 'XLA_FLAGS', 'JAX_PLATFORMS')), sep='|')"]
+    show = [
+        sys.executable,
+        "-c",
+        "import os; print(*(os.environ[k] for k in ('STEPVIDEO_PROCESS_ID', "
+        "'STEPVIDEO_NUM_PROCESSES', 'JAX_COORDINATOR_ADDRESS', 'XLA_FLAGS', 'JAX_PLATFORMS')), sep='|')",
+    ]
     assert launch(show, num_processes=3, devices_per_process=2, out=out) == 0
     lines = sorted(line for line in out.getvalue().splitlines() if line.startswith("[p"))
     assert len(lines) == 3
@@ -58,12 +62,24 @@ def test_launcher_rejects_bad_arguments():
 
 
 def test_launch_settings_from_environment(monkeypatch):
-    env = process_env({}, coordinator="127.0.0.1:1234", num_processes=4, process_id=3, devices_per_process=1,
-                      init_timeout_s=7, heartbeat_timeout_s=9)
+    env = process_env(
+        {},
+        coordinator="127.0.0.1:1234",
+        num_processes=4,
+        process_id=3,
+        devices_per_process=1,
+        init_timeout_s=7,
+        heartbeat_timeout_s=9,
+    )
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert distributed.launch_settings() == dict(coordinator_address="127.0.0.1:1234", num_processes=4, process_id=3,
-                                                 initialization_timeout=7, heartbeat_timeout_seconds=9)
+    assert distributed.launch_settings() == dict(
+        coordinator_address="127.0.0.1:1234",
+        num_processes=4,
+        process_id=3,
+        initialization_timeout=7,
+        heartbeat_timeout_seconds=9,
+    )
     monkeypatch.setenv(distributed.PROCESS_ID_ENV, "4")
     with pytest.raises(distributed.DistributedError, match=r"STEPVIDEO_PROCESS_ID=4 is outside \[0, "):
         distributed.launch_settings()
@@ -84,9 +100,15 @@ def latent_index(tmp_path):
     os.makedirs(tmp_path / "items")
     rows = []
     for i in range(12):
-        np.savez(tmp_path / "items" / f"{i}.npz", latents=np.full((3, 2, 2, 4), i, np.float32),
-                 condition=np.zeros((1, 2, 2, 4), np.float32), llm_states=np.zeros((3, 5), np.float32),
-                 llm_mask=np.ones(3, np.int32), clip_states=np.zeros((2, 5), np.float32), motion_score=np.float32(i))
+        np.savez(
+            tmp_path / "items" / f"{i}.npz",
+            latents=np.full((3, 2, 2, 4), i, np.float32),
+            condition=np.zeros((1, 2, 2, 4), np.float32),
+            llm_states=np.zeros((3, 5), np.float32),
+            llm_mask=np.ones(3, np.int32),
+            clip_states=np.zeros((2, 5), np.float32),
+            motion_score=np.float32(i),
+        )
         rows.append({"latents": f"items/{i}.npz", "caption": f"item {i}"})
     (tmp_path / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(tmp_path / "index.jsonl")
@@ -99,10 +121,13 @@ def _items(batch) -> list[int]:
 @pytest.mark.parametrize("processes,batch", [(2, 2), (3, 2), (4, 1)])
 def test_process_slices_are_disjoint_complete_and_form_the_single_process_batches(latent_index, processes, batch):
     cfg = DataConfig(manifest=latent_index, batch_size=batch, num_epochs=2, seed=3)
-    single = [_items(b) for b in make_dataset(DataConfig(manifest=latent_index, batch_size=batch * processes,
-                                                         num_epochs=2, seed=3))]
-    per_process = [[_items(b) for b in make_dataset(cfg, process_index=i, process_count=processes)]
-                   for i in range(processes)]
+    single = [
+        _items(b)
+        for b in make_dataset(DataConfig(manifest=latent_index, batch_size=batch * processes, num_epochs=2, seed=3))
+    ]
+    per_process = [
+        [_items(b) for b in make_dataset(cfg, process_index=i, process_count=processes)] for i in range(processes)
+    ]
     assert len({len(p) for p in per_process}) == 1, "every process must get the same number of batches"
     steps = len(per_process[0])
     assert steps == len(single) == 24 // (batch * processes)
@@ -111,6 +136,6 @@ def test_process_slices_are_disjoint_complete_and_form_the_single_process_batche
         assert sum((p[k] for p in per_process), []) == single[k]
     # Within each epoch (12 items = steps / 2 global batches), the slices are disjoint and complete.
     for epoch in range(2):
-        seen = [sum(p[epoch * steps // 2:(epoch + 1) * steps // 2], []) for p in per_process]
+        seen = [sum(p[epoch * steps // 2 : (epoch + 1) * steps // 2], []) for p in per_process]
         flat = sum(seen, [])
         assert sorted(flat) == list(range(12)), (epoch, seen)

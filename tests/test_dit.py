@@ -68,10 +68,20 @@ def _write_fixture(tmp_path, name, cfg, seed, frames, height, width, llm_len, cl
         io["condition_hidden_states"] = rng.normal(size=io["hidden_states"].shape).astype(np.float32)
     motion = 3.5 if ti2v else None
     # safetensors writes the raw buffer: a non-contiguous view would be stored scrambled.
-    io["output"] = np.ascontiguousarray(dit_forward(
-        W, cfg, io["hidden_states"], io["timestep"], io["encoder_hidden_states"], mask,
-        io.get("encoder_hidden_states_2"), io.get("condition_hidden_states"), motion,
-    ), dtype=np.float32)
+    io["output"] = np.ascontiguousarray(
+        dit_forward(
+            W,
+            cfg,
+            io["hidden_states"],
+            io["timestep"],
+            io["encoder_hidden_states"],
+            mask,
+            io.get("encoder_hidden_states_2"),
+            io.get("condition_hidden_states"),
+            motion,
+        ),
+        dtype=np.float32,
+    )
     prefix = str(tmp_path / name)
     with open(prefix + ".json", "w") as f:
         json.dump({"kind": "dit_ti2v" if ti2v else "dit_t2v", "config": cfg, "call": {"motion_score": motion}}, f)
@@ -82,11 +92,31 @@ def _write_fixture(tmp_path, name, cfg, seed, frames, height, width, llm_len, cl
 
 OTHER_CONFIGS = [
     # 3 heads, 3 layers, patch 2, other channel counts, TI2V.
-    dict(num_attention_heads=3, attention_head_dim=128, in_channels=4, out_channels=4, num_layers=3, patch_size=2,
-         norm_type="ada_norm_single", norm_eps=1e-6, use_additional_conditions=True, caption_channels=[48, 24]),
+    dict(
+        num_attention_heads=3,
+        attention_head_dim=128,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        patch_size=2,
+        norm_type="ada_norm_single",
+        norm_eps=1e-6,
+        use_additional_conditions=True,
+        caption_channels=[48, 24],
+    ),
     # 1 head, 1 layer, patch 1, T2V with a single caption encoder (no CLIP projection).
-    dict(num_attention_heads=1, attention_head_dim=128, in_channels=6, out_channels=5, num_layers=1, patch_size=1,
-         norm_type="ada_norm_single", norm_eps=1e-6, use_additional_conditions=False, caption_channels=40),
+    dict(
+        num_attention_heads=1,
+        attention_head_dim=128,
+        in_channels=6,
+        out_channels=5,
+        num_layers=1,
+        patch_size=1,
+        norm_type="ada_norm_single",
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+        caption_channels=40,
+    ),
 ]
 
 
@@ -94,8 +124,9 @@ OTHER_CONFIGS = [
 def test_parity_tool_on_other_shapes(tmp_path, idx):
     cfg = OTHER_CONFIGS[idx]
     clip_len = 3 if not isinstance(cfg["caption_channels"], int) else 0
-    prefix = _write_fixture(tmp_path, f"other{idx}", cfg, seed=idx, frames=2, height=4, width=6, llm_len=5,
-                            clip_len=clip_len, valid=[5, 2])
+    prefix = _write_fixture(
+        tmp_path, f"other{idx}", cfg, seed=idx, frames=2, height=4, width=6, llm_len=5, clip_len=clip_len, valid=[5, 2]
+    )
     results = parity.check_fixture(prefix)
     assert results and all(rel <= 1e-5 for _, _, rel in results), results
 
@@ -135,8 +166,16 @@ def test_rope_channel_split_and_frame_major_positions():
 
 
 def _tiny_cfg(**kw):
-    base = dict(num_heads=2, head_dim=32, in_channels=4, out_channels=4, num_layers=3, caption_channels=(16, 8),
-                rope_split=(16, 8, 8), use_additional_conditions=True)
+    base = dict(
+        num_heads=2,
+        head_dim=32,
+        in_channels=4,
+        out_channels=4,
+        num_layers=3,
+        caption_channels=(16, 8),
+        rope_split=(16, 8, 8),
+        use_additional_conditions=True,
+    )
     base.update(kw)
     return DiTConfig(**base)
 
@@ -240,7 +279,9 @@ def test_cross_attention_mask_keeps_clip_tokens_and_first_valid_llm_tokens():
     m = np.zeros(np.asarray(inputs["encoder_attention_mask"]).shape, np.float32)
     m[:, 2:9] = 1.0
     assert m.sum(1).tolist() == np.asarray(inputs["encoder_attention_mask"]).sum(1).tolist() == [7.0, 7.0]
-    np.testing.assert_allclose(np.asarray(model(**dict(inputs, encoder_attention_mask=jnp.asarray(m)))), np.asarray(base), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(model(**dict(inputs, encoder_attention_mask=jnp.asarray(m)))), np.asarray(base), atol=1e-6
+    )
     # And the CLIP states always matter.
     clip_changed = dict(inputs)
     clip_changed["encoder_hidden_states_2"] = inputs["encoder_hidden_states_2"] + 1.0
@@ -252,12 +293,24 @@ def test_bad_inputs_raise_value_errors_naming_shapes():
     model = StepVideoDiT(cfg, rngs=nnx.Rngs(5))
     good = _inputs(cfg)
     cases = [
-        (dict(hidden_states=jnp.zeros((2, 2, 5, 4, 4))), r"hidden_states must be \(batch, frames, 4, height, width\); got \(2, 2, 5, 4, 4\)"),
+        (
+            dict(hidden_states=jnp.zeros((2, 2, 5, 4, 4))),
+            r"hidden_states must be \(batch, frames, 4, height, width\); got \(2, 2, 5, 4, 4\)",
+        ),
         (dict(condition_hidden_states=None), r"needs condition latents of shape"),
-        (dict(condition_hidden_states=jnp.zeros((2, 2, 4, 4, 2))), r"condition_hidden_states must have the shape of hidden_states \(2, 2, 4, 4, 4\); got \(2, 2, 4, 4, 2\)"),
+        (
+            dict(condition_hidden_states=jnp.zeros((2, 2, 4, 4, 2))),
+            r"condition_hidden_states must have the shape of hidden_states \(2, 2, 4, 4, 4\); got \(2, 2, 4, 4, 2\)",
+        ),
         (dict(motion_score=None), r"needs motion_score"),
-        (dict(encoder_attention_mask=jnp.ones((2, 8))), r"encoder_attention_mask must be \(2, 9\) \(CLIP tokens \+ LLM tokens\); got \(2, 8\)"),
-        (dict(encoder_hidden_states=jnp.zeros((2, 6, 15))), r"encoder_hidden_states must be \(2, tokens, 16\); got \(2, 6, 15\)"),
+        (
+            dict(encoder_attention_mask=jnp.ones((2, 8))),
+            r"encoder_attention_mask must be \(2, 9\) \(CLIP tokens \+ LLM tokens\); got \(2, 8\)",
+        ),
+        (
+            dict(encoder_hidden_states=jnp.zeros((2, 6, 15))),
+            r"encoder_hidden_states must be \(2, tokens, 16\); got \(2, 6, 15\)",
+        ),
     ]
     for change, msg in cases:
         kw = dict(good)
@@ -283,7 +336,10 @@ def test_converter_names_missing_unexpected_and_misshaped_keys(fixture_prefix, t
     with pytest.raises(ConversionError, match=r"unexpected key transformer_blocks\.0\.attn1\.bogus\.weight"):
         load_dit(extra, cfg)
     bad = dict(W, **{"proj_out.weight": np.zeros((8, 255), np.float32)})
-    with pytest.raises(ConversionError, match=r"key proj_out\.weight: shape \(8, 255\) -> \(255, 8\) after transform, but parameter 'proj_out\.kernel' expects \(256, 8\)"):
+    with pytest.raises(
+        ConversionError,
+        match=r"key proj_out\.weight: shape \(8, 255\) -> \(255, 8\) after transform, but parameter 'proj_out\.kernel' expects \(256, 8\)",
+    ):
         load_dit(bad, cfg)
     no_top = {k: v for k, v in W.items() if k != "scale_shift_table"}
     with pytest.raises(ConversionError, match="missing parameters: scale_shift_table"):
@@ -301,8 +357,10 @@ def test_released_folder_layout_with_sharded_bf16_index(fixture_prefix, tmp_path
     folder = tmp_path / "transformer"
     folder.mkdir()
     keys = sorted(W)
-    shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[::2],
-              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[1::2]}
+    shards = {
+        "diffusion_pytorch_model-00001-of-00002.safetensors": keys[::2],
+        "diffusion_pytorch_model-00002-of-00002.safetensors": keys[1::2],
+    }
     weight_map = {}
     for name, ks in shards.items():
         save_file({k: W[k].astype(ml_dtypes.bfloat16) for k in ks}, str(folder / name))
@@ -315,5 +373,7 @@ def test_released_folder_layout_with_sharded_bf16_index(fixture_prefix, tmp_path
     for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(ref, nnx.Param))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     os.remove(folder / "diffusion_pytorch_model-00002-of-00002.safetensors")
-    with pytest.raises(ConversionError, match="shard diffusion_pytorch_model-00002-of-00002.safetensors is listed but missing"):
+    with pytest.raises(
+        ConversionError, match="shard diffusion_pytorch_model-00002-of-00002.safetensors is listed but missing"
+    ):
         load_dit(str(folder))

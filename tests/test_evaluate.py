@@ -18,8 +18,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _clip(direction: str, speed: float, *, background: str = "stripes", frames: int = 17, size: int = 64) -> np.ndarray:
     """A small circle starting at the centre and moving `speed` px/frame (stays inside the frame)."""
     spec = synthetic.ClipSpec(
-        shape="circle", color="yellow", size="small", direction=direction, background=background, radius=7.0,
-        start=(size / 2, size / 2), speed=speed, bg_colors=((30, 30, 38), (52, 52, 60)), bg_period=16.0, bg_angle=0.7,
+        shape="circle",
+        color="yellow",
+        size="small",
+        direction=direction,
+        background=background,
+        radius=7.0,
+        start=(size / 2, size / 2),
+        speed=speed,
+        bg_colors=((30, 30, 38), (52, 52, 60)),
+        bg_period=16.0,
+        bg_angle=0.7,
     )
     return synthetic.render_clip(spec, frames, size, size)
 
@@ -100,22 +109,39 @@ def test_direction_match_is_none_without_a_direction_word():
 
 # -------------------------------------------------------------------------------------- aggregates
 def _row(item, requested, measured, direction="left", expected="left", psnr=30.0, ssim=0.9, smooth=0.01):
-    return {"category": "c", "id": item, "requested_motion": requested, "measured_motion": measured,
-            "psnr": psnr, "ssim": ssim, "smoothness": smooth, "frame_diff": 2 * smooth, "direction": direction,
-            "expected_direction": expected,
-            "direction_match": None if expected is None else direction == expected}
+    return {
+        "category": "c",
+        "id": item,
+        "requested_motion": requested,
+        "measured_motion": measured,
+        "psnr": psnr,
+        "ssim": ssim,
+        "smoothness": smooth,
+        "frame_diff": 2 * smooth,
+        "direction": direction,
+        "expected_direction": expected,
+        "direction_match": None if expected is None else direction == expected,
+    }
 
 
 def test_summarize_on_hand_made_rows():
     rows = [
         # a: rises strictly; right direction at its highest score (10), wrong at 2 (ignored).
-        _row("a", 2, 1.0, direction="none", psnr=20.0), _row("a", 5, 2.0), _row("a", 10, 3.0, ssim=0.5),
+        _row("a", 2, 1.0, direction="none", psnr=20.0),
+        _row("a", 5, 2.0),
+        _row("a", 10, 3.0, ssim=0.5),
         # b: not monotonic (5 -> 10 falls); wrong direction at 10.
-        _row("b", 10, 2.5, direction="up"), _row("b", 2, 1.0), _row("b", 5, 3.0),
+        _row("b", 10, 2.5, direction="up"),
+        _row("b", 2, 1.0),
+        _row("b", 5, 3.0),
         # c: equal measured values are not a strict rise; caption names no direction.
-        _row("c", 2, 1.0, expected=None), _row("c", 5, 1.0, expected=None), _row("c", 10, 4.0, expected=None),
+        _row("c", 2, 1.0, expected=None),
+        _row("c", 5, 1.0, expected=None),
+        _row("c", 10, 4.0, expected=None),
         # d: rises; right direction at 10.
-        _row("d", 5, 0.5, smooth=0.04), _row("d", 10, 0.7), _row("d", 2, 0.1),
+        _row("d", 5, 0.5, smooth=0.04),
+        _row("d", 10, 0.7),
+        _row("d", 2, 0.1),
     ]
     s = evaluate.summarize(rows)
     assert s["videos"] == 12 and s["prompts"] == 4
@@ -173,15 +199,21 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     from stepvideo_jax.diffusion.pipeline import SampleSettings, prepare_image
 
     config = _tiny_config(tmp_path)
-    bench = _bench(tmp_path / "bench", [("shapes", "001", "a red circle moves left", 0),
-                                        ("shapes", "002", "a blue square moves up", 1)])
+    bench = _bench(
+        tmp_path / "bench",
+        [("shapes", "001", "a red circle moves left", 0), ("shapes", "002", "a blue square moves up", 1)],
+    )
     out = tmp_path / "out"
     summary = evaluate.evaluate_benchmark(config, str(bench), str(out), motion_scores=(2, 5), seed=7)
     with open(out / "results.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and tuple(rows[0]) == evaluate.CSV_COLUMNS
-    assert [(r["id"], r["requested_motion"]) for r in rows] == [("001", "2.0"), ("001", "5.0"), ("002", "2.0"),
-                                                                ("002", "5.0")]
+    assert [(r["id"], r["requested_motion"]) for r in rows] == [
+        ("001", "2.0"),
+        ("001", "5.0"),
+        ("002", "2.0"),
+        ("002", "5.0"),
+    ]
     assert summary["videos"] == 4 and summary["prompts"] == 2 and summary["seed"] == 7
     assert json.loads((out / "summary.json").read_text())["videos"] == 4
     assert "direction_accuracy" in (out / "results.md").read_text()
@@ -211,8 +243,19 @@ def test_folder_mode_matches_direct_metrics(tmp_path):
     np.save(tmp_path / "v.npy", clip)
     Image.fromarray(clip[0]).save(tmp_path / "first.png")
     index = tmp_path / "index.jsonl"
-    index.write_text(json.dumps({"video": "v.npy", "image": "first.png", "motion_score": 3,
-                                 "caption": "a small yellow circle moves left", "id": "x"}) + "\n", encoding="utf-8")
+    index.write_text(
+        json.dumps(
+            {
+                "video": "v.npy",
+                "image": "first.png",
+                "motion_score": 3,
+                "caption": "a small yellow circle moves left",
+                "id": "x",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     summary = evaluate.evaluate_folder(str(index), str(tmp_path / "out"))
     expected = evaluate.evaluate_video(clip, clip[0], 3.0, "a small yellow circle moves left")
     assert summary["direction_accuracy"] == 1.0 and summary["psnr_min"] == evaluate.PSNR_MAX_DB
@@ -228,7 +271,10 @@ def test_compare_tool_overrides_and_video_similarity():
     from stepvideo_jax.tools.compare_sampling import parse_overrides, video_similarity
 
     assert parse_overrides(["cache.policy=auto", "guidance_interval=(0.0, 0.6)", "cache.static_threshold=0.2"]) == {
-        "cache.policy": "auto", "guidance_interval": (0.0, 0.6), "cache.static_threshold": 0.2}
+        "cache.policy": "auto",
+        "guidance_interval": (0.0, 0.6),
+        "cache.static_threshold": 0.2,
+    }
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_overrides(["cache.policy"])
     rng = np.random.default_rng(0)

@@ -17,8 +17,10 @@ from stepvideo_jax.tools.export import export_components
 
 
 def _params(model):
-    return {".".join(map(str, p)): np.asarray(v.get_value() if hasattr(v, "get_value") else v.value)
-            for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    return {
+        ".".join(map(str, p)): np.asarray(v.get_value() if hasattr(v, "get_value") else v.value)
+        for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    }
 
 
 def test_export_replaces_one_component_and_keeps_the_others(tmp_path):

@@ -17,8 +17,15 @@ DRIVER = os.path.join(ROOT, "tests", "sample_fault_driver.py")
 
 def _start(out_dir, marker, pause):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu")
-    args = [sys.executable, DRIVER, str(marker), "1" if pause else "0", "--config=ti2v:tiny",
-            f"--config.output_dir={out_dir}", "--config.prompt=kill me"]
+    args = [
+        sys.executable,
+        DRIVER,
+        str(marker),
+        "1" if pause else "0",
+        "--config=ti2v:tiny",
+        f"--config.output_dir={out_dir}",
+        "--config.prompt=kill me",
+    ]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

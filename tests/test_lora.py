@@ -12,9 +12,19 @@ from stepvideo_jax.lora import LoRAConfig, LoRAParam, adapter_arrays, apply_lora
 from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings, use_mesh
 from stepvideo_jax.testing import random_model
 
-CFG = DiTConfig(num_heads=4, head_dim=32, in_channels=8, out_channels=8, num_layers=2, caption_channels=(16, 12),
-                rope_split=(16, 8, 8), use_additional_conditions=True, param_dtype="float32", dtype="float32",
-                attention_kernel="xla")
+CFG = DiTConfig(
+    num_heads=4,
+    head_dim=32,
+    in_channels=8,
+    out_channels=8,
+    num_layers=2,
+    caption_channels=(16, 12),
+    rope_split=(16, 8, 8),
+    use_additional_conditions=True,
+    param_dtype="float32",
+    dtype="float32",
+    attention_kernel="xla",
+)
 
 
 def _inputs(seed=0):
@@ -165,11 +175,13 @@ def test_sampling_config_merges_adapter_files_and_export_uses_release_names(tmp_
     rng = np.random.default_rng(0)
     f, c = 3, dit_cfg.in_channels
     inputs = dict(
-        hidden_states=rng.normal(size=(1, f, c, 4, 6)).astype(np.float32), timestep=np.array([0.5], np.float32),
+        hidden_states=rng.normal(size=(1, f, c, 4, 6)).astype(np.float32),
+        timestep=np.array([0.5], np.float32),
         encoder_hidden_states=rng.normal(size=(1, 6, dit_cfg.caption_channels[0])).astype(np.float32),
         encoder_attention_mask=np.ones((1, 77 + 6), np.int32),
         encoder_hidden_states_2=rng.normal(size=(1, 77, dit_cfg.caption_channels[1])).astype(np.float32),
-        condition_hidden_states=rng.normal(size=(1, f, c, 4, 6)).astype(np.float32), motion_score=5.0,
+        condition_hidden_states=rng.normal(size=(1, f, c, 4, 6)).astype(np.float32),
+        motion_score=5.0,
     )
     on_the_fly = np.asarray(adapted(**inputs))
     config.lora, config.lora_scale = path, "1.0"

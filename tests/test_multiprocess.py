@@ -46,8 +46,9 @@ def job_env():
 def _single(env: dict, devices: int) -> dict:
     """One process with ``devices`` simulated CPU devices."""
     flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "", env.get("XLA_FLAGS", "")).split()
-    return dict(env, XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]),
-                JAX_PLATFORMS="cpu")
+    return dict(
+        env, XLA_FLAGS=" ".join(flags + [f"--xla_force_host_platform_device_count={devices}"]), JAX_PLATFORMS="cpu"
+    )
 
 
 def _launcher(*flags: str) -> list[str]:
@@ -65,14 +66,29 @@ def _check(proc: subprocess.CompletedProcess) -> str:
 
 
 # ------------------------------------------------------------------------------------------ sampling
-SAMPLE = [PY, "sample.py", "--config=configs/ti2v.py:tiny", "--config.mesh=data=2,fsdp=2", "--config.steps=2",
-          "--config.height=32", "--config.width=48", "--config.progress=False"]
+SAMPLE = [
+    PY,
+    "sample.py",
+    "--config=configs/ti2v.py:tiny",
+    "--config.mesh=data=2,fsdp=2",
+    "--config.steps=2",
+    "--config.height=32",
+    "--config.width=48",
+    "--config.progress=False",
+]
 
 
 def test_sampling_two_processes_equals_one_and_only_process_0_writes(job_env, tmp_path):
     one = _check(_run(SAMPLE + [f"--config.output_dir={tmp_path / 'one'}"], _single(job_env, 4), timeout=600))
-    two = _check(_run(_launcher("--processes=2", "--devices_per_process=2")
-                      + SAMPLE + [f"--config.output_dir={tmp_path / 'two'}"], job_env, timeout=600))
+    two = _check(
+        _run(
+            _launcher("--processes=2", "--devices_per_process=2")
+            + SAMPLE
+            + [f"--config.output_dir={tmp_path / 'two'}"],
+            job_env,
+            timeout=600,
+        )
+    )
     assert "wrote" in one
     # Both processes compute, process 0 alone writes: one video and one PNG in the shared folder
     # (a second writer would have added "-2" files), and only process 0 prints the paths.
@@ -94,14 +110,22 @@ def _latent_index(root) -> str:
     rng = np.random.default_rng(0)
     rows = []
     for i in range(16):
-        np.savez(root / "items" / f"{i:02d}.npz",
-                 latents=rng.standard_normal((3, 2, 2, 8)).astype(np.float32),
-                 condition=rng.standard_normal((1, 2, 2, 8)).astype(np.float32),
-                 llm_states=rng.standard_normal((8, 16)).astype(np.float32), llm_mask=np.ones(8, np.int32),
-                 clip_states=rng.standard_normal((5, 12)).astype(np.float32), motion_score=np.float32(i % 7))
+        np.savez(
+            root / "items" / f"{i:02d}.npz",
+            latents=rng.standard_normal((3, 2, 2, 8)).astype(np.float32),
+            condition=rng.standard_normal((1, 2, 2, 8)).astype(np.float32),
+            llm_states=rng.standard_normal((8, 16)).astype(np.float32),
+            llm_mask=np.ones(8, np.int32),
+            clip_states=rng.standard_normal((5, 12)).astype(np.float32),
+            motion_score=np.float32(i % 7),
+        )
         rows.append({"latents": f"items/{i:02d}.npz", "caption": f"item {i}"})
-    np.savez(root / "null_prompt.npz", llm_states=np.zeros((8, 16), np.float32),
-             llm_mask=np.eye(1, 8, dtype=np.int32)[0], clip_states=np.zeros((5, 12), np.float32))
+    np.savez(
+        root / "null_prompt.npz",
+        llm_states=np.zeros((8, 16), np.float32),
+        llm_mask=np.eye(1, 8, dtype=np.int32)[0],
+        clip_states=np.zeros((5, 12), np.float32),
+    )
     (root / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(root / "index.jsonl")
 
@@ -110,11 +134,22 @@ STEPS = 10
 
 
 def _train(index: str, workdir, losses, batch_size: int) -> list[str]:
-    return [PY, "train.py", "--config=configs/train_ti2v.py:tiny", f"--config.data.manifest={index}",
-            "--config.data.buckets=((32,32),)", f"--config.data.batch_size={batch_size}",
-            f"--config.train.steps={STEPS}", "--config.train.log_every=1", "--config.train.tensorboard=False",
-            "--config.checkpoint.every=2", "--config.checkpoint.keep=10", "--config.mesh=data=2,fsdp=2",
-            f"--workdir={workdir}", f"--losses_json={losses}"]
+    return [
+        PY,
+        "train.py",
+        "--config=configs/train_ti2v.py:tiny",
+        f"--config.data.manifest={index}",
+        "--config.data.buckets=((32,32),)",
+        f"--config.data.batch_size={batch_size}",
+        f"--config.train.steps={STEPS}",
+        "--config.train.log_every=1",
+        "--config.train.tensorboard=False",
+        "--config.checkpoint.every=2",
+        "--config.checkpoint.keep=10",
+        "--config.mesh=data=2,fsdp=2",
+        f"--workdir={workdir}",
+        f"--losses_json={losses}",
+    ]
 
 
 def _checkpoints(workdir) -> list[int]:
@@ -133,7 +168,8 @@ def test_training_two_processes_equals_one_stops_on_kill_and_resumes(job_env, tm
     # 2 processes x 2 devices, batch 2 each; SIGKILL process 1 once the checkpoint of step 2 is on disk.
     two = tmp_path / "two"
     cmd = _launcher("--processes=2", "--devices_per_process=2", "--grace_s=5") + _train(
-        index, two, tmp_path / "killed.json", 2)
+        index, two, tmp_path / "killed.json", 2
+    )
     job = subprocess.Popen(cmd, env=job_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
@@ -159,8 +195,7 @@ def test_training_two_processes_equals_one_stops_on_kill_and_resumes(job_env, tm
     assert killed_at < STEPS and not (tmp_path / "killed.json").exists()
     # Orbax wrote one multi-host checkpoint: shards and data-iterator state of both processes.
     step_dir = two / "checkpoints" / str(killed_at)
-    assert sorted(os.listdir(step_dir / "data")) == ["commit_success.txt", "process_0-of-2.json",
-                                                      "process_1-of-2.json"]
+    assert sorted(os.listdir(step_dir / "data")) == ["commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
     assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(step_dir / "state"))
 
     # The restart resumes from the last checkpoint and continues the single-process loss curve.
@@ -176,8 +211,9 @@ def test_training_two_processes_equals_one_stops_on_kill_and_resumes(job_env, tm
 def test_unreachable_coordinator_ends_with_one_line(job_env):
     from stepvideo_jax.tools.launch import free_port
 
-    cmd = _launcher("--processes=2", "--process_ids=1", f"--coordinator=127.0.0.1:{free_port()}",
-                    "--init_timeout_s=5") + [PY, "train.py", "--config=configs/train_ti2v.py:tiny", "--workdir=/nope"]
+    cmd = _launcher(
+        "--processes=2", "--process_ids=1", f"--coordinator=127.0.0.1:{free_port()}", "--init_timeout_s=5"
+    ) + [PY, "train.py", "--config=configs/train_ti2v.py:tiny", "--workdir=/nope"]
     t0 = time.monotonic()
     proc = _run(cmd, job_env, timeout=300)
     # 5 s of waiting plus the start-up (importing jax takes tens of seconds on a loaded machine);
@@ -186,8 +222,11 @@ def test_unreachable_coordinator_ends_with_one_line(job_env):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     p1 = [line for line in out.splitlines() if line.startswith("[p1]")]
-    assert re.fullmatch(r"\[p1\] error: process 1 of 2 could not join the job at coordinator 127\.0\.0\.1:\d+ "
-                        r"within 5 s \(.*\)", p1[-1]), p1[-5:]
+    assert re.fullmatch(
+        r"\[p1\] error: process 1 of 2 could not join the job at coordinator 127\.0\.0\.1:\d+ "
+        r"within 5 s \(.*\)",
+        p1[-1],
+    ), p1[-5:]
     assert "Check failure" not in out  # ended before jax's own abort and stack dump
 
 
@@ -201,13 +240,23 @@ def test_config_mismatch_ends_every_process_with_one_line(job_env):
 
     out = io.StringIO()
     t0 = time.monotonic()
-    code = launch([sample(1), sample(2)], num_processes=2, devices_per_process=1, init_timeout_s=60,
-                  env=job_env, cwd=ROOT, out=out, settle_s=30)
+    code = launch(
+        [sample(1), sample(2)],
+        num_processes=2,
+        devices_per_process=1,
+        init_timeout_s=60,
+        env=job_env,
+        cwd=ROOT,
+        out=out,
+        settle_s=30,
+    )
     assert time.monotonic() - t0 < 120
     text = out.getvalue()
     assert code == 1, text[-3000:]
     for i in range(2):
         last = [line for line in text.splitlines() if line.startswith(f"[p{i}]")][-1]
-        assert re.fullmatch(rf"\[p{i}\] error: the config differs between processes: process\(es\) \[1\] "
-                            r"disagree with process 0 \(hash [0-9a-f]{12}\); every process must run the same command",
-                            last), last
+        assert re.fullmatch(
+            rf"\[p{i}\] error: the config differs between processes: process\(es\) \[1\] "
+            r"disagree with process 0 \(hash [0-9a-f]{12}\); every process must run the same command",
+            last,
+        ), last

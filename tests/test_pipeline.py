@@ -27,8 +27,13 @@ def _config(name: str, variant: str, **fields):
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("videos")
     config = _config(
-        "ti2v", "tiny", output_dir=str(out), tokenizer_cache_dir=str(tmp_path_factory.mktemp("tok")),
-        progress=False, steps=3, prompt="a cat walks",
+        "ti2v",
+        "tiny",
+        output_dir=str(out),
+        tokenizer_cache_dir=str(tmp_path_factory.mktemp("tok")),
+        progress=False,
+        steps=3,
+        prompt="a cat walks",
     )
     return config, pipeline.run(config)
 
@@ -126,17 +131,34 @@ def test_sizes_round_down_as_released(tmp_path):
     from stepvideo_jax.vae import VAEConfig
 
     assert pipeline.latent_grid(102, 544, 992, VAEConfig.real()) == (18, 34, 62)
-    three_levels = VAEConfig(z_channels=8, encoder_ch=8, encoder_ch_mult=(1, 2, 4), decoder_ch=8,
-                             decoder_ch_mult=(1, 2, 4), encoder_temporal_down_layers=(0, 1),
-                             decoder_temporal_up_layers=(1, 2), num_res_blocks=1, norm_groups=2)
+    three_levels = VAEConfig(
+        z_channels=8,
+        encoder_ch=8,
+        encoder_ch_mult=(1, 2, 4),
+        decoder_ch=8,
+        decoder_ch_mult=(1, 2, 4),
+        encoder_temporal_down_layers=(0, 1),
+        decoder_temporal_up_layers=(1, 2),
+        num_res_blocks=1,
+        norm_groups=2,
+    )
     assert pipeline.latent_grid(34, 64, 96, three_levels) == (6, 8, 12)  # the demo VAE's 8x spatial factor
 
 
 def test_sample_cli_reports_bad_input_in_one_line(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "sample.py", "--config=configs/ti2v.py:tiny", "--config.steps=0", f"--config.output_dir={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "sample.py",
+            "--config=configs/ti2v.py:tiny",
+            "--config.steps=0",
+            f"--config.output_dir={out}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]

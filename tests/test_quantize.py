@@ -69,8 +69,16 @@ def test_per_output_channel_scales_and_rounding(mode):
 
 def test_quantized_dense_matches_dequantized_linear_general():
     """x @ (q * scale) computed as (x @ q) * scale, over two contracted axes (the `wo` layout)."""
-    layer = QuantizedDense((3, 4), 6, mode="int8", names=("heads", "kv", "embed"), axis=(-2, -1), use_bias=True,
-                           dtype=jnp.float32, param_dtype=jnp.float32)
+    layer = QuantizedDense(
+        (3, 4),
+        6,
+        mode="int8",
+        names=("heads", "kv", "embed"),
+        axis=(-2, -1),
+        use_bias=True,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    )
     rng = np.random.default_rng(1)
     w = rng.normal(size=(3, 4, 6)).astype(np.float32)
     q, s = quantize_kernel(w, 2, "int8")
@@ -115,8 +123,15 @@ def test_step_llm_fixture_error_with_int8_weights(fixture_prefix):
     err = rel_l2(np.asarray(out)[mask], fx.tensor("output")[mask])
     assert 1e-4 < err <= LLM_INT8_TOL, err
     assert sorted(quantized_kernels(qmodel)) == [
-        f"layers.{n}.kernel" for n in ("attention.wkv", "attention.wo", "attention.wq", "feed_forward.w2",
-                                       "feed_forward.w_gate", "feed_forward.w_up")
+        f"layers.{n}.kernel"
+        for n in (
+            "attention.wkv",
+            "attention.wo",
+            "attention.wq",
+            "feed_forward.w2",
+            "feed_forward.w_gate",
+            "feed_forward.w_up",
+        )
     ]
 
 
@@ -136,8 +151,15 @@ def releases(tmp_path_factory, fixture_prefix):
     src = root / "release"
     build_release(str(src), fixture_prefix, components=("transformer", "step_llm"))
     convert_release(str(src), str(root / "float"), components=["transformer", "step_llm"], dtype="float32")
-    cmd = [sys.executable, "convert_torch_weights.py", f"--src={src}", f"--dst={root / 'int8'}",
-           "--components=transformer,step_llm", "--dtype=float32", "--quantize=int8"]
+    cmd = [
+        sys.executable,
+        "convert_torch_weights.py",
+        f"--src={src}",
+        f"--dst={root / 'int8'}",
+        "--components=transformer,step_llm",
+        "--dtype=float32",
+        "--quantize=int8",
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "(int8 linears)" in run.stdout
@@ -164,8 +186,10 @@ def test_converted_int8_restores_into_mesh_shardings_and_equals_restore_time_qua
     at_restore = restore_component(float_dir, name, mesh=mesh, config=cfg)
     in_memory = quantize_model(restore_component(float_dir, name), "int8")
     rules = DIT_RULES if name == "transformer" else TEXT_RULES
-    expected = {".".join(map(str, p)): s
-                for p, s in nnx.to_flat_state(model_shardings(nnx.state(converted, nnx.Param), mesh, rules))}
+    expected = {
+        ".".join(map(str, p)): s
+        for p, s in nnx.to_flat_state(model_shardings(nnx.state(converted, nnx.Param), mesh, rules))
+    }
     a, b, c = _flat(converted), _flat(at_restore), _flat(in_memory)
     assert sorted(a) == sorted(b) == sorted(c) == sorted(expected)
     for key in a:
@@ -186,10 +210,28 @@ def test_quantized_scales_are_named_by_the_rules_tables():
     from stepvideo_jax.text import TEXT_SHARDING as TEXT_RULES
     from stepvideo_jax.text import StepLLM, StepLLMConfig
 
-    dit = nnx.eval_shape(lambda: StepVideoDiT(DiTConfig(num_heads=2, head_dim=16, num_layers=2, rope_split=(8, 4, 4),
-                                                        caption_channels=(32, 16), quantize="fp8"), rngs=nnx.Rngs(0)))
-    llm = nnx.eval_shape(lambda: StepLLM(StepLLMConfig(hidden_size=32, num_heads=4, num_groups=2, ffn_hidden_size=64,
-                                                       num_layers=2, vocab_size=64, quantize="int8"), rngs=nnx.Rngs(0)))
+    dit = nnx.eval_shape(
+        lambda: StepVideoDiT(
+            DiTConfig(
+                num_heads=2, head_dim=16, num_layers=2, rope_split=(8, 4, 4), caption_channels=(32, 16), quantize="fp8"
+            ),
+            rngs=nnx.Rngs(0),
+        )
+    )
+    llm = nnx.eval_shape(
+        lambda: StepLLM(
+            StepLLMConfig(
+                hidden_size=32,
+                num_heads=4,
+                num_groups=2,
+                ffn_hidden_size=64,
+                num_layers=2,
+                vocab_size=64,
+                quantize="int8",
+            ),
+            rngs=nnx.Rngs(0),
+        )
+    )
     for model, rules in ((dit, DIT_RULES), (llm, TEXT_RULES)):
         known = {n for n, _ in rules.params}
         for k in quantized_kernels(model).values():
@@ -210,7 +252,12 @@ def test_save_components_keeps_quantized_dtypes(dit_fixture, tmp_path):
     assert entry["dtype"] == "bfloat16" and entry["config"]["quantize"] == "fp8"
     restored = restore_component(tmp_path / "ckpt", "transformer")
     got = _flat(restored)
-    assert got["blocks.attn1.wqkv.kernel"].dtype == jnp.float8_e4m3fn and got["blocks.attn1.wqkv.scale"].dtype == jnp.float32
+    assert (
+        got["blocks.attn1.wqkv.kernel"].dtype == jnp.float8_e4m3fn
+        and got["blocks.attn1.wqkv.scale"].dtype == jnp.float32
+    )
     assert got["proj_out.kernel"].dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(got["blocks.attn1.wqkv.kernel"]).view(np.uint8),
-                                  np.asarray(_flat(q)["blocks.attn1.wqkv.kernel"]).view(np.uint8))
+    np.testing.assert_array_equal(
+        np.asarray(got["blocks.attn1.wqkv.kernel"]).view(np.uint8),
+        np.asarray(_flat(q)["blocks.attn1.wqkv.kernel"]).view(np.uint8),
+    )

@@ -39,8 +39,14 @@ def test_euler_step_upcasts_to_float32():
 
 def _tiny_dit(ti2v: bool) -> StepVideoDiT:
     cfg = DiTConfig(
-        num_heads=2, head_dim=16, in_channels=4, out_channels=4, num_layers=1,
-        use_additional_conditions=ti2v, caption_channels=(8, 6), rope_split=(8, 4, 4),
+        num_heads=2,
+        head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        use_additional_conditions=ti2v,
+        caption_channels=(8, 6),
+        rope_split=(8, 4, 4),
     )
     return random_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), seed=0)
 
@@ -49,7 +55,8 @@ def _tiny_inputs(ti2v: bool):
     k = jax.random.split(jax.random.key(1), 4)
     latents = jax.random.normal(k[0], (1, 2, 2, 3, 4))  # [B, F, H, W, C]
     text = TextConditioning(
-        jax.random.normal(k[1], (2, 5, 8)), jnp.array([[1] * 7 + [0] * 3, [1] * 9 + [0]], jnp.int32),
+        jax.random.normal(k[1], (2, 5, 8)),
+        jnp.array([[1] * 7 + [0] * 3, [1] * 9 + [0]], jnp.int32),
         jax.random.normal(k[2], (2, 5, 6)),
     )
     condition = jax.random.normal(k[3], latents.shape) if ti2v else None

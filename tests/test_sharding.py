@@ -118,7 +118,11 @@ def test_fsdp_replicates_under_two_percent_of_dit_bytes():
     assert total > 50e9  # ~30B params in bf16
     assert replicated / total <= 0.02, f"{replicated / total:.4f} of the DiT bytes are replicated"
     # And concretely on the tiny model.
-    tiny = create_sharded_model(lambda: StepVideoDiT(tiny_cfg(num_heads=8, head_dim=32, rope_split=(16, 8, 8)), rngs=nnx.Rngs(0)), mesh, DIT_SHARDING)
+    tiny = create_sharded_model(
+        lambda: StepVideoDiT(tiny_cfg(num_heads=8, head_dim=32, rope_split=(16, 8, 8)), rngs=nnx.Rngs(0)),
+        mesh,
+        DIT_SHARDING,
+    )
     assert replicated_fraction(tiny) <= 0.02
 
 

@@ -16,7 +16,10 @@ def test_plan_reports_sharded_memory_and_flops():
     sizes = PlanSizes(frames=17, height=64, width=64, llm_tokens=8, clip_tokens=4)
     report = plan(cfg, MeshConfig(fsdp=2, tensor=4), sizes, what=("sample",))
     s = report["sample"]
-    param_bytes = sum(np.prod(v.shape) * 4 for _, v in nnx.to_flat_state(nnx.state(nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0))))))
+    param_bytes = sum(
+        np.prod(v.shape) * 4
+        for _, v in nnx.to_flat_state(nnx.state(nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))))
+    )
     # Per device: well under the whole model (8-way sharded weights), and the inputs on top.
     assert 0 < s["argument_bytes"] < param_bytes / 4
     assert s["temp_bytes"] > 0 and s["peak_bytes"] >= s["argument_bytes"]

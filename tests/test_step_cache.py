@@ -23,8 +23,16 @@ RATIOS = (1.0, 0.99, 1.02, 0.97, 0.98, 0.99, 0.97, 0.96, 0.95, 0.9)
 
 
 def _model(layers=3):
-    cfg = DiTConfig(num_heads=2, head_dim=16, in_channels=4, out_channels=4, num_layers=layers,
-                    use_additional_conditions=True, caption_channels=(8, 6), rope_split=(8, 4, 4))
+    cfg = DiTConfig(
+        num_heads=2,
+        head_dim=16,
+        in_channels=4,
+        out_channels=4,
+        num_layers=layers,
+        use_additional_conditions=True,
+        caption_channels=(8, 6),
+        rope_split=(8, 4, 4),
+    )
     return random_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), seed=0)
 
 
@@ -32,7 +40,8 @@ def _inputs():
     k = jax.random.split(jax.random.key(1), 4)
     latents = jax.random.normal(k[0], (1, 2, 4, 4, 4))  # [B, F, H, W, C]
     text = TextConditioning(
-        jax.random.normal(k[1], (2, 5, 8)), jnp.array([[1] * 7 + [0] * 3, [1] * 9 + [0]], jnp.int32),
+        jax.random.normal(k[1], (2, 5, 8)),
+        jnp.array([[1] * 7 + [0] * 3, [1] * 9 + [0]], jnp.int32),
         jax.random.normal(k[2], (2, 5, 6)),
     )
     return latents, text, jax.random.normal(k[3], latents.shape), 5.0
@@ -77,8 +86,13 @@ def test_policy_none_is_todays_sampler_bit_for_bit(setup):
         assert sampler.dit_evals == 2 * STEPS and sampler.computed_steps == [True] * STEPS
 
 
-@pytest.mark.parametrize("cache", [CacheSettings("first_block", first_block_threshold=0.0),
-                                   CacheSettings("static", static_threshold=0.0, mag_ratios=RATIOS)])
+@pytest.mark.parametrize(
+    "cache",
+    [
+        CacheSettings("first_block", first_block_threshold=0.0),
+        CacheSettings("static", static_threshold=0.0, mag_ratios=RATIOS),
+    ],
+)
 def test_cache_that_never_reuses_equals_uncached(setup, cache):
     _, sampler, (latents, text, condition, motion), sigmas = setup
     ref = sampler.sample(latents, sigmas, text, condition, motion, 4.0, progress=False)
@@ -87,8 +101,13 @@ def test_cache_that_never_reuses_equals_uncached(setup, cache):
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("cache", [CacheSettings("first_block", first_block_threshold=0.5, warmup=0.2),
-                                   CacheSettings("static", static_threshold=0.5, mag_ratios=RATIOS, warmup=0.2)])
+@pytest.mark.parametrize(
+    "cache",
+    [
+        CacheSettings("first_block", first_block_threshold=0.5, warmup=0.2),
+        CacheSettings("static", static_threshold=0.5, mag_ratios=RATIOS, warmup=0.2),
+    ],
+)
 def test_cached_runs_skip_and_host_loop_equals_fused(setup, cache):
     _, sampler, (latents, text, condition, motion), sigmas = setup
     ref = np.asarray(sampler.sample(latents, sigmas, text, condition, motion, 4.0, progress=False))
@@ -117,14 +136,16 @@ def test_guidance_interval_evaluates_one_row_outside(setup):
     # With guidance scale 1, CFG's velocity is the conditional one: the interval must not change it.
     full = sampler.sample(latents, sigmas, text, condition, motion, 1.0, progress=False)
     for fused in (False, True):
-        out = sampler.sample(latents, sigmas, text, condition, motion, 1.0, progress=False, fused=fused,
-                             guidance_interval=interval)
+        out = sampler.sample(
+            latents, sigmas, text, condition, motion, 1.0, progress=False, fused=fused, guidance_interval=interval
+        )
         assert sampler.dit_evals == 2 * 4 + 6
         np.testing.assert_allclose(np.asarray(out), np.asarray(full), rtol=1e-5, atol=1e-5)
     # With guidance it does change, and caching across the row change still recomputes first.
     cache = CacheSettings("first_block", first_block_threshold=10.0, warmup=0.0, max_skips=9)
-    sampler.sample(latents, sigmas, text, condition, motion, 4.0, progress=False, guidance_interval=interval,
-                   cache=cache)
+    sampler.sample(
+        latents, sigmas, text, condition, motion, 4.0, progress=False, guidance_interval=interval, cache=cache
+    )
     computed = sampler.computed_steps
     assert computed[0] and computed[2] and not computed[1] and not computed[3]  # step 2 switches to 2 rows
     with pytest.raises(ValueError, match="guidance_interval"):
@@ -144,8 +165,14 @@ def test_static_schedule_by_hand():
 def test_cache_settings_validate_and_auto_resolves():
     assert CacheSettings("auto").resolved().policy == "first_block"
     assert CacheSettings("auto", mag_ratios=RATIOS).resolved().policy == "static"
-    for bad in (dict(policy="teacache"), dict(policy="static"), dict(first_block_threshold=-1.0),
-                dict(max_skips=0), dict(warmup=1.5), dict(mag_ratios=(1.0, -0.5))):
+    for bad in (
+        dict(policy="teacache"),
+        dict(policy="static"),
+        dict(first_block_threshold=-1.0),
+        dict(max_skips=0),
+        dict(warmup=1.5),
+        dict(mag_ratios=(1.0, -0.5)),
+    ):
         with pytest.raises(ValueError, match="cache"):
             CacheSettings(**bad)
     with pytest.raises(ValueError, match="unknown cache fields"):

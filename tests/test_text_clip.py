@@ -111,7 +111,8 @@ def test_bin_is_read_with_weights_only(clip_fixture, tmp_path, monkeypatch):
     assert calls == {"map_location": "cpu", "weights_only": True}
     np.testing.assert_array_equal(np.asarray(model.pooler.kernel[...]), weights["pooler.dense.weight"].T)
     np.testing.assert_array_equal(
-        np.asarray(model.layers.attention.query.kernel[...][1]).reshape(64, 64), weights["encoder.layer.1.attention.self.query.weight"].T
+        np.asarray(model.layers.attention.query.kernel[...][1]).reshape(64, 64),
+        weights["encoder.layer.1.attention.self.query.weight"].T,
     )
 
 

@@ -65,7 +65,12 @@ def test_disk_cache_round_trip_and_fingerprint(encoder, tmp_path):
     for x, y in zip(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     other = PromptEncoder(
-        encoder.step_llm, encoder.step_tokenizer, encoder.clip, encoder.clip_tokenizer, cache_dir=tmp_path, fingerprint="other-model"
+        encoder.step_llm,
+        encoder.step_tokenizer,
+        encoder.clip,
+        encoder.clip_tokenizer,
+        cache_dir=tmp_path,
+        fingerprint="other-model",
     )
     assert other._disk_get(NEG) is None  # another model's fingerprint never reads these files
     assert len(cached.fingerprint) == 64 and cached.fingerprint != other.fingerprint
@@ -96,7 +101,12 @@ def test_from_converted_checkpoint(tmp_path, fixture_prefix):
     model = io.BytesIO()  # a real (tiny) sentencepiece model in place of the stand-in bytes; ids < 300
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(["a cat walks on the beach", "a dog runs in a field"]),
-        model_writer=model, vocab_size=30, hard_vocab_limit=False, model_type="bpe", num_threads=1, minloglevel=2,
+        model_writer=model,
+        vocab_size=30,
+        hard_vocab_limit=False,
+        model_type="bpe",
+        num_threads=1,
+        minloglevel=2,
     )
     (src / "step_llm" / "step1_chat_tokenizer.model").write_bytes(model.getvalue())
     convert_release(str(src), str(tmp_path / "out"), components=["step_llm", "hunyuan_clip"], dtype="float32")

@@ -33,7 +33,11 @@ def _write_fixture(prefix, cfg, weights, input_ids, mask, output):
         json.dump({"kind": "step_llm", "config": cfg, "call": {}}, f)
     save_file(weights, str(prefix) + ".weights.safetensors")
     save_file(
-        {"input_ids": input_ids.astype(np.int64), "attention_mask": mask.astype(np.int64), "output": output.astype(np.float32)},
+        {
+            "input_ids": input_ids.astype(np.int64),
+            "attention_mask": mask.astype(np.int64),
+            "output": output.astype(np.float32),
+        },
         str(prefix) + ".io.safetensors",
     )
 
@@ -76,7 +80,7 @@ def test_query_heads_use_group_i_div_r():
 
 
 def test_slopes_formula():
-    assert np.allclose(alibi_slopes(8), [2.0 ** -k for k in range(1, 9)])
+    assert np.allclose(alibi_slopes(8), [2.0**-k for k in range(1, 9)])
     assert np.allclose(alibi_slopes(6), [2.0 ** (-2 * k) for k in range(1, 5)] + [2.0**-1, 2.0**-3])
     for h in (1, 3, 5, 12, 48):
         assert np.allclose(alibi_slopes(h), slopes_reference(h)), h

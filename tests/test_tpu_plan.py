@@ -78,7 +78,10 @@ def test_small_dit_sampling_step_compiles_for_v5e_with_mosaic_splash_and_ulysses
         assert params <= r["argument_bytes"] <= params + 2 * MiB
     # Temporaries: the activations of one layer (192 tokens x 1024 x 2 rows, a few MiB), not the logits.
     assert 0 < r["temp_bytes"] <= 8 * MiB
-    assert r["fits"] and r["peak_bytes_per_device"] == r["argument_bytes"] + r["output_bytes"] + r["temp_bytes"] - r["alias_bytes"]
+    assert (
+        r["fits"]
+        and r["peak_bytes_per_device"] == r["argument_bytes"] + r["output_bytes"] + r["temp_bytes"] - r["alias_bytes"]
+    )
 
 
 @needs_libtpu

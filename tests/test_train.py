@@ -60,12 +60,12 @@ class _HashPrompts:
         mask = np.zeros((len(prompts), L_LLM), np.int32)
         clip = np.zeros((len(prompts), L_CLIP, DIT.caption_channels[1]), np.float32)
         for i, p in enumerate(prompts):
-            words = (p.split() or [""])[: L_LLM]
+            words = (p.split() or [""])[:L_LLM]
             for j, word in enumerate(words):
                 seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
                 llm[i, j] = np.random.default_rng(seed).standard_normal(llm.shape[-1])
             mask[i, : len(words)] = 1
-            clip[i] = llm[i, : L_CLIP, : clip.shape[-1]]
+            clip[i] = llm[i, :L_CLIP, : clip.shape[-1]]
         # As PromptEncoder: the model's mask, CLIP ones then the LLM mask.
         return llm, np.concatenate([np.ones((len(prompts), L_CLIP), np.int32), mask], axis=1), clip
 
@@ -93,8 +93,9 @@ def latents_dir(tmp_path_factory):
     (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = root / "latents"
     encoder = ClipEncoder(_PoolVAE(), _HashPrompts(), ObjectiveConfig())
-    counts = precompute(str(root / "manifest.jsonl"), str(out), encoder, num_frames=17, frame_stride=1,
-                        buckets=((32, 32),))
+    counts = precompute(
+        str(root / "manifest.jsonl"), str(out), encoder, num_frames=17, frame_stride=1, buckets=((32, 32),)
+    )
     assert counts == {"written": 6, "skipped_too_short": 1}
     return out
 
@@ -161,8 +162,12 @@ def test_online_encoding_from_raw_videos(latents_dir, tmp_path):
     """data.kind='video': clips decoded by grain, encoded in the loop (noise-augmented first frame)."""
     cfg = _run_config(latents_dir, 2)
     cfg.data.update(manifest=str(latents_dir.parent / "manifest.jsonl"), kind="video", null_prompt="")
-    result = train(cfg, str(tmp_path / "online"), progress=False,
-                   make_encoder=lambda objective: ClipEncoder(_PoolVAE(), _HashPrompts(), objective))
+    result = train(
+        cfg,
+        str(tmp_path / "online"),
+        progress=False,
+        make_encoder=lambda objective: ClipEncoder(_PoolVAE(), _HashPrompts(), objective),
+    )
     assert sorted(result.losses) == [0, 1] and all(np.isfinite(list(result.losses.values())))
     assert "(too_short: 1)" in result.data_summary
 
@@ -178,8 +183,11 @@ def _fixed_batch(batch_size=TINY.data.batch_size):
         clip_states=r.standard_normal((batch_size, L_CLIP, 12), np.float32),
         motion_score=np.linspace(1, 8, batch_size).astype(np.float32),
     )
-    null = dict(llm_states=np.zeros((L_LLM, 16), np.float32), llm_mask=(np.arange(L_LLM) < 1).astype(np.int32),
-                clip_states=np.zeros((L_CLIP, 12), np.float32))
+    null = dict(
+        llm_states=np.zeros((L_LLM, 16), np.float32),
+        llm_mask=(np.arange(L_LLM) < 1).astype(np.int32),
+        clip_states=np.zeros((L_CLIP, 12), np.float32),
+    )
     return batch, null
 
 
@@ -233,8 +241,12 @@ def test_t2v_to_ti2v_init_reproduces_t2v():
     assert ti2v.cfg.use_additional_conditions and ti2v.patch_embed.kernel[...].shape[0] == 4 * 2 * C
     r = np.random.default_rng(0)
     x = r.standard_normal((2, 2, 4, 4, C), np.float32)
-    args = (np.array([0.3, 0.8], np.float32), r.standard_normal((2, L_LLM, 16), np.float32),
-            np.ones((2, L_CLIP + L_LLM), np.int32), r.standard_normal((2, L_CLIP, 12), np.float32))
+    args = (
+        np.array([0.3, 0.8], np.float32),
+        r.standard_normal((2, L_LLM, 16), np.float32),
+        np.ones((2, L_CLIP + L_LLM), np.int32),
+        r.standard_normal((2, L_CLIP, 12), np.float32),
+    )
     want = nnx.jit(lambda m: m.forward(x, *args))(t2v)
     got = nnx.jit(lambda m: m.forward(x, *args, np.zeros_like(x), np.array([3.0, 50.0], np.float32)))(ti2v)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

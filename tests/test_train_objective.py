@@ -29,8 +29,9 @@ def test_interpolation_convention_matches_sampler():
     v = velocity_target(x, noise)
     # One Euler step of the sampler (x += v * dt) from t to t + dt along the straight path.
     t0, dt = 0.25, 0.5
-    np.testing.assert_allclose(interpolate(x, noise, jnp.full((2,), t0)) + v * dt,
-                               interpolate(x, noise, jnp.full((2,), t0 + dt)), rtol=1e-6)
+    np.testing.assert_allclose(
+        interpolate(x, noise, jnp.full((2,), t0)) + v * dt, interpolate(x, noise, jnp.full((2,), t0 + dt)), rtol=1e-6
+    )
     # The sampler's sigmas rise from 0 (noise) to 1 (data), the same t as here.
     sig = flow_sigmas(4, 3.0)
     assert sig[0] == 0.0 and sig[-1] == 1.0
@@ -86,8 +87,9 @@ def test_caption_dropout_uses_null_prompt():
 
 
 def test_schedule_warmup_and_decay():
-    sched = make_schedule(OptimConfig(learning_rate=1.0, warmup_steps=10, total_steps=110, schedule="cosine",
-                                      end_lr_factor=0.1))
+    sched = make_schedule(
+        OptimConfig(learning_rate=1.0, warmup_steps=10, total_steps=110, schedule="cosine", end_lr_factor=0.1)
+    )
     assert float(sched(0)) == pytest.approx(0.1)
     assert float(sched(5)) == pytest.approx(0.55)
     assert float(sched(10)) == pytest.approx(1.0)

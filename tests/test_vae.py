@@ -114,12 +114,16 @@ def test_parity_tool_on_other_widths_against_numpy_reference(tmp_path, capsys):
     assert sorted(back) == sorted(weights) and all(np.array_equal(back[k], weights[k]) for k in weights)
 
 
-@pytest.mark.skipif(not os.environ.get("STEPVIDEO_SLOW_TESTS"), reason="about 30 s of NumPy; set STEPVIDEO_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("STEPVIDEO_SLOW_TESTS"), reason="about 30 s of NumPy; set STEPVIDEO_SLOW_TESTS=1"
+)
 def test_numpy_reference_matches_release_fixture(fixture):
     """Pins the NumPy reference to the PyTorch fixture."""
     cfg = fixture.config
     W = load_file(fixture.weights_path)
-    assert rel_l2(vae_reference.encode_moments(W, cfg, fixture.tensor("image")), fixture.tensor("image_moments")) <= 1e-5
+    assert (
+        rel_l2(vae_reference.encode_moments(W, cfg, fixture.tensor("image")), fixture.tensor("image_moments")) <= 1e-5
+    )
     assert rel_l2(vae_reference.encode_moments(W, cfg, fixture.tensor("video")), fixture.tensor("moments")) <= 1e-5
     assert rel_l2(vae_reference.decode(W, cfg, fixture.tensor("mean")), fixture.tensor("decoded")) <= 1e-5
 
@@ -209,16 +213,22 @@ def test_converter_key_table(fixture):
     cfg = VAEConfig.from_release(fixture.config)
     assert "decoder.conv_out.weight" in weights  # the released file's spelling
     arrays = convert_vae(weights, cfg)
-    np.testing.assert_array_equal(arrays["decoder.conv_out.kernel"], weights["decoder.conv_out.weight"].transpose(2, 3, 4, 1, 0))
     np.testing.assert_array_equal(
-        arrays["encoder.down.0.resample.conv.kernel"], weights["encoder.down.0.downsample.conv.weight"].transpose(2, 3, 1, 0)
+        arrays["decoder.conv_out.kernel"], weights["decoder.conv_out.weight"].transpose(2, 3, 4, 1, 0)
     )
     np.testing.assert_array_equal(
-        arrays["encoder.down.1.resample.conv.kernel"], weights["encoder.down.1.downsample.conv.conv.weight"].transpose(2, 3, 4, 1, 0)
+        arrays["encoder.down.0.resample.conv.kernel"],
+        weights["encoder.down.0.downsample.conv.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        arrays["encoder.down.1.resample.conv.kernel"],
+        weights["encoder.down.1.downsample.conv.conv.weight"].transpose(2, 3, 4, 1, 0),
     )
     # The torch module's spelling `decoder.conv_out.conv.*` is accepted too.
     renamed = {k.replace("decoder.conv_out.", "decoder.conv_out.conv."): v for k, v in weights.items()}
-    np.testing.assert_array_equal(convert_vae(renamed, cfg)["decoder.conv_out.kernel"], arrays["decoder.conv_out.kernel"])
+    np.testing.assert_array_equal(
+        convert_vae(renamed, cfg)["decoder.conv_out.kernel"], arrays["decoder.conv_out.kernel"]
+    )
     assert release_shapes(cfg) == {k: v.shape for k, v in weights.items()}
     missing = dict(weights)
     del missing["encoder.mid.attn_1.q.conv.weight"]
@@ -245,8 +255,10 @@ def test_frame_taps_conv_equals_3d_conv_with_gradients(stride, frames):
 
     from stepvideo_jax.vae.layers import CausalConv3d
 
-    convs = {impl: CausalConv3d(5, 6, 3, VAEConfig.tiny(conv_impl=impl), stride=stride, rngs=nnx.Rngs(0))
-             for impl in ("conv3d", "frame_taps")}
+    convs = {
+        impl: CausalConv3d(5, 6, 3, VAEConfig.tiny(conv_impl=impl), stride=stride, rngs=nnx.Rngs(0))
+        for impl in ("conv3d", "frame_taps")
+    }
     x = jax.random.normal(jax.random.key(1), (2, frames, 8, 10, 5))
 
     def loss(conv, x):
@@ -264,6 +276,13 @@ def test_frame_taps_conv_equals_3d_conv_with_gradients(stride, frames):
 
 
 def test_non_release_fields_round_trip_through_release_config():
-    cfg = VAEConfig.tiny(norm_groups=8, encoder_ch=8, decoder_ch=8, encoder_ch_mult=(1, 2, 2, 4),
-                         decoder_ch_mult=(1, 2, 2, 4), num_res_blocks=1, z_channels=8)
+    cfg = VAEConfig.tiny(
+        norm_groups=8,
+        encoder_ch=8,
+        decoder_ch=8,
+        encoder_ch_mult=(1, 2, 2, 4),
+        decoder_ch_mult=(1, 2, 2, 4),
+        num_res_blocks=1,
+        z_channels=8,
+    )
     assert VAEConfig.from_release(cfg.to_release()) == cfg

@@ -84,7 +84,9 @@ def random_step_llm_weights(cfg: dict, seed: int = 0) -> dict:
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
-def step_llm_release_config(hidden: int, heads: int, groups: int, ffn: int = 256, layers: int = 2, vocab: int = 64) -> dict:
+def step_llm_release_config(
+    hidden: int, heads: int, groups: int, ffn: int = 256, layers: int = 2, vocab: int = 64
+) -> dict:
     return {
         "hidden_size": hidden,
         "num_attention_heads": heads,

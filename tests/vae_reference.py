@@ -28,9 +28,13 @@ def conv3d(x, w, b, stride=1):
     for dt in range(kt):
         for dh in range(kh):
             for dw in range(kw):
-                patch = x[:, :, dt : dt + stride * (t_out - 1) + 1 : stride,
-                          dh : dh + stride * (h_out - 1) + 1 : stride,
-                          dw : dw + stride * (w_out - 1) + 1 : stride]
+                patch = x[
+                    :,
+                    :,
+                    dt : dt + stride * (t_out - 1) + 1 : stride,
+                    dh : dh + stride * (h_out - 1) + 1 : stride,
+                    dw : dw + stride * (w_out - 1) + 1 : stride,
+                ]
                 y += np.einsum("bcthw,oc->bothw", patch, w[:, :, dt, dh, dw])
     return y + b[None, :, None, None, None]
 
@@ -129,9 +133,13 @@ def encoder(weights, cfg, x):
         if i == levels - 1:
             continue
         if i in enc["down_sampling_layer"]:
-            h = conv3d(h, W(f"down.{i}.downsample.conv.conv.weight"), W(f"down.{i}.downsample.conv.conv.bias"), stride=2)
+            h = conv3d(
+                h, W(f"down.{i}.downsample.conv.conv.weight"), W(f"down.{i}.downsample.conv.conv.bias"), stride=2
+            )
         else:
-            h = conv2d_frames(h, W(f"down.{i}.downsample.conv.weight"), W(f"down.{i}.downsample.conv.bias"), 2, (0, 1, 0, 1))
+            h = conv2d_frames(
+                h, W(f"down.{i}.downsample.conv.weight"), W(f"down.{i}.downsample.conv.bias"), 2, (0, 1, 0, 1)
+            )
     h = mid(W.sub("mid"), h)
     h = _silu(group_norm(h, W("norm_out.weight"), W("norm_out.bias")))
     z = cfg["z_channels"]
@@ -161,10 +169,18 @@ def decoder(weights, cfg, z):
         U = W.sub(f"up.{i}.upsample")
         if i in dec["temporal_up_layers"]:
             h = h.repeat(2, axis=2).repeat(2, axis=3).repeat(2, axis=4)
-            r = _silu(group_norm(conv3d(h, U("conv3d.conv1.conv.weight"), U("conv3d.conv1.conv.bias")),
-                                 U("conv3d.norm1.weight"), U("conv3d.norm1.bias")))
-            r = group_norm(conv3d(r, U("conv3d.conv2.conv.weight"), U("conv3d.conv2.conv.bias")),
-                           U("conv3d.norm2.weight"), U("conv3d.norm2.bias"))
+            r = _silu(
+                group_norm(
+                    conv3d(h, U("conv3d.conv1.conv.weight"), U("conv3d.conv1.conv.bias")),
+                    U("conv3d.norm1.weight"),
+                    U("conv3d.norm1.bias"),
+                )
+            )
+            r = group_norm(
+                conv3d(r, U("conv3d.conv2.conv.weight"), U("conv3d.conv2.conv.bias")),
+                U("conv3d.norm2.weight"),
+                U("conv3d.norm2.bias"),
+            )
             h = _silu(r + h) + h
         else:
             h = conv2d_frames(h.repeat(2, axis=3).repeat(2, axis=4), U("conv.weight"), U("conv.bias"), 1, (1, 1, 1, 1))

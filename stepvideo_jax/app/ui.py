@@ -55,16 +55,25 @@ def build_app(pipe, config):
 
     title = "Step-Video-TI2V (JAX)" if ti2v else "Step-Video-T2V (JAX)"
     with gr.Blocks(title=title) as page:
-        gr.Markdown(f"## {title}\nCheckpoint: `{config.checkpoint_dir if config.variant != 'tiny' else 'tiny'}`"
-                    f" · {config.frames} frames at {config.height}x{config.width}")
+        gr.Markdown(
+            f"## {title}\nCheckpoint: `{config.checkpoint_dir if config.variant != 'tiny' else 'tiny'}`"
+            f" · {config.frames} frames at {config.height}x{config.width}"
+        )
         with gr.Row():
             with gr.Column():
                 default_image = config.image if ti2v and os.path.isfile(config.image) else None
-                image = gr.Image(label="First frame", type="numpy", value=default_image, visible=ti2v,
-                                 image_mode="RGB", sources=["upload", "clipboard"])
+                image = gr.Image(
+                    label="First frame",
+                    type="numpy",
+                    value=default_image,
+                    visible=ti2v,
+                    image_mode="RGB",
+                    sources=["upload", "clipboard"],
+                )
                 prompt = gr.Textbox(label="Prompt", value=config.prompt, lines=2)
-                motion = gr.Slider(0, 20, value=float(config.motion_score), step=0.5, label="Motion score",
-                                   visible=ti2v)
+                motion = gr.Slider(
+                    0, 20, value=float(config.motion_score), step=0.5, label="Motion score", visible=ti2v
+                )
                 with gr.Row():
                     steps = gr.Slider(1, 100, value=int(config.steps), step=1, label="Steps")
                     cfg = gr.Slider(0, 20, value=float(config.cfg), step=0.5, label="CFG (guidance scale)")
@@ -74,8 +83,13 @@ def build_app(pipe, config):
                 video = gr.Video(label="Video", autoplay=True, loop=True)
                 preview = gr.Image(label="First | last frame", type="filepath")
                 timings = gr.Textbox(label="Timings", lines=2)
-        button.click(generate, [image, prompt, motion, steps, cfg, seed], [video, preview, timings],
-                     api_name="generate", concurrency_limit=1)
+        button.click(
+            generate,
+            [image, prompt, motion, steps, cfg, seed],
+            [video, preview, timings],
+            api_name="generate",
+            concurrency_limit=1,
+        )
     page.queue(default_concurrency_limit=1)
     return page
 
@@ -93,8 +107,13 @@ def main(argv):
     page = build_app(pipe, config)
     os.makedirs(config.output_dir, exist_ok=True)
     print(f"serving on http://{_HOST.value}:{_PORT.value}", flush=True)
-    page.launch(server_name=_HOST.value, server_port=_PORT.value, allowed_paths=[os.path.abspath(config.output_dir)],
-                show_api=True, quiet=True)
+    page.launch(
+        server_name=_HOST.value,
+        server_port=_PORT.value,
+        allowed_paths=[os.path.abspath(config.output_dir)],
+        show_api=True,
+        quiet=True,
+    )
 
 
 def run_main() -> None:

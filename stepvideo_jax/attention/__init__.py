@@ -73,7 +73,7 @@ def default_kernel() -> str:
 
 
 def resolve_kernel(kernel: str) -> str:
-    """"auto" -> the backend's default kernel (`default_kernel()`); any other name unchanged."""
+    """ "auto" -> the backend's default kernel (`default_kernel()`); any other name unchanged."""
     return default_kernel() if kernel == "auto" else kernel
 
 

@@ -85,9 +85,14 @@ def sharded_attention(
     # check_vma=False: the kernels' scans start from constants (not device-varying) carries.
     if kv_mask is None:
         fn = jax.shard_map(
-            lambda q, k, v: local(q, k, v, None), mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+            lambda q, k, v: local(q, k, v, None),
+            mesh=mesh,
+            in_specs=(q_spec, kv_spec, kv_spec),
+            out_specs=q_spec,
             check_vma=False,
         )
         return fn(q, k, v)
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, mask_spec), out_specs=q_spec, check_vma=False)
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, mask_spec), out_specs=q_spec, check_vma=False
+    )
     return fn(q, k, v, kv_mask)

@@ -29,11 +29,11 @@ _PREFIXES = ("stepvideo_jax/configs/", "configs/", "./configs/")
 
 
 def _packaged_name(spec: str) -> str | None:
-    """"ti2v", "configs/ti2v.py", "stepvideo_jax/configs/ti2v.py" -> "ti2v"; None if not packaged."""
+    """ "ti2v", "configs/ti2v.py", "stepvideo_jax/configs/ti2v.py" -> "ti2v"; None if not packaged."""
     name = spec.replace(os.sep, "/")
     for prefix in _PREFIXES:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     name = name[:-3] if name.endswith(".py") else name
     return name if name in CONFIG_NAMES else None
@@ -78,7 +78,7 @@ def rewrite_config_argv(argv: Sequence[str], flag: str = "config") -> list[str]:
         for dashes in ("--", "-"):
             head = f"{dashes}{flag}"
             if arg.startswith(head + "="):
-                out[i] = head + "=" + resolve_config_arg(arg[len(head) + 1:])
+                out[i] = head + "=" + resolve_config_arg(arg[len(head) + 1 :])
             elif arg == head and i + 1 < len(out):
                 out[i + 1] = resolve_config_arg(out[i + 1])
     return out

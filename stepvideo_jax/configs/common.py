@@ -20,29 +20,62 @@ def _section(defaults: dict, overrides: dict) -> config_dict.ConfigDict:
 
 def objective(**overrides) -> config_dict.ConfigDict:
     """ObjectiveConfig fields (flow matching with noise-augmented first-frame conditioning)."""
-    return _section(dict(
-        timestep_sampling="logit_normal", logit_mean=0.0, logit_std=1.0, time_shift=1.0,
-        caption_dropout=0.1, cond_noise="lognormal", cond_noise_min=0.0, cond_noise_max=0.1,
-        cond_noise_mean=-3.0, cond_noise_std=0.5,
-    ), overrides)
+    return _section(
+        dict(
+            timestep_sampling="logit_normal",
+            logit_mean=0.0,
+            logit_std=1.0,
+            time_shift=1.0,
+            caption_dropout=0.1,
+            cond_noise="lognormal",
+            cond_noise_min=0.0,
+            cond_noise_max=0.1,
+            cond_noise_mean=-3.0,
+            cond_noise_std=0.5,
+        ),
+        overrides,
+    )
 
 
 def optim(**overrides) -> config_dict.ConfigDict:
     """OptimConfig fields (AdamW, warmup + schedule, clipping, optional EMA)."""
-    return _section(dict(
-        learning_rate=1e-5, warmup_steps=500, schedule="cosine", total_steps=20_000, end_lr_factor=0.1,
-        b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999,
-    ), overrides)
+    return _section(
+        dict(
+            learning_rate=1e-5,
+            warmup_steps=500,
+            schedule="cosine",
+            total_steps=20_000,
+            end_lr_factor=0.1,
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            weight_decay=0.0,
+            grad_clip=1.0,
+            ema_decay=0.9999,
+        ),
+        overrides,
+    )
 
 
 def data(**overrides) -> config_dict.ConfigDict:
     """DataConfig fields (+ null_prompt: the precompute folder's null_prompt.npz by default, or for
     kind="video" the prompt whose states replace dropped captions)."""
-    return _section(dict(
-        manifest="data/latents/index.jsonl", kind="latents", batch_size=1, num_frames=102 // 17 * 17,
-        frame_stride=1, buckets=((544, 992), (992, 544), (768, 768)), default_motion_score=5.0, seed=0,
-        shuffle=True, num_epochs=None, null_prompt="",
-    ), overrides)
+    return _section(
+        dict(
+            manifest="data/latents/index.jsonl",
+            kind="latents",
+            batch_size=1,
+            num_frames=102 // 17 * 17,
+            frame_stride=1,
+            buckets=((544, 992), (992, 544), (768, 768)),
+            default_motion_score=5.0,
+            seed=0,
+            shuffle=True,
+            num_epochs=None,
+            null_prompt="",
+        ),
+        overrides,
+    )
 
 
 def train(**overrides) -> config_dict.ConfigDict:

@@ -39,17 +39,36 @@ VARIANTS = ("", "vae", "dit", "lora", "recipe")
 # Three levels instead of the release's four: 8x8 latents of a 64x64 frame (a 4x4 grid could not
 # place a shape finer than a quarter of the frame), 24 pixel values per latent value.
 VAE_MODEL = dict(
-    z_channels=Z_CHANNELS, encoder_ch=8, encoder_ch_mult=(1, 2, 4), decoder_ch=8, decoder_ch_mult=(1, 2, 4),
-    encoder_temporal_down_layers=(0, 1), decoder_temporal_up_layers=(1, 2), num_res_blocks=1, norm_groups=2,
+    z_channels=Z_CHANNELS,
+    encoder_ch=8,
+    encoder_ch_mult=(1, 2, 4),
+    decoder_ch=8,
+    decoder_ch_mult=(1, 2, 4),
+    encoder_temporal_down_layers=(0, 1),
+    decoder_temporal_up_layers=(1, 2),
+    num_res_blocks=1,
+    norm_groups=2,
 )
-STEP_LLM_MODEL = dict(hidden_size=64, num_heads=4, num_groups=2, ffn_hidden_size=256, num_layers=2, vocab_size=512,
-                      max_length=24)
-CLIP_MODEL = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=32,
-                  max_length=16)
+STEP_LLM_MODEL = dict(
+    hidden_size=64, num_heads=4, num_groups=2, ffn_hidden_size=256, num_layers=2, vocab_size=512, max_length=24
+)
+CLIP_MODEL = dict(
+    hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=32, max_length=16
+)
 DIT_MODEL = dict(
-    num_heads=4, head_dim=32, in_channels=Z_CHANNELS, out_channels=Z_CHANNELS, num_layers=4, patch_size=2,
-    caption_channels=(STEP_LLM_MODEL["hidden_size"], CLIP_MODEL["hidden_size"]), rope_split=(16, 8, 8),
-    use_additional_conditions=True, param_dtype="float32", dtype="float32", remat_policy="none", scan_layers=True,
+    num_heads=4,
+    head_dim=32,
+    in_channels=Z_CHANNELS,
+    out_channels=Z_CHANNELS,
+    num_layers=4,
+    patch_size=2,
+    caption_channels=(STEP_LLM_MODEL["hidden_size"], CLIP_MODEL["hidden_size"]),
+    rope_split=(16, 8, 8),
+    use_additional_conditions=True,
+    param_dtype="float32",
+    dtype="float32",
+    remat_policy="none",
+    scan_layers=True,
     attention_kernel="xla",
 )
 
@@ -80,9 +99,36 @@ def _sample_config() -> config_dict.ConfigDict:
     # `python -m stepvideo_jax.tools.calibrate_cache --config=configs/demo.py --examples_dir=demo/examples
     # --motion_scores=2,5,10` (the bundled examples, not the held-out prompts) for 30 steps.
     c.cache.mag_ratios = (
-        1.0000, 1.0088, 1.0381, 1.0123, 0.9650, 0.9958, 0.9889, 0.9833, 0.9865, 0.9873, 0.9850, 0.9847, 0.9798,
-        0.9808, 0.9769, 0.9756, 0.9740, 0.9724, 0.9678, 0.9619, 0.9595, 0.9534, 0.9447, 0.9368, 0.9311, 0.9095,
-        0.8945, 0.8741, 0.8410, 0.8483,
+        1.0000,
+        1.0088,
+        1.0381,
+        1.0123,
+        0.9650,
+        0.9958,
+        0.9889,
+        0.9833,
+        0.9865,
+        0.9873,
+        0.9850,
+        0.9847,
+        0.9798,
+        0.9808,
+        0.9769,
+        0.9756,
+        0.9740,
+        0.9724,
+        0.9678,
+        0.9619,
+        0.9595,
+        0.9534,
+        0.9447,
+        0.9368,
+        0.9311,
+        0.9095,
+        0.8945,
+        0.8741,
+        0.8410,
+        0.8483,
     )
     # The demo model's videos stay above 45 dB of their uncached twins even with 3 reused steps in a row
     # (BENCHMARKS.md), so auto runs the static schedule with a wider budget than the generic defaults.
@@ -106,8 +152,9 @@ def _vae_config() -> config_dict.ConfigDict:
         "vae",
         dict(VAE_MODEL, param_dtype="float32", dtype="float32"),
         objective=vae_objective,
-        optim=common.optim(learning_rate=2e-3, warmup_steps=20, total_steps=450, end_lr_factor=0.05, b2=0.99,
-                           ema_decay=0.0),
+        optim=common.optim(
+            learning_rate=2e-3, warmup_steps=20, total_steps=450, end_lr_factor=0.05, b2=0.99, ema_decay=0.0
+        ),
         data=_data(manifest="runs/demo/data/manifest.jsonl", kind="video", batch_size=3),
         # The shipped VAE ran this, then a second cosine cycle resumed in the same workdir with
         # --config.train.steps=900 --config.optim.total_steps=900 (24.8 -> 28.2 dB image PSNR; README).
@@ -129,8 +176,9 @@ def _dit_config() -> config_dict.ConfigDict:
         "dit",
         DIT_MODEL,
         objective=common.objective(cond_noise_mean=-4.0),
-        optim=common.optim(learning_rate=1e-3, warmup_steps=100, total_steps=3500, end_lr_factor=0.05, b2=0.99,
-                           ema_decay=0.998),
+        optim=common.optim(
+            learning_rate=1e-3, warmup_steps=100, total_steps=3500, end_lr_factor=0.05, b2=0.99, ema_decay=0.998
+        ),
         data=_data(manifest="runs/demo/latents/index.jsonl", kind="latents", batch_size=32),
         train=common.train(steps=3500, log_every=100, tensorboard=False),
         **_train_sections("runs/demo/dit"),
@@ -151,9 +199,17 @@ def _lora_config() -> config_dict.ConfigDict:
 
 def _recipe_config() -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
-    c.data = config_dict.ConfigDict(dict(
-        num_train=4000, num_heldout=20, frames=FRAMES, height=HEIGHT, width=WIDTH, max_speed=0.6, seed=0,
-    ))
+    c.data = config_dict.ConfigDict(
+        dict(
+            num_train=4000,
+            num_heldout=20,
+            frames=FRAMES,
+            height=HEIGHT,
+            width=WIDTH,
+            max_speed=0.6,
+            seed=0,
+        )
+    )
     c.text = config_dict.ConfigDict(dict(seed=7, step_llm=STEP_LLM_MODEL, clip=CLIP_MODEL))
     c.precompute_seed = 0
     c.export_dir = os.path.join(DEMO_DIR, "checkpoint")
@@ -166,6 +222,9 @@ def _recipe_config() -> config_dict.ConfigDict:
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     variant = (arg or "").strip()
     if variant not in VARIANTS:
-        raise ValueError(f"unknown demo config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}")
-    return {"": _sample_config, "vae": _vae_config, "dit": _dit_config, "lora": _lora_config,
-            "recipe": _recipe_config}[variant]()
+        raise ValueError(
+            f"unknown demo config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}"
+        )
+    return {"": _sample_config, "vae": _vae_config, "dit": _dit_config, "lora": _lora_config, "recipe": _recipe_config}[
+        variant
+    ]()

@@ -15,7 +15,9 @@ from stepvideo_jax.configs import ti2v
 
 # The Step-Video-T2V release's default magic strings (its `stepvideo/config.py`).
 POSITIVE_MAGIC = "超高清、HDR 视频、环境光、杜比全景声、画面稳定、流畅动作、逼真的细节、专业级构图、超现实主义、自然、生动、超细节、清晰。"
-NEGATIVE_MAGIC = "画面暗、低分辨率、不良手、文本、缺少手指、多余的手指、裁剪、低质量、颗粒状、签名、水印、用户名、模糊。"
+NEGATIVE_MAGIC = (
+    "画面暗、低分辨率、不良手、文本、缺少手指、多余的手指、裁剪、低质量、颗粒状、签名、水印、用户名、模糊。"
+)
 
 
 VARIANTS = ("", "tiny", "turbo")

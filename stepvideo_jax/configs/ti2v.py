@@ -86,7 +86,9 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.text_quantize = ""
     c.mesh = ""  # "" = one device, no mesh; else axis sizes, e.g. "fsdp=-1" or "data=2,fsdp=4" (sharding.MeshConfig)
     c.compilation_cache_dir = ""  # JAX persistent compilation cache folder ("" = off); repeat runs skip compiling
-    c.tokenizer_cache_dir = ""  # tiny: where the tiny tokenizers are built ("" = ~/.cache/stepvideo_jax/tiny_tokenizers)
+    c.tokenizer_cache_dir = (
+        ""  # tiny: where the tiny tokenizers are built ("" = ~/.cache/stepvideo_jax/tiny_tokenizers)
+    )
 
     if variant == "tiny":
         c.image = "synthetic"

@@ -12,9 +12,19 @@ from stepvideo_jax.configs import common
 
 # DiTConfig fields (bf16 compute on float32 master weights).
 FULL_MODEL = dict(
-    num_heads=48, head_dim=128, in_channels=64, out_channels=64, num_layers=48,
-    caption_channels=(6144, 1024), rope_split=(64, 32, 32), use_additional_conditions=True,
-    param_dtype="float32", dtype="bfloat16", remat_policy="full", scan_layers=True, attention_kernel="auto",
+    num_heads=48,
+    head_dim=128,
+    in_channels=64,
+    out_channels=64,
+    num_layers=48,
+    caption_channels=(6144, 1024),
+    rope_split=(64, 32, 32),
+    use_additional_conditions=True,
+    param_dtype="float32",
+    dtype="bfloat16",
+    remat_policy="full",
+    scan_layers=True,
+    attention_kernel="auto",
 )
 
 
@@ -29,9 +39,18 @@ def get_config(arg: str = "full") -> ml_collections.ConfigDict:
         c.optim.update(learning_rate=1e-4, warmup_steps=100, total_steps=5_000, ema_decay=0.0)
         c.init.update(kind="converted", checkpoint="checkpoints/stepvideo-ti2v")
     if variant in ("tiny", "tiny_lora"):
-        c.model.update(num_heads=2, head_dim=32, in_channels=8, out_channels=8, num_layers=2,
-                       caption_channels=(16, 12), rope_split=(16, 8, 8), dtype="float32", remat_policy="none",
-                       attention_kernel="xla")
+        c.model.update(
+            num_heads=2,
+            head_dim=32,
+            in_channels=8,
+            out_channels=8,
+            num_layers=2,
+            caption_channels=(16, 12),
+            rope_split=(16, 8, 8),
+            dtype="float32",
+            remat_policy="none",
+            attention_kernel="xla",
+        )
         c.optim.update(learning_rate=1e-3, warmup_steps=10, total_steps=1000, ema_decay=0.0)
         c.objective.update(caption_dropout=0.1)
         c.data.update(batch_size=2, num_frames=17, buckets=((32, 32), (32, 48)))

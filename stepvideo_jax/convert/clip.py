@@ -44,7 +44,9 @@ CLIP_KEYS: list[Rule] = [
     Rule(r"embeddings\.token_type_embeddings\.weight", "token_type_embeddings.embedding", identity),
     Rule(r"embeddings\." + _LN, "embeddings_norm_scale"),
     Rule(r"embeddings\." + _LNB, "embeddings_norm_bias"),
-    Rule(_E + r"attention\.self\.(?P<p>query|key|value)\.weight", "layers.attention.{p}.kernel", linear_to),  # (D, H, hd)
+    Rule(
+        _E + r"attention\.self\.(?P<p>query|key|value)\.weight", "layers.attention.{p}.kernel", linear_to
+    ),  # (D, H, hd)
     Rule(_E + r"attention\.self\.(?P<p>query|key|value)\.bias", "layers.attention.{p}.bias", lambda a, s: a.reshape(s)),
     Rule(_E + r"attention\.output\.dense\.weight", "layers.attention.output.kernel", linear_to),  # (H, hd, D)
     Rule(_E + r"attention\.output\.dense\.bias", "layers.attention.output.bias"),
@@ -141,7 +143,9 @@ def _resolve(path: str) -> tuple[str | None, str]:
             f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin found"
         )
     if not os.path.isfile(path):
-        raise ConversionError(f"{path}: not found (expected a hunyuan_clip/ folder, its clip_text_encoder/, or a weights file)")
+        raise ConversionError(
+            f"{path}: not found (expected a hunyuan_clip/ folder, its clip_text_encoder/, or a weights file)"
+        )
     config = os.path.join(os.path.dirname(path), "config.json")
     return (config if os.path.isfile(config) else None), path
 
@@ -155,7 +159,9 @@ def _open_weights(file: str) -> Mapping[str, np.ndarray] | TensorSource:
 def convert_hunyuan_clip(tensors, cfg: ClipConfig, *, dtype=None) -> dict:
     """Released BERT tensors -> {nnx path: array} for `HunyuanCLIP(cfg)`."""
     abstract = nnx.eval_shape(lambda: HunyuanCLIP(cfg, rngs=nnx.Rngs(0)))
-    return convert(_BertKeys(tensors), CLIP_KEYS, flat_param_paths(abstract), stacked_prefixes=("layers.",), dtype=dtype)
+    return convert(
+        _BertKeys(tensors), CLIP_KEYS, flat_param_paths(abstract), stacked_prefixes=("layers.",), dtype=dtype
+    )
 
 
 def load_hunyuan_clip(
@@ -174,7 +180,9 @@ def load_hunyuan_clip(
         config_file, file = _resolve(os.fspath(weights))
         if config is None:
             if config_file is None:
-                raise FileNotFoundError(f"no config.json beside {file}; pass config= (a ClipConfig or BERT config dict)")
+                raise FileNotFoundError(
+                    f"no config.json beside {file}; pass config= (a ClipConfig or BERT config dict)"
+                )
             with open(config_file) as f:
                 config = json.load(f)
         tensors = _open_weights(file)

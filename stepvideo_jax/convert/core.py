@@ -225,8 +225,10 @@ def convert(
         arr = np.asarray(arr).astype(tdtype, copy=False)
         bad = int(arr.size - np.count_nonzero(np.isfinite(arr))) if np.dtype(tdtype).kind not in "iub" else 0
         if bad:
-            raise ConversionError(f"key {key}{where}: {bad} of {arr.size} values are NaN or infinite "
-                                  f"(in {np.dtype(tdtype)}); the source weights are corrupt or overflow the dtype")
+            raise ConversionError(
+                f"key {key}{where}: {bad} of {arr.size} values are NaN or infinite "
+                f"(in {np.dtype(tdtype)}); the source weights are corrupt or overflow the dtype"
+            )
         if stacked:
             i = int(layer)
             if i >= full_shape[0]:
@@ -245,7 +247,10 @@ def convert(
     source = f" {tensors.path}" if getattr(tensors, "path", None) else ""
     missing = sorted(set(targets) - set(out))
     if missing:
-        raise ConversionError(f"checkpoint{source} is missing parameters: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+        raise ConversionError(
+            f"checkpoint{source} is missing parameters: {', '.join(missing[:20])}"
+            + (" ..." if len(missing) > 20 else "")
+        )
     for target, layers in filled_layers.items():
         n = targets[target][0][0]
         if len(layers) != n:
@@ -255,7 +260,7 @@ def convert(
 
 
 def _where(tensors, key: str) -> str:
-    """" in FILE" for a source that knows which file holds `key` (a TensorSource, or a view over one
+    """ " in FILE" for a source that knows which file holds `key` (a TensorSource, or a view over one
     with a `file_of` method), else ""."""
     file_of = getattr(tensors, "file_of", None)
     file = file_of(key) if file_of is not None else None

@@ -68,8 +68,9 @@ def _expand_source(rule: Rule, num_layers: int) -> Iterator[tuple[str, dict[str,
     groups = _SOURCE_GROUP.findall(rule.source)
     if len(groups) != rule.source.count("(?P<"):
         raise ValueError(f"cannot list the keys of rule source {rule.source!r}")
-    choices = [[str(i) for i in range(num_layers)] if pattern == r"\d+" else list(pattern[1:-1])
-               for _, pattern in groups]
+    choices = [
+        [str(i) for i in range(num_layers)] if pattern == r"\d+" else list(pattern[1:-1]) for _, pattern in groups
+    ]
     for values in itertools.product(*choices):
         fill = iter(values)
         key = _SOURCE_GROUP.sub(lambda _, fill=fill: next(fill), rule.source).replace("\\.", ".")

@@ -85,7 +85,9 @@ def _read_torch_bin(path: str) -> Mapping[str, np.ndarray]:
     except ImportError as e:  # torch is optional; say which file needed it
         raise ConversionError(f"{path}: {e}") from e
     except Exception as e:  # torch raises many types for truncated archives and refused pickles
-        raise ConversionError(f"{path}: not a readable weights-only PyTorch state dict ({type(e).__name__}: {e})") from e
+        raise ConversionError(
+            f"{path}: not a readable weights-only PyTorch state dict ({type(e).__name__}: {e})"
+        ) from e
 
 
 def open_weights(path: str | os.PathLike) -> TensorSource | Mapping[str, np.ndarray]:

@@ -63,9 +63,13 @@ class _SplitFused(Mapping):
                 self._keys.append(key)
                 continue
             p = m["prefix"]
-            parts = ("attention.wq", "attention.wkv") if m["name"] == "attention.wqkv" else (
-                "feed_forward.w_gate",
-                "feed_forward.w_up",
+            parts = (
+                ("attention.wq", "attention.wkv")
+                if m["name"] == "attention.wqkv"
+                else (
+                    "feed_forward.w_gate",
+                    "feed_forward.w_up",
+                )
             )
             for i, part in enumerate(parts):
                 self._virtual[f"{p}{part}.weight"] = (key, i)

@@ -34,10 +34,12 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
     entries = []
     for lineno, item in iter_path_index(path, "video", '{"video": path, "caption": text, ...}'):
         score = item.get("motion_score")
-        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))
-                                  or not math.isfinite(score) or score < 0):
-            raise ValueError(f"{os.fspath(path)}:{lineno}: motion_score must be a finite number >= 0 or absent; "
-                             f"got {score!r}")
+        if score is not None and (
+            isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) or score < 0
+        ):
+            raise ValueError(
+                f"{os.fspath(path)}:{lineno}: motion_score must be a finite number >= 0 or absent; got {score!r}"
+            )
         item["caption"] = item.get("caption")
         item["motion_score"] = None if score is None else float(score)
         entries.append(item)

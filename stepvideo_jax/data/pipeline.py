@@ -197,7 +197,9 @@ class BucketBatchIterator(grain.DatasetIterator):
             for pos in positions:
                 got_key, example = self._load_at(int(pos))
                 if got_key != key:
-                    raise ValueError(f"restored item at stream position {pos} is in bucket {got_key}, the state says {key}")
+                    raise ValueError(
+                        f"restored item at stream position {pos} is in bucket {got_key}, the state says {key}"
+                    )
                 self._pending[key].append((int(pos), example))
 
     def summary(self) -> str:
@@ -237,8 +239,14 @@ class _ProcessBlocks(grain.MapDataset):
 
 
 class BucketBatchIterDataset(grain.IterDataset):
-    def __init__(self, records: grain.MapDataset, load: Loader, batch_size: int, records_per_epoch: int,
-                 describe: Callable[[Any], str] = str):
+    def __init__(
+        self,
+        records: grain.MapDataset,
+        load: Loader,
+        batch_size: int,
+        records_per_epoch: int,
+        describe: Callable[[Any], str] = str,
+    ):
         super().__init__(records)
         self._records, self._load, self._batch_size = records, load, batch_size
         self._records_per_epoch, self._describe = records_per_epoch, describe
@@ -249,8 +257,9 @@ class BucketBatchIterDataset(grain.IterDataset):
         return it
 
 
-def make_dataset(cfg: DataConfig, *, process_index: int | None = None, process_count: int | None = None
-                 ) -> BucketBatchIterDataset:
+def make_dataset(
+    cfg: DataConfig, *, process_index: int | None = None, process_count: int | None = None
+) -> BucketBatchIterDataset:
     """The pipeline for this JAX process: ``iter(make_dataset(cfg))`` yields batches of one bucket each."""
     if cfg.kind == "video":
         entries = read_manifest(cfg.manifest)

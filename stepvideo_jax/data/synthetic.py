@@ -130,8 +130,15 @@ def split_captions(num_heldout: int, seed: int) -> tuple[list[tuple], list[tuple
     return train, held
 
 
-def sample_spec(rng: np.random.Generator, combo: tuple[str, str, str, str], *, frames: int, height: int,
-                width: int, max_speed: float) -> ClipSpec:
+def sample_spec(
+    rng: np.random.Generator,
+    combo: tuple[str, str, str, str],
+    *,
+    frames: int,
+    height: int,
+    width: int,
+    max_speed: float,
+) -> ClipSpec:
     """A random clip of one caption combo: background, radius, speed in [0, max_speed] and a start
     position such that the shape stays inside the frame for all `frames`."""
     size, color, shape, direction = combo
@@ -141,6 +148,7 @@ def sample_spec(rng: np.random.Generator, combo: tuple[str, str, str, str], *, f
     dx, dy = DIRECTIONS[direction]
     travel = speed * (frames - 1)
     margin = radius + 1.0
+
     # The centre's allowed start range along each axis, given the travel along that axis.
     def start_range(extent: float, d: int) -> tuple[float, float]:
         lo, hi = margin, extent - margin
@@ -149,24 +157,35 @@ def sample_spec(rng: np.random.Generator, combo: tuple[str, str, str, str], *, f
         elif d < 0:
             lo += travel
         if hi < lo:
-            raise ValueError(f"a {size} shape cannot travel {travel:.1f} px in a {height}x{width} frame; lower max_speed")
+            raise ValueError(
+                f"a {size} shape cannot travel {travel:.1f} px in a {height}x{width} frame; lower max_speed"
+            )
         return lo, hi
+
     x = float(rng.uniform(*start_range(width, dx)))
     y = float(rng.uniform(*start_range(height, dy)))
     first = _BG_COLORS[int(rng.integers(len(_BG_COLORS)))]
     second = first + _BG_TEXTURE_DELTA
     bg = (tuple(int(v) for v in first), tuple(int(v) for v in second))
     return ClipSpec(
-        shape=shape, color=color, size=size, direction=direction,
-        background=str(rng.choice(BACKGROUNDS)), radius=radius, start=(x, y), speed=speed,
-        bg_colors=bg, bg_period=float(rng.uniform(12.0, 24.0)) * scale, bg_angle=float(rng.uniform(0, np.pi)),
+        shape=shape,
+        color=color,
+        size=size,
+        direction=direction,
+        background=str(rng.choice(BACKGROUNDS)),
+        radius=radius,
+        start=(x, y),
+        speed=speed,
+        bg_colors=bg,
+        bg_period=float(rng.uniform(12.0, 24.0)) * scale,
+        bg_angle=float(rng.uniform(0, np.pi)),
     )
 
 
 def _background(spec: ClipSpec, height: int, width: int) -> np.ndarray:
     """[H, W, 3] float64 static background at the supersampled size."""
     s = _SUPERSAMPLE
-    yy, xx = np.mgrid[0:height * s, 0:width * s].astype(np.float64) / s
+    yy, xx = np.mgrid[0 : height * s, 0 : width * s].astype(np.float64) / s
     a, b = (np.array(c, np.float64) for c in spec.bg_colors)
     if spec.background == "plain":
         mix = np.zeros_like(xx)
@@ -222,8 +241,17 @@ def clip_motion_score(frames: np.ndarray) -> float:
     return motion_score_from_frames(frames[::SAMPLE_EVERY])
 
 
-def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int = 17, height: int = 64,
-                  width: int = 64, max_speed: float = 0.6, seed: int = 0) -> dict[str, Any]:
+def write_dataset(
+    out_dir: str,
+    *,
+    num_train: int,
+    num_heldout: int,
+    frames: int = 17,
+    height: int = 64,
+    width: int = 64,
+    max_speed: float = 0.6,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Writes ``out_dir/clips/*.npy`` + ``out_dir/manifest.jsonl`` (training) and
     ``out_dir/heldout/<category>/<ID>.png|.txt`` + ``out_dir/heldout/heldout.jsonl`` (one clip per
     held-out caption, with its spec, for reference). Returns a summary with the motion-score range."""
@@ -244,20 +272,34 @@ def write_dataset(out_dir: str, *, num_train: int, num_heldout: int, frames: int
         name = os.path.join("clips", f"{i:06d}.npy")
         with atomic_path(os.path.join(out_dir, name)) as tmp:
             np.save(tmp, clip)
-        entries.append({"video": name, "caption": spec.caption, "motion_score": round(score, 4),
-                        "speed": round(spec.speed, 4), "direction": spec.direction})
+        entries.append(
+            {
+                "video": name,
+                "caption": spec.caption,
+                "motion_score": round(score, 4),
+                "speed": round(spec.speed, 4),
+                "direction": spec.direction,
+            }
+        )
         scores.append(score)
     write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
-    held = _write_heldout_items(out_dir, rng, held_combos, frames=frames, height=height, width=width,
-                                max_speed=max_speed)
+    held = _write_heldout_items(
+        out_dir, rng, held_combos, frames=frames, height=height, width=width, max_speed=max_speed
+    )
     s = np.asarray(scores)
-    return {"train": num_train, "heldout": len(held), "train_captions": len(train_combos),
-            "motion_score_min": float(s.min()), "motion_score_median": float(np.median(s)),
-            "motion_score_max": float(s.max())}
+    return {
+        "train": num_train,
+        "heldout": len(held),
+        "train_captions": len(train_combos),
+        "motion_score_min": float(s.min()),
+        "motion_score_median": float(np.median(s)),
+        "motion_score_max": float(s.max()),
+    }
 
 
-def _write_heldout_items(out_dir: str, rng: np.random.Generator, held_combos, *, frames: int, height: int,
-                         width: int, max_speed: float) -> list[dict]:
+def _write_heldout_items(
+    out_dir: str, rng: np.random.Generator, held_combos, *, frames: int, height: int, width: int, max_speed: float
+) -> list[dict]:
     held_dir = os.path.join(out_dir, "heldout", HELDOUT_CATEGORY)
     os.makedirs(held_dir, exist_ok=True)
     held = []
@@ -274,8 +316,17 @@ def _write_heldout_items(out_dir: str, rng: np.random.Generator, held_combos, *,
     return held
 
 
-def write_heldout(out_dir: str, *, num_train: int, num_heldout: int, frames: int = 17, height: int = 64,
-                  width: int = 64, max_speed: float = 0.6, seed: int = 0) -> dict[str, Any]:
+def write_heldout(
+    out_dir: str,
+    *,
+    num_train: int,
+    num_heldout: int,
+    frames: int = 17,
+    height: int = 64,
+    width: int = 64,
+    max_speed: float = 0.6,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Only the held-out part of `write_dataset` with the same arguments (``out_dir/heldout/...``,
     identical files): the training clips' random draws are replayed without rendering or writing
     them, so this takes a second where the whole dataset takes minutes and hundreds of MB."""
@@ -286,8 +337,9 @@ def write_heldout(out_dir: str, *, num_train: int, num_heldout: int, frames: int
     for _ in range(num_train):  # the same draws as write_dataset's training loop
         combo = train_combos[int(rng.integers(len(train_combos)))]
         sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
-    held = _write_heldout_items(out_dir, rng, held_combos, frames=frames, height=height, width=width,
-                                max_speed=max_speed)
+    held = _write_heldout_items(
+        out_dir, rng, held_combos, frames=frames, height=height, width=width, max_speed=max_speed
+    )
     return {"heldout": len(held)}
 
 

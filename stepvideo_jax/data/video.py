@@ -69,7 +69,9 @@ def _read_npy_clip(path: str, num_frames: int, stride: int, start: int) -> np.nd
     except (OSError, ValueError) as e:
         raise SkipItem("unreadable", f"cannot read {path!r} ({e})") from None
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise SkipItem("unreadable", f"{path!r} holds {frames.dtype} {frames.shape}; expected uint8 (frames, height, width, 3)")
+        raise SkipItem(
+            "unreadable", f"{path!r} holds {frames.dtype} {frames.shape}; expected uint8 (frames, height, width, 3)"
+        )
     needed_last = start + (num_frames - 1) * stride
     if frames.shape[0] <= needed_last:
         raise SkipItem("too_short", f"{path!r} has {frames.shape[0]} frames; the clip needs {needed_last + 1}")

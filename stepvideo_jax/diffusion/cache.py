@@ -84,8 +84,10 @@ class CacheSettings:
         if ratios.ndim != 1 or bad:
             raise ValueError(f"cache.mag_ratios must be () or >= 2 finite positive numbers; got {self.mag_ratios!r}")
         if self.policy == "static" and not ratios.size:
-            raise ValueError("cache.policy=static needs cache.mag_ratios from a calibration run "
-                             "(python -m stepvideo_jax.tools.calibrate_cache --config=...)")
+            raise ValueError(
+                "cache.policy=static needs cache.mag_ratios from a calibration run "
+                "(python -m stepvideo_jax.tools.calibrate_cache --config=...)"
+            )
 
     @classmethod
     def from_config(cls, c) -> CacheSettings:
@@ -95,8 +97,9 @@ class CacheSettings:
         d = dict(c.to_dict() if hasattr(c, "to_dict") else c)
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"unknown cache fields {unknown}; expected some of "
-                             f"{', '.join(f.name for f in dataclasses.fields(cls))}")
+            raise ValueError(
+                f"unknown cache fields {unknown}; expected some of {', '.join(f.name for f in dataclasses.fields(cls))}"
+            )
         if "mag_ratios" in d:
             d["mag_ratios"] = tuple(float(r) for r in d["mag_ratios"])
         return cls(**d)
@@ -184,9 +187,23 @@ def _relative_l1(a: jax.Array, ref: jax.Array) -> jax.Array:
     return jnp.sum(jnp.abs(a - ref)) / jnp.maximum(jnp.sum(jnp.abs(ref)), 1e-12)
 
 
-def cached_denoise_step(model, latents, sigma, sigma_next, text, condition, motion_score, guidance_scale,
-                        state: CacheState, may_skip, *, policy: str, use_cfg: bool, threshold: float,
-                        max_skips: int):
+def cached_denoise_step(
+    model,
+    latents,
+    sigma,
+    sigma_next,
+    text,
+    condition,
+    motion_score,
+    guidance_scale,
+    state: CacheState,
+    may_skip,
+    *,
+    policy: str,
+    use_cfg: bool,
+    threshold: float,
+    max_skips: int,
+):
     """One Euler step with step caching: float32 latents [B, F, H, W, C] -> (latents at sigma_next, state).
 
     `policy` is a resolved policy (none / first_block / static); `may_skip`: for static the schedule's
@@ -204,8 +221,9 @@ def cached_denoise_step(model, latents, sigma, sigma_next, text, condition, moti
     cond = None
     if condition is not None:
         cond = (jnp.concatenate([condition, condition], axis=0) if use_cfg else condition).astype(dtype)
-    inputs = model.embed_inputs(x, t, take(text.llm_states), take(text.mask), take(text.clip_states), cond,
-                                motion_score)
+    inputs = model.embed_inputs(
+        x, t, take(text.llm_states), take(text.mask), take(text.clip_states), cond, motion_score
+    )
     h = inputs.tokens  # [rows, N, D]
     rows_valid = jnp.all(state.valid) if use_cfg else state.valid[0]
     ref_probe, ref_residual = state.probe[:rows], state.residual[:rows]

@@ -117,8 +117,9 @@ class SampleSettings:
             try:  # bytes that are not UTF-8 arrive from the command line as lone surrogates
                 config[name].encode("utf-8")
             except UnicodeEncodeError as e:
-                raise ValueError(f"{name} is not valid UTF-8 text (bad bytes at position {e.start}); "
-                                 "pass the text in UTF-8") from None
+                raise ValueError(
+                    f"{name} is not valid UTF-8 text (bad bytes at position {e.start}); pass the text in UTF-8"
+                ) from None
         frames = _integer(config, "frames", FRAMES_PER_CHUNK)
         height = _integer(config, "height", SPATIAL_FACTOR)
         width = _integer(config, "width", SPATIAL_FACTOR)
@@ -141,8 +142,11 @@ class SampleSettings:
             if not math.isfinite(motion) or motion < 0:
                 raise ValueError(f"motion_score must be a finite number >= 0; got {config.motion_score!r}")
             if motion > _EXTREME_MOTION:
-                logging.warning("motion_score %g is far above the trained range (about 0-%g); expect broken motion",
-                                motion, _EXTREME_MOTION)
+                logging.warning(
+                    "motion_score %g is far above the trained range (about 0-%g); expect broken motion",
+                    motion,
+                    _EXTREME_MOTION,
+                )
             if not config.image:
                 raise ValueError("image is required for text-image-to-video: set --config.image=PATH (PNG/JPEG)")
             if config.image != SYNTHETIC_IMAGE:
@@ -186,7 +190,9 @@ def prepare_image(settings: SampleSettings) -> np.ndarray | None:
         return None
     if settings.image == SYNTHETIC_IMAGE:
         return video_io.synthetic_image(settings.height, settings.width)
-    return video_io.cover_resize_crop(video_io.read_image(settings.image, settings.max_image_pixels), settings.height, settings.width)
+    return video_io.cover_resize_crop(
+        video_io.read_image(settings.image, settings.max_image_pixels), settings.height, settings.width
+    )
 
 
 def _mesh(config):

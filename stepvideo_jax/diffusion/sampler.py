@@ -103,15 +103,56 @@ class Sampler:
 
             return jax.lax.fori_loop(0, sigmas.shape[0] - 1, body, latents.astype(jnp.float32))
 
-        def cached_step(state, latents, sigma, sigma_next, text, condition, motion_score, guidance_scale, cache,
-                        may_skip, *, policy, use_cfg, threshold, max_skips):
+        def cached_step(
+            state,
+            latents,
+            sigma,
+            sigma_next,
+            text,
+            condition,
+            motion_score,
+            guidance_scale,
+            cache,
+            may_skip,
+            *,
+            policy,
+            use_cfg,
+            threshold,
+            max_skips,
+        ):
             m = nnx.merge(graphdef, state)
-            return cached_denoise_step(m, latents, sigma, sigma_next, text, condition, motion_score, guidance_scale,
-                                       cache, may_skip, policy=policy, use_cfg=use_cfg, threshold=threshold,
-                                       max_skips=max_skips)
+            return cached_denoise_step(
+                m,
+                latents,
+                sigma,
+                sigma_next,
+                text,
+                condition,
+                motion_score,
+                guidance_scale,
+                cache,
+                may_skip,
+                policy=policy,
+                use_cfg=use_cfg,
+                threshold=threshold,
+                max_skips=max_skips,
+            )
 
-        def cached_loop(state, latents, sigmas, text, condition, motion_score, guidance_scale, may_skip, *,
-                        segments, policy, threshold, max_skips):
+        def cached_loop(
+            state,
+            latents,
+            sigmas,
+            text,
+            condition,
+            motion_score,
+            guidance_scale,
+            may_skip,
+            *,
+            segments,
+            policy,
+            threshold,
+            max_skips,
+        ):
             leaves, treedef = jax.tree.flatten(state)
             x = latents.astype(jnp.float32)
             cache = init_cache_state(model_cfg, x)
@@ -120,25 +161,53 @@ class Sampler:
                 def body(i, carry, use_cfg=use_cfg):
                     m = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
                     x, cache = carry
-                    return cached_denoise_step(m, x, sigmas[i], sigmas[i + 1], text, condition, motion_score,
-                                               guidance_scale, cache, may_skip[i], policy=policy, use_cfg=use_cfg,
-                                               threshold=threshold, max_skips=max_skips)
+                    return cached_denoise_step(
+                        m,
+                        x,
+                        sigmas[i],
+                        sigmas[i + 1],
+                        text,
+                        condition,
+                        motion_score,
+                        guidance_scale,
+                        cache,
+                        may_skip[i],
+                        policy=policy,
+                        use_cfg=use_cfg,
+                        threshold=threshold,
+                        max_skips=max_skips,
+                    )
 
                 x, cache = jax.lax.fori_loop(start, stop, body, (x, cache))
             return x, cache.evals
 
-        def calibration_step(state, latents, sigma, sigma_next, text, condition, motion_score, guidance_scale,
-                             previous):
+        def calibration_step(
+            state, latents, sigma, sigma_next, text, condition, motion_score, guidance_scale, previous
+        ):
             m = nnx.merge(graphdef, state)
-            x, cache = cached_denoise_step(m, latents, sigma, sigma_next, text, condition, motion_score,
-                                           guidance_scale, init_cache_state(m.cfg, latents), False, policy="none",
-                                           use_cfg=True, threshold=0.0, max_skips=1)
+            x, cache = cached_denoise_step(
+                m,
+                latents,
+                sigma,
+                sigma_next,
+                text,
+                condition,
+                motion_score,
+                guidance_scale,
+                init_cache_state(m.cfg, latents),
+                False,
+                policy="none",
+                use_cfg=True,
+                threshold=0.0,
+                max_skips=1,
+            )
             return x, cache.residual, residual_magnitude_ratio(cache.residual, previous)
 
         self.step_fn = jax.jit(step)
         self.loop_fn = jax.jit(loop)
-        self.cached_step_fn = jax.jit(cached_step, static_argnames=("may_skip", "policy", "use_cfg", "threshold",
-                                                                    "max_skips"))
+        self.cached_step_fn = jax.jit(
+            cached_step, static_argnames=("may_skip", "policy", "use_cfg", "threshold", "max_skips")
+        )
         self.cached_loop_fn = jax.jit(cached_loop, static_argnames=("segments", "policy", "threshold", "max_skips"))
         self.calibration_step_fn = jax.jit(calibration_step)
         self.step_seconds: list[float] = []  # wall time of each step of the last host loop (dispatch -> ready)
@@ -187,20 +256,37 @@ class Sampler:
             self.dit_evals, self.computed_steps = 2 * b * n, [True] * n
             if fused:
                 return self.loop_fn(self._state, x, jnp.asarray(sigmas), text, condition, ms, g)
-            return self._host_loop(n, progress, lambda i, x: self.step_fn(
-                self._state, x, sigmas[i], sigmas[i + 1], text, condition, ms, g), x)
+            return self._host_loop(
+                n,
+                progress,
+                lambda i, x: self.step_fn(self._state, x, sigmas[i], sigmas[i + 1], text, condition, ms, g),
+                x,
+            )
 
         if cache.policy == "static":
             may_skip = static_skip_schedule(cache, n)
         else:
             may_skip = np.arange(n) >= max(cache.warmup_steps(n), 1)
-        static = dict(policy=cache.policy, max_skips=int(cache.max_skips),
-                      threshold=float(cache.first_block_threshold) if cache.policy == "first_block" else 0.0)
+        static = dict(
+            policy=cache.policy,
+            max_skips=int(cache.max_skips),
+            threshold=float(cache.first_block_threshold) if cache.policy == "first_block" else 0.0,
+        )
         if fused:
             bounds = [0] + [i for i in range(1, n) if use_cfg[i] != use_cfg[i - 1]] + [n]
             segments = tuple((s0, s1, bool(use_cfg[s0])) for s0, s1 in zip(bounds, bounds[1:]))
-            x, evals = self.cached_loop_fn(self._state, x, jnp.asarray(sigmas), text, condition, ms, g,
-                                           jnp.asarray(may_skip), segments=segments, **static)
+            x, evals = self.cached_loop_fn(
+                self._state,
+                x,
+                jnp.asarray(sigmas),
+                text,
+                condition,
+                ms,
+                g,
+                jnp.asarray(may_skip),
+                segments=segments,
+                **static,
+            )
             self.dit_evals, self.computed_steps = int(evals), None
             return x
         state = init_cache_state(self._model_cfg, x)
@@ -214,8 +300,20 @@ class Sampler:
                 skip = skip and valid[0] and (valid[1] or not use_cfg[i])
                 if not skip:
                     valid[:] = [True, bool(use_cfg[i])]
-            x, state = self.cached_step_fn(self._state, x, sigmas[i], sigmas[i + 1], text, condition, ms, g, state,
-                                           may_skip=skip, use_cfg=bool(use_cfg[i]), **static)
+            x, state = self.cached_step_fn(
+                self._state,
+                x,
+                sigmas[i],
+                sigmas[i + 1],
+                text,
+                condition,
+                ms,
+                g,
+                state,
+                may_skip=skip,
+                use_cfg=bool(use_cfg[i]),
+                **static,
+            )
             evals_after.append(state.evals)
             return x
 
@@ -247,8 +345,9 @@ class Sampler:
                 in_flight = x if i < n else None
         return x
 
-    def calibrate(self, latents, sigmas, text: TextConditioning, condition=None, motion_score=None,
-                  guidance_scale: float = 9.0) -> np.ndarray:
+    def calibrate(
+        self, latents, sigmas, text: TextConditioning, condition=None, motion_score=None, guidance_scale: float = 9.0
+    ) -> np.ndarray:
         """Runs the uncached sampler and returns float64 [N]: per step, MagCache's magnitude ratio of the
         block stack's residual to the previous step's (mean over rows and tokens; 1 for step 0), the
         `cache.mag_ratios` of the static policy."""
@@ -260,9 +359,9 @@ class Sampler:
         previous = init_cache_state(self._model_cfg, x).residual
         ratios = []
         for i in range(sigmas.shape[0] - 1):
-            x, residual, ratio = self.calibration_step_fn(self._state, x, sigmas[i], sigmas[i + 1], text, condition,
-                                                          ms, g, previous)
+            x, residual, ratio = self.calibration_step_fn(
+                self._state, x, sigmas[i], sigmas[i + 1], text, condition, ms, g, previous
+            )
             ratios.append(ratio if i else jnp.ones(()))
             previous = residual
         return np.asarray([float(r) for r in ratios], np.float64)
-

@@ -75,7 +75,9 @@ class CrossAttention(nnx.Module):
 class FeedForward(nnx.Module):
     def __init__(self, cfg: DiTConfig, *, rngs: nnx.Rngs):
         d = cfg.hidden_size
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False, quantize=cfg.quantize)
+        kw = dict(
+            dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False, quantize=cfg.quantize
+        )
         self.w_in = dense(d, cfg.ffn_mult * d, names=("embed", "mlp"), **kw)
         self.w_out = dense(cfg.ffn_mult * d, d, names=("mlp", "embed"), **kw)
 

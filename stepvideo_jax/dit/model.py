@@ -132,10 +132,12 @@ class StepVideoDiT(nnx.Module):
         motion_score: jax.Array | float | None = None,
         positions: jax.Array | None = None,  # [F*H*W/p^2, 3] RoPE positions (defaults to the full grid)
     ) -> jax.Array:
-        inputs = self.embed_inputs(latents, timestep, llm_states, text_mask, clip_states, condition, motion_score,
-                                   positions)
-        x = self._run_blocks(inputs.tokens, inputs.context, inputs.context_mask, inputs.modulation, inputs.cos,
-                             inputs.sin)
+        inputs = self.embed_inputs(
+            latents, timestep, llm_states, text_mask, clip_states, condition, motion_score, positions
+        )
+        x = self._run_blocks(
+            inputs.tokens, inputs.context, inputs.context_mask, inputs.modulation, inputs.cos, inputs.sin
+        )
         return self.final_layer(x, inputs)
 
     # ------------------------------------------------------------------ split forward (for the sampler's caches)
@@ -156,7 +158,9 @@ class StepVideoDiT(nnx.Module):
         """Checks the inputs and computes everything the blocks and the final layer read: the patch
         tokens [B, N, D], the conditioning embedding, the blocks' modulation, the text context and RoPE."""
         cfg = self.cfg
-        b, f, h, w, c = self._check_inputs(latents, timestep, llm_states, text_mask, clip_states, condition, motion_score)
+        b, f, h, w, c = self._check_inputs(
+            latents, timestep, llm_states, text_mask, clip_states, condition, motion_score
+        )
         p, dtype = cfg.patch_size, cfg.jnp_dtype
         hp, wp = h // p, w // p
 
@@ -202,7 +206,9 @@ class StepVideoDiT(nnx.Module):
         b, f, h, w = inputs.grid
         hp, wp = h // p, w // p
         emb = inputs.emb
-        shift, scale = (self.scale_shift_table[...][None].astype(emb.dtype) + emb[:, None, :])[:, :, None, :].swapaxes(0, 1)
+        shift, scale = (self.scale_shift_table[...][None].astype(emb.dtype) + emb[:, None, :])[:, :, None, :].swapaxes(
+            0, 1
+        )
         x = layer_norm(x, cfg.norm_eps)
         x = (x * (1 + scale) + shift).astype(dtype)
         x = self.proj_out(x)  # [B, N, p*p*C_out]
@@ -225,7 +231,9 @@ class StepVideoDiT(nnx.Module):
                     f"this TI2V model needs condition latents of shape {tuple(latents.shape)} (zeros where there is no image); got None"
                 )
             if condition.shape != latents.shape:
-                raise ValueError(f"condition latents must have shape {tuple(latents.shape)}; got {tuple(condition.shape)}")
+                raise ValueError(
+                    f"condition latents must have shape {tuple(latents.shape)}; got {tuple(condition.shape)}"
+                )
             if motion_score is None:
                 raise ValueError("this TI2V model needs motion_score (a scalar or shape (batch,)); got None")
             ms = jnp.asarray(motion_score)
@@ -242,7 +250,9 @@ class StepVideoDiT(nnx.Module):
         clip_len = 0
         if clip_states is not None:
             if len(cfg.caption_channels) != 2:
-                raise ValueError("this model has no CLIP projection (caption_channels has one entry) but got CLIP states")
+                raise ValueError(
+                    "this model has no CLIP projection (caption_channels has one entry) but got CLIP states"
+                )
             clip_ch = cfg.caption_channels[1]
             if clip_states.ndim != 3 or clip_states.shape[0] != b or clip_states.shape[2] != clip_ch:
                 raise ValueError(

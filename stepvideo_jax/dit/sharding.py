@@ -13,11 +13,23 @@ __all__ = ["DIT_SHARDING"]
 DIT_SHARDING = ShardingRules.make(
     "dit",
     params=dict(
-        layers=None, embed=("fsdp", "data"), heads="tensor", kv=None, mlp="tensor", modulation="tensor",
-        caption="tensor", norm=None, lora_rank=None,
+        layers=None,
+        embed=("fsdp", "data"),
+        heads="tensor",
+        kv=None,
+        mlp="tensor",
+        modulation="tensor",
+        caption="tensor",
+        norm=None,
+        lora_rank=None,
     ),
     activations=dict(
-        batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv=None,
-        mlp="tensor", context=None,
+        batch=("data", "fsdp"),
+        seq=("sequence", "fsdp"),
+        embed=None,
+        heads="tensor",
+        kv=None,
+        mlp="tensor",
+        context=None,
     ),
 )

@@ -71,8 +71,10 @@ def first_frame_fidelity(frame: np.ndarray, image: np.ndarray) -> tuple[float, f
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     if frame.shape != image.shape or frame.dtype != np.uint8 or image.dtype != np.uint8 or frame.ndim != 3:
-        raise ValueError(f"frame and image must both be uint8 [H, W, 3] of one size; got {frame.dtype} {frame.shape} "
-                         f"and {image.dtype} {image.shape}")
+        raise ValueError(
+            f"frame and image must both be uint8 [H, W, 3] of one size; got {frame.dtype} {frame.shape} "
+            f"and {image.dtype} {image.shape}"
+        )
     if np.array_equal(frame, image):
         psnr = PSNR_MAX_DB  # mse 0: infinite
     else:
@@ -116,8 +118,9 @@ def evaluate_video(frames: np.ndarray, image: np.ndarray, requested_motion: floa
     input image [H, W, 3], the requested motion score and the caption."""
     check_video(frames)
     if frames.shape[0] < SAMPLE_EVERY + 1:
-        raise ValueError(f"evaluation needs >= {SAMPLE_EVERY + 1} frames (two motion-score samples); "
-                         f"got {frames.shape[0]}")
+        raise ValueError(
+            f"evaluation needs >= {SAMPLE_EVERY + 1} frames (two motion-score samples); got {frames.shape[0]}"
+        )
     psnr, ssim = first_frame_fidelity(frames[0], image)
     second, first = smoothness(frames)
     label, dx, dy = motion_direction(frames)
@@ -158,8 +161,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             measured = [r["measured_motion"] for r in ordered]
             requested = [r["requested_motion"] for r in ordered]
             # A repeated requested score cannot rise, so such a prompt does not count as monotonic.
-            monotonic += all(m1 > m0 and q1 > q0 for m0, m1, q0, q1 in
-                             zip(measured, measured[1:], requested, requested[1:]))
+            monotonic += all(
+                m1 > m0 and q1 > q0 for m0, m1, q0, q1 in zip(measured, measured[1:], requested, requested[1:])
+            )
         top = ordered[-1]  # direction is judged at the prompt's highest requested score
         if top["expected_direction"] is not None:
             directed += 1
@@ -181,8 +185,5 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "direction_prompts": directed,
         "smoothness_mean": mean("smoothness"),
         "frame_diff_mean": mean("frame_diff"),
-        "measured_motion_by_requested": {
-            f"{k:g}": float(np.mean(v)) for k, v in sorted(by_score.items())
-        },
+        "measured_motion_by_requested": {f"{k:g}": float(np.mean(v)) for k, v in sorted(by_score.items())},
     }
-

@@ -23,10 +23,22 @@ __all__ = ["CSV_COLUMNS", "SHEET_FRAMES", "SHEET_MAX_HEIGHT", "contact_sheet", "
 SHEET_FRAMES = 8
 SHEET_MAX_HEIGHT = 256
 CSV_COLUMNS = (
-    "category", "id", "prompt", "requested_motion", "measured_motion", "psnr", "ssim", "smoothness",
-    "frame_diff", "direction", "expected_direction", "direction_match", "flow_dx", "flow_dy", "video",
+    "category",
+    "id",
+    "prompt",
+    "requested_motion",
+    "measured_motion",
+    "psnr",
+    "ssim",
+    "smoothness",
+    "frame_diff",
+    "direction",
+    "expected_direction",
+    "direction_match",
+    "flow_dx",
+    "flow_dy",
+    "video",
 )
-
 
 
 def contact_sheet(image: np.ndarray, frames: np.ndarray) -> np.ndarray:
@@ -81,4 +93,3 @@ def write_reports(out_dir: str, rows: Sequence[dict[str, Any]], extra: dict[str,
     summary = {**summary, **(extra or {})}
     write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary
-

@@ -38,8 +38,9 @@ def find_benchmark_items(bench_dir: str) -> list[tuple[str, str, str, str]]:
     """(category, id, image path, prompt) of every item of a benchmark folder, sorted."""
     if not os.path.isdir(bench_dir):
         raise ValueError(f"benchmark folder {bench_dir!r} does not exist; expected {BENCH_LAYOUT}")
-    categories = sorted(d for d in os.listdir(bench_dir)
-                        if not d.startswith(".") and os.path.isdir(os.path.join(bench_dir, d)))
+    categories = sorted(
+        d for d in os.listdir(bench_dir) if not d.startswith(".") and os.path.isdir(os.path.join(bench_dir, d))
+    )
     if not categories:
         raise ValueError(f"benchmark folder {bench_dir!r} has no category folders; expected {BENCH_LAYOUT}")
     items = []
@@ -65,8 +66,14 @@ def _mesh(config):
     return make_mesh(MeshConfig.parse(config.mesh)) if config.get("mesh") else None
 
 
-def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequence[float] = (2, 5, 10),
-                       seed: int | None = None, limit: int | None = None) -> dict[str, Any]:
+def evaluate_benchmark(
+    config,
+    bench_dir: str,
+    out_dir: str,
+    motion_scores: Sequence[float] = (2, 5, 10),
+    seed: int | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """Generates every benchmark item at every requested motion score (models loaded once, the same
     seed for every video), writes the videos, contact sheets and reports under out_dir and returns
     the summary (`metrics.summarize` plus the run settings). The release's 540p output crop is not applied: frame 0
@@ -105,14 +112,24 @@ def evaluate_benchmark(config, bench_dir: str, out_dir: str, motion_scores: Sequ
                     np.save(tmp, frames)
                 video_io.write_mp4(stem + ".mp4", frames, fps=settings.fps, denoise=settings.denoise_filter)
                 video_io.write_png(stem + ".png", contact_sheet(image_u8, frames))
-                row = {"category": category, "id": item_id, "prompt": prompt,
-                       **evaluate_video(frames, image_u8, settings.motion_score, prompt),
-                       "video": os.path.relpath(stem + ".npy", out_dir)}
+                row = {
+                    "category": category,
+                    "id": item_id,
+                    "prompt": prompt,
+                    **evaluate_video(frames, image_u8, settings.motion_score, prompt),
+                    "video": os.path.relpath(stem + ".npy", out_dir),
+                }
                 rows.append(row)
                 bar.update(1)
-    extra = {"bench_dir": os.path.abspath(bench_dir), "motion_scores": scores,
-             "seed": plans[0][1][0].seed, "height": plans[0][1][0].height, "width": plans[0][1][0].width,
-             "frames": plans[0][1][0].frames, "steps": plans[0][1][0].steps}
+    extra = {
+        "bench_dir": os.path.abspath(bench_dir),
+        "motion_scores": scores,
+        "seed": plans[0][1][0].seed,
+        "height": plans[0][1][0].height,
+        "width": plans[0][1][0].width,
+        "frames": plans[0][1][0].frames,
+        "steps": plans[0][1][0].steps,
+    }
     return write_reports(out_dir, rows, extra)
 
 
@@ -126,22 +143,27 @@ def _read_frames(path: str) -> np.ndarray:
         frames = np.load(path, allow_pickle=False) if path.lower().endswith(".npy") else video_io.read_mp4(path)
     except (OSError, ValueError, RuntimeError, EOFError, StopIteration) as e:  # empty, truncated or corrupt
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"video {path!r} is not readable ({reason}); regenerate it or drop it from the index") \
-            from None
+        raise ValueError(
+            f"video {path!r} is not readable ({reason}); regenerate it or drop it from the index"
+        ) from None
     check_video(frames)
     return frames
 
 
 def _index_entries(index_path: str) -> Iterable[tuple[int, dict[str, Any]]]:
     if not os.path.isfile(index_path):
-        raise ValueError(f"video index {index_path!r} does not exist (expected JSONL: one "
-                         '{"video", "image", "motion_score", "caption", "id"?} object per line)')
+        raise ValueError(
+            f"video index {index_path!r} does not exist (expected JSONL: one "
+            '{"video", "image", "motion_score", "caption", "id"?} object per line)'
+        )
     for n, entry in iter_jsonl(index_path):
         required = ("video", "image", "motion_score", "caption")
         missing = [k for k in required if k not in entry]
         if missing:
-            raise ValueError(f"{index_path}:{n} must be an object with video, image, motion_score, caption "
-                             f"(id, category optional); missing {missing}")
+            raise ValueError(
+                f"{index_path}:{n} must be an object with video, image, motion_score, caption "
+                f"(id, category optional); missing {missing}"
+            )
         yield n, entry
 
 
@@ -162,8 +184,13 @@ def evaluate_folder(index_path: str, out_dir: str) -> dict[str, Any]:
         frames = _read_frames(video_path)
         image = video_io.cover_resize_crop(video_io.read_image(os.path.join(root, entry["image"])), *frames.shape[1:3])
         item_id = entry.get("id") or f"{entry['image']}|{entry['caption']}"
-        rows.append({"category": entry.get("category", ""), "id": str(item_id), "prompt": entry["caption"],
-                     **evaluate_video(frames, image_to_uint8(image), float(entry["motion_score"]), entry["caption"]),
-                     "video": video_path})
+        rows.append(
+            {
+                "category": entry.get("category", ""),
+                "id": str(item_id),
+                "prompt": entry["caption"],
+                **evaluate_video(frames, image_to_uint8(image), float(entry["motion_score"]), entry["caption"]),
+                "video": video_path,
+            }
+        )
     return write_reports(out_dir, rows, {"index": os.path.abspath(index_path)})
-

@@ -56,8 +56,15 @@ def dense(
     """`nnx.Linear` with logical axis names on kernel (in, out) and bias (out,); with `quantize`
     ("int8" / "fp8") a weight-only `QuantizedDense` with the same names."""
     if quantize != "none":
-        return QuantizedDense(in_features, out_features, mode=quantize, names=names, use_bias=use_bias, dtype=dtype,
-                              param_dtype=param_dtype)
+        return QuantizedDense(
+            in_features,
+            out_features,
+            mode=quantize,
+            names=names,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
     return nnx.Linear(
         in_features,
         out_features,
@@ -87,8 +94,16 @@ def dense_general(
     """`nnx.LinearGeneral` from one input axis to several output axes (e.g. (heads, head_dim)); with
     `quantize` ("int8" / "fp8") a weight-only `QuantizedDense` with the same names."""
     if quantize != "none":
-        return QuantizedDense(in_features, out_features, mode=quantize, names=names, axis=axis, use_bias=use_bias,
-                              dtype=dtype, param_dtype=param_dtype)
+        return QuantizedDense(
+            in_features,
+            out_features,
+            mode=quantize,
+            names=names,
+            axis=axis,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+        )
     return nnx.LinearGeneral(
         in_features,
         out_features,
@@ -143,7 +158,9 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
 
 
-def run_layer_stack(layers: nnx.Module, x: jax.Array, layer_fn, *, num_layers: int, scan: bool, remat: str) -> jax.Array:
+def run_layer_stack(
+    layers: nnx.Module, x: jax.Array, layer_fn, *, num_layers: int, scan: bool, remat: str
+) -> jax.Array:
     """Runs `layer_fn(layer, x) -> x` over a stack of layers built with `nnx.vmap` (every parameter
     has a leading [num_layers] axis): with `nnx.scan`, or unrolled for debugging (each layer's
     parameters sliced out of the stacked state), under the named remat policy `remat`."""

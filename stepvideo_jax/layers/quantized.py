@@ -102,7 +102,7 @@ class QuantizedDense(nnx.Module):
             raise ValueError(f"names {tuple(names)} must name every kernel axis {self.in_features + self.out_features}")
         self.mode = check_quantize_mode(mode)
         self.dtype = dtype
-        out_names = tuple(names[len(self.in_features):])
+        out_names = tuple(names[len(self.in_features) :])
         shape = self.in_features + self.out_features
         key = jax.random.key(0)  # constant initialisers: the values always come from a float model
         self.kernel = nnx.Param(_logical(nnx.initializers.zeros_init(), names)(key, shape, quantized_dtype(mode)))

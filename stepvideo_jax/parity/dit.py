@@ -19,7 +19,9 @@ def fixture_inputs(fx: Fixture) -> dict:
         timestep=jnp.asarray(fx.tensor("timestep")),
         encoder_hidden_states=jnp.asarray(fx.tensor("encoder_hidden_states")),
         encoder_attention_mask=jnp.asarray(fx.tensor("encoder_attention_mask")),
-        encoder_hidden_states_2=jnp.asarray(fx.io["encoder_hidden_states_2"]) if "encoder_hidden_states_2" in fx.io else None,
+        encoder_hidden_states_2=jnp.asarray(fx.io["encoder_hidden_states_2"])
+        if "encoder_hidden_states_2" in fx.io
+        else None,
         condition_hidden_states=jnp.asarray(fx.tensor("condition_hidden_states")) if ti2v else None,
         motion_score=fx.call.get("motion_score") if ti2v else None,
     )

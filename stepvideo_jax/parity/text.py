@@ -20,4 +20,7 @@ def check_step_llm(fx: Fixture) -> list:
 def check_hunyuan_clip(fx: Fixture) -> list:
     model = load_hunyuan_clip(fx.weights_path, fx.config)
     last, pooled = model(jnp.asarray(fx.tensor("input_ids")), jnp.asarray(fx.tensor("attention_mask")))
-    return [("last_hidden_state", last, fx.tensor("last_hidden_state")), ("pooler_output", pooled, fx.tensor("pooler_output"))]
+    return [
+        ("last_hidden_state", last, fx.tensor("last_hidden_state")),
+        ("pooler_output", pooled, fx.tensor("pooler_output")),
+    ]

@@ -23,7 +23,11 @@ def check(fx: Fixture) -> list:
     if "decoded" in fx.io:
         results.append(("decoded", model.decode(jnp.asarray(fx.tensor("mean"))), fx.tensor("decoded")))
     if "image" in fx.io:
-        results.append(("image_moments", model.encode_moments(jnp.asarray(fx.tensor("image"))), fx.tensor("image_moments")))
+        results.append(
+            ("image_moments", model.encode_moments(jnp.asarray(fx.tensor("image"))), fx.tensor("image_moments"))
+        )
     if not results:
-        raise FixtureError(f"{fx.prefix}: a vae_v2 fixture needs 'video', 'mean' or 'image' tensors; has {sorted(fx.io)}")
+        raise FixtureError(
+            f"{fx.prefix}: a vae_v2 fixture needs 'video', 'mean' or 'image' tensors; has {sorted(fx.io)}"
+        )
     return results

@@ -172,7 +172,10 @@ class ClipBlock(nnx.Module):
     def __call__(self, x: jax.Array, key_bias: jax.Array) -> jax.Array:
         eps = self.cfg.layer_norm_eps
         x = layer_norm(
-            x + self.attention(x, key_bias).astype(x.dtype), eps, self.attention_norm_scale[...], self.attention_norm_bias[...]
+            x + self.attention(x, key_bias).astype(x.dtype),
+            eps,
+            self.attention_norm_scale[...],
+            self.attention_norm_bias[...],
         )
         h = constrain(jax.nn.gelu(self.intermediate(x), approximate=False), ("batch", "seq", "mlp"))  # [B, L, F]
         x = layer_norm(x + self.output(h).astype(x.dtype), eps, self.output_norm_scale[...], self.output_norm_bias[...])
@@ -213,7 +216,9 @@ class HunyuanCLIP(nnx.Module):
         if attention_mask is None:
             attention_mask = jnp.ones((b, length), jnp.int32)
         if tuple(attention_mask.shape) != (b, length):
-            raise ValueError(f"attention_mask must have the shape of input_ids {(b, length)}; got {tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must have the shape of input_ids {(b, length)}; got {tuple(attention_mask.shape)}"
+            )
         dtype = cfg.jnp_dtype
         positions = jnp.arange(length, dtype=jnp.int32)
         x = (
@@ -221,7 +226,9 @@ class HunyuanCLIP(nnx.Module):
             + self.token_type_embeddings(jnp.zeros((1, length), jnp.int32))  # token type 0 everywhere
             + self.position_embeddings(positions)[None]
         )  # [B, L, D]
-        x = layer_norm(x.astype(dtype), cfg.layer_norm_eps, self.embeddings_norm_scale[...], self.embeddings_norm_bias[...])
+        x = layer_norm(
+            x.astype(dtype), cfg.layer_norm_eps, self.embeddings_norm_scale[...], self.embeddings_norm_bias[...]
+        )
         x = constrain(x, _ACT)
         # HF's extended mask: (1 - mask) * finfo(float32).min added to the logits of padded keys.
         key_bias = (1.0 - attention_mask.astype(jnp.float32)) * jnp.finfo(jnp.float32).min  # [B, L]
@@ -235,5 +242,6 @@ class HunyuanCLIP(nnx.Module):
         def layer(block: ClipBlock, x: jax.Array) -> jax.Array:
             return block(x, key_bias)
 
-        return run_layer_stack(self.layers, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers,
-                               remat=cfg.remat_policy)
+        return run_layer_stack(
+            self.layers, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers, remat=cfg.remat_policy
+        )

@@ -49,7 +49,9 @@ def _param_digest(model: nnx.Module) -> list:
     """[(path, shape, dtype, sum, sum of squares)] of every parameter, reduced on device."""
     flat = [(".".join(map(str, p)), v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
     arrays = [a for _, a in flat]
-    sums = jax.jit(lambda xs: [jnp.stack([jnp.sum(x, dtype=jnp.float32), jnp.sum(jnp.square(x.astype(jnp.float32)))]) for x in xs])(arrays)
+    sums = jax.jit(
+        lambda xs: [jnp.stack([jnp.sum(x, dtype=jnp.float32), jnp.sum(jnp.square(x.astype(jnp.float32)))]) for x in xs]
+    )(arrays)
     sums = jax.device_get(sums)
     return [(name, list(a.shape), str(a.dtype), [float(s) for s in np.asarray(d)]) for (name, a), d in zip(flat, sums)]
 
@@ -58,9 +60,11 @@ def model_fingerprint(
     step_llm: StepLLM, step_tokenizer: StepTokenizer, clip: HunyuanCLIP, clip_tokenizer: ClipTokenizer
 ) -> str:
     """sha256 over the configs, the tokenizer files and lengths, and a digest of every parameter."""
-    clip_files = sorted(
-        os.path.join(clip_tokenizer.path, f) for f in os.listdir(clip_tokenizer.path)
-    ) if os.path.isdir(clip_tokenizer.path) else [clip_tokenizer.path]
+    clip_files = (
+        sorted(os.path.join(clip_tokenizer.path, f) for f in os.listdir(clip_tokenizer.path))
+        if os.path.isdir(clip_tokenizer.path)
+        else [clip_tokenizer.path]
+    )
     desc = {
         "format": _CACHE_FORMAT,
         "step_llm": repr(step_llm.cfg),
@@ -158,7 +162,12 @@ class PromptEncoder:
         llm_ids, llm_mask = self.step_tokenizer(prompts)
         clip_ids, clip_mask = self.clip_tokenizer(prompts)
         llm_states, clip_states = self._encode(
-            self._llm_state, self._clip_state, jnp.asarray(llm_ids), jnp.asarray(llm_mask), jnp.asarray(clip_ids), jnp.asarray(clip_mask)
+            self._llm_state,
+            self._clip_state,
+            jnp.asarray(llm_ids),
+            jnp.asarray(llm_mask),
+            jnp.asarray(clip_ids),
+            jnp.asarray(clip_mask),
         )
         self.num_encoded += len(prompts)
         mask = jnp.asarray(llm_mask)
@@ -202,7 +211,9 @@ class PromptEncoder:
 
         os.makedirs(self.cache_dir, exist_ok=True)
         path = self._disk_path(prompt)
-        tensors = {name: np.asarray(jax.device_get(a)) for name, a in zip(("llm_states", "llm_mask", "clip_states"), entry)}
+        tensors = {
+            name: np.asarray(jax.device_get(a)) for name, a in zip(("llm_states", "llm_mask", "clip_states"), entry)
+        }
         with atomic_path(path) as tmp:
             metadata = {"format": _CACHE_FORMAT, "prompt": prompt, "fingerprint": self.fingerprint}
             save_file(tensors, tmp, metadata=metadata)

@@ -11,11 +11,24 @@ __all__ = ["TEXT_SHARDING"]
 TEXT_SHARDING = ShardingRules.make(
     "text",
     params=dict(
-        layers=None, embed="fsdp", heads="tensor", kv_heads="tensor", kv=None, mlp="tensor",
-        vocab=("tensor", "fsdp"), norm=None, position=None,
+        layers=None,
+        embed="fsdp",
+        heads="tensor",
+        kv_heads="tensor",
+        kv=None,
+        mlp="tensor",
+        vocab=("tensor", "fsdp"),
+        norm=None,
+        position=None,
     ),
     activations=dict(
-        batch=("data", "fsdp"), seq=("sequence", "fsdp"), embed=None, heads="tensor", kv_heads="tensor", kv=None,
-        mlp="tensor", vocab="tensor",
+        batch=("data", "fsdp"),
+        seq=("sequence", "fsdp"),
+        embed=None,
+        heads="tensor",
+        kv_heads="tensor",
+        kv=None,
+        mlp="tensor",
+        vocab="tensor",
     ),
 )

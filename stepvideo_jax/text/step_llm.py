@@ -184,7 +184,9 @@ class StepLLMFeedForward(nnx.Module):
 
     def __init__(self, cfg: StepLLMConfig, *, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.ffn_dim
-        kw = dict(dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False, quantize=cfg.quantize)
+        kw = dict(
+            dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype, rngs=rngs, use_bias=False, quantize=cfg.quantize
+        )
         self.w_gate = dense(d, f, names=("embed", "mlp"), **kw)
         self.w_up = dense(d, f, names=("embed", "mlp"), **kw)
         self.w2 = dense(f, d, names=("mlp", "embed"), **kw)
@@ -254,5 +256,6 @@ class StepLLM(nnx.Module):
         def layer(block: StepLLMBlock, x: jax.Array) -> jax.Array:
             return block(x, bias)
 
-        return run_layer_stack(self.layers, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers,
-                               remat=cfg.remat_policy)
+        return run_layer_stack(
+            self.layers, x, layer, num_layers=cfg.num_layers, scan=cfg.scan_layers, remat=cfg.remat_policy
+        )

@@ -49,7 +49,9 @@ class StepTokenizer:
         if os.path.isdir(model_file):
             model_file = os.path.join(model_file, "step1_chat_tokenizer.model")
         if not os.path.isfile(model_file):
-            raise FileNotFoundError(f"{model_file}: sentencepiece model not found (expected step1_chat_tokenizer.model)")
+            raise FileNotFoundError(
+                f"{model_file}: sentencepiece model not found (expected step1_chat_tokenizer.model)"
+            )
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 (room for BOS and EOS); got {max_length}")
         self.model_file = model_file

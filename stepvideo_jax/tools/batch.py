@@ -51,7 +51,7 @@ def read_prompts(path: str) -> tuple[list[BatchItem], list[str]]:
                 problems.append(f"line {n}: not JSON ({e.msg})")
                 continue
             if not isinstance(obj, dict):
-                problems.append(f"line {n}: expected a JSON object like {{\"image\": ..., \"prompt\": ...}}")
+                problems.append(f'line {n}: expected a JSON object like {{"image": ..., "prompt": ...}}')
                 continue
             unknown = sorted(set(obj) - set(_KEYS))
             if unknown:
@@ -113,8 +113,11 @@ def run_batch(config, mesh=None, *, log: Callable[[str], None] = tqdm.write) -> 
     summary = (
         f"batch: {len(written)} of {len(written) + len(skipped)} videos written to {config.output_dir} in "
         f"{total:.1f}s (load {t_load:.1f}s"
-        + (f", first video {seconds[0]:.1f}s, later ones {sum(seconds[1:]) / max(len(seconds) - 1, 1):.1f}s each"
-           if seconds else "")
+        + (
+            f", first video {seconds[0]:.1f}s, later ones {sum(seconds[1:]) / max(len(seconds) - 1, 1):.1f}s each"
+            if seconds
+            else ""
+        )
         + ")"
         + (f"; {len(skipped)} skipped" if skipped else "")
     )

@@ -88,18 +88,27 @@ def video_similarity(video: np.ndarray, reference: np.ndarray) -> tuple[float, f
     from skimage.metrics import structural_similarity
 
     if video.shape != reference.shape or video.dtype != np.uint8 or reference.dtype != np.uint8:
-        raise ValueError(f"videos must both be uint8 of one shape; got {video.dtype} {video.shape} and "
-                         f"{reference.dtype} {reference.shape}")
+        raise ValueError(
+            f"videos must both be uint8 of one shape; got {video.dtype} {video.shape} and "
+            f"{reference.dtype} {reference.shape}"
+        )
     mse = float(np.mean((video.astype(np.float64) - reference.astype(np.float64)) ** 2))
     psnr = PSNR_MAX_DB if mse == 0 else min(10 * math.log10(255.0**2 / mse), PSNR_MAX_DB)
-    ssim = float(np.mean([structural_similarity(r, v, data_range=255, channel_axis=-1)
-                          for v, r in zip(video, reference)]))
+    ssim = float(
+        np.mean([structural_similarity(r, v, data_range=255, channel_axis=-1) for v, r in zip(video, reference)])
+    )
     return psnr, ssim
 
 
-def compare_settings(config, bench_dir: str, out_dir: str, candidates: dict[str, Sequence[str]],
-                     motion_scores: Sequence[float] = (2, 5, 10), seed: int | None = None,
-                     limit: int | None = None) -> dict[str, Any]:
+def compare_settings(
+    config,
+    bench_dir: str,
+    out_dir: str,
+    candidates: dict[str, Sequence[str]],
+    motion_scores: Sequence[float] = (2, 5, 10),
+    seed: int | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """Generates every benchmark item at every motion score with the baseline config and with each
     candidate {name: ["FIELD=VALUE", ...]}; returns (and writes) the comparison (module docstring)."""
     if not candidates:
@@ -126,8 +135,10 @@ def compare_settings(config, bench_dir: str, out_dir: str, candidates: dict[str,
         return SampleSettings.from_config(c)
 
     # Every setting of every video validated before anything is loaded.
-    plans = [(item, {name: [settings_for(c, item[2], item[3], s) for s in scores] for name, c in configs.items()})
-             for item in items]
+    plans = [
+        (item, {name: [settings_for(c, item[2], item[3], s) for s in scores] for name, c in configs.items()})
+        for item in items
+    ]
     first = plans[0][1][BASELINE][0]
     if not first.ti2v:
         raise ValueError("the comparison evaluates image-to-video configs (use_additional_conditions=True)")
@@ -152,16 +163,28 @@ def compare_settings(config, bench_dir: str, out_dir: str, candidates: dict[str,
                     if name == BASELINE:
                         reference = frames
                     psnr, ssim = video_similarity(frames, reference)
-                    rows[name].append({
-                        "category": category, "id": item_id, "prompt": prompt,
-                        **evaluate_video(frames, image_u8, settings.motion_score, prompt),
-                        "video": "", "denoise_s": result.timings["denoise_s"],
-                        "dit_evals": result.timings["dit_evals"], "video_s": wall,
-                        "psnr_vs_baseline": psnr, "ssim_vs_baseline": ssim,
-                    })
+                    rows[name].append(
+                        {
+                            "category": category,
+                            "id": item_id,
+                            "prompt": prompt,
+                            **evaluate_video(frames, image_u8, settings.motion_score, prompt),
+                            "video": "",
+                            "denoise_s": result.timings["denoise_s"],
+                            "dit_evals": result.timings["dit_evals"],
+                            "video_s": wall,
+                            "psnr_vs_baseline": psnr,
+                            "ssim_vs_baseline": ssim,
+                        }
+                    )
                     bar.update(1)
-    report: dict[str, Any] = {"bench_dir": os.path.abspath(bench_dir), "videos": len(rows[BASELINE]),
-                              "motion_scores": scores, "steps": first.steps, "settings": {}}
+    report: dict[str, Any] = {
+        "bench_dir": os.path.abspath(bench_dir),
+        "videos": len(rows[BASELINE]),
+        "motion_scores": scores,
+        "steps": first.steps,
+        "settings": {},
+    }
     base = rows[BASELINE]
     for name, rs in rows.items():
         summary = write_reports(os.path.join(out_dir, name), rs)
@@ -199,8 +222,11 @@ def comparison_markdown(report: dict[str, Any]) -> str:
         label = name if not e["overrides"] else ", ".join(f"{k}={v}" for k, v in e["overrides"].items())
         mono = ev["motion_monotonic_fraction"]
         direc = ev["direction_accuracy"]
-        psnr = "identical" if e["psnr_vs_baseline_min"] >= PSNR_MAX_DB else \
-            f"{e['psnr_vs_baseline_mean']:.1f} / {e['psnr_vs_baseline_min']:.1f} dB"
+        psnr = (
+            "identical"
+            if e["psnr_vs_baseline_min"] >= PSNR_MAX_DB
+            else f"{e['psnr_vs_baseline_mean']:.1f} / {e['psnr_vs_baseline_min']:.1f} dB"
+        )
         lines.append(
             f"| {label} | {e['dit_evals']} | {e['dit_eval_ratio']:.2f}x | {e['denoise_s']:.2f} | "
             f"{e['denoise_speedup']:.2f}x | {psnr} | {e['ssim_vs_baseline_mean']:.3f} | {ev['psnr_mean']:.1f} dB | "

@@ -24,7 +24,9 @@ _COMPONENTS = flags.DEFINE_list("components", list(COMPONENTS), "Components to c
 _DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Parameter dtype written.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing destination.")
 _QUANTIZE = flags.DEFINE_enum(
-    "quantize", "none", ["none", "int8", "fp8"],
+    "quantize",
+    "none",
+    ["none", "int8", "fp8"],
     "Weight-only quantization of the transformer's and Step-LLM's large linears (per-output-channel scales); "
     "the VAE and CLIP stay in --dtype.",
 )
@@ -49,8 +51,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"error: interrupted ({e or 'SIGINT'}); {_DST.value} left as it was, staging folder removed",
-              file=sys.stderr)
+        print(
+            f"error: interrupted ({e or 'SIGINT'}); {_DST.value} left as it was, staging folder removed",
+            file=sys.stderr,
+        )
         return 130 if str(e or "SIGINT") == "SIGINT" else 143
     total = sum(c["bytes"] for c in manifest["components"].values())
     print(f"wrote {_DST.value}: {', '.join(manifest['components'])} ({total / 2**30:.2f} GiB)")

@@ -105,9 +105,12 @@ def _stage_text(recipe, workdir: str) -> dict:
     from stepvideo_jax.components import save_components
 
     llm, step_dir, clip, clip_dir = _text_components(recipe, workdir)
-    save_components(os.path.join(workdir, "components"),
-                    {"step_llm": (llm, step_dir), "hunyuan_clip": (clip, clip_dir)},
-                    source="demo recipe: random frozen text encoders", overwrite=True)
+    save_components(
+        os.path.join(workdir, "components"),
+        {"step_llm": (llm, step_dir), "hunyuan_clip": (clip, clip_dir)},
+        source="demo recipe: random frozen text encoders",
+        overwrite=True,
+    )
     return {"step_llm_params": sum(x.size for x in _leaves(llm)), "clip_params": sum(x.size for x in _leaves(clip))}
 
 
@@ -149,8 +152,11 @@ def _stage_vae(recipe, workdir: str) -> dict:
     vae = load_trained_model(config, run_dir)
     _components_with(workdir, {"vae": (vae, None)})
     losses = [result.losses[k] for k in sorted(result.losses)]
-    return {"steps": result.final_step, "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None}
+    return {
+        "steps": result.final_step,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
 
 
 def _stage_latents(recipe, workdir: str) -> dict:
@@ -168,8 +174,15 @@ def _stage_latents(recipe, workdir: str) -> dict:
     encoder = ClipEncoder(restore_component(ckpt, "vae"), prompt_encoder_from_checkpoint(ckpt), objective)
     out = os.path.join(workdir, "latents")
     data = recipe.data
-    counts = precompute(os.path.join(workdir, "data", "manifest.jsonl"), out, encoder, num_frames=int(data.frames),
-                        frame_stride=1, buckets=[(int(data.height), int(data.width))], seed=int(recipe.precompute_seed))
+    counts = precompute(
+        os.path.join(workdir, "data", "manifest.jsonl"),
+        out,
+        encoder,
+        num_frames=int(data.frames),
+        frame_stride=1,
+        buckets=[(int(data.height), int(data.width))],
+        seed=int(recipe.precompute_seed),
+    )
     # The latents' scale, for the record (the DiT's noise is unit-variance).
     first = np.load(os.path.join(out, "items", sorted(os.listdir(os.path.join(out, "items")))[0]))
     counts["latent_std_first_item"] = float(first["latents"].std())
@@ -184,8 +197,11 @@ def _stage_dit(recipe, workdir: str) -> dict:
     result = train(config, os.path.join(workdir, "dit"))
     losses = [result.losses[k] for k in sorted(result.losses)]
     tail = losses[-100:]
-    return {"steps": result.final_step, "first_loss": losses[0] if losses else None,
-            "mean_loss_last_100": sum(tail) / len(tail) if tail else None}
+    return {
+        "steps": result.final_step,
+        "first_loss": losses[0] if losses else None,
+        "mean_loss_last_100": sum(tail) / len(tail) if tail else None,
+    }
 
 
 def _stage_export(recipe, workdir: str) -> dict:
@@ -205,10 +221,17 @@ def _stage_export(recipe, workdir: str) -> dict:
     os.makedirs(recipe.examples_dir, exist_ok=True)
     data = recipe.data
     for stem, combo, seed in EXAMPLES:
-        spec = sample_spec(np.random.default_rng(seed), combo, frames=int(data.frames), height=int(data.height),
-                           width=int(data.width), max_speed=float(data.max_speed))
-        write_png(os.path.join(recipe.examples_dir, f"{stem}.png"),
-                  render_clip(spec, 1, int(data.height), int(data.width))[0])
+        spec = sample_spec(
+            np.random.default_rng(seed),
+            combo,
+            frames=int(data.frames),
+            height=int(data.height),
+            width=int(data.width),
+            max_speed=float(data.max_speed),
+        )
+        write_png(
+            os.path.join(recipe.examples_dir, f"{stem}.png"), render_clip(spec, 1, int(data.height), int(data.width))[0]
+        )
         write_text_atomic(os.path.join(recipe.examples_dir, f"{stem}.txt"), spec.caption + "\n")
     # A short stored sample: the test re-generates it from the shipped checkpoint.
     config = reference_sample_settings(_load_demo_config(""))
@@ -217,14 +240,28 @@ def _stage_export(recipe, workdir: str) -> dict:
     result = out["result"]
     path = os.path.join(export_dir, REFERENCE_SAMPLE)
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, latents=result.latents, video=result.video, steps=config.steps, seed=config.seed,
-                            prompt=config.prompt, motion_score=config.motion_score)
+        np.savez_compressed(
+            tmp,
+            latents=result.latents,
+            video=result.video,
+            steps=config.steps,
+            seed=config.seed,
+            prompt=config.prompt,
+            motion_score=config.motion_score,
+        )
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(export_dir) for f in fs)
     return {"export_dir": export_dir, "bytes": size}
 
 
-_STAGE_FUNCS = {"data": _stage_data, "text": _stage_text, "vae": _stage_vae, "latents": _stage_latents,
-                "dit": _stage_dit, "export": _stage_export, "heldout": _stage_heldout}
+_STAGE_FUNCS = {
+    "data": _stage_data,
+    "text": _stage_text,
+    "vae": _stage_vae,
+    "latents": _stage_latents,
+    "dit": _stage_dit,
+    "export": _stage_export,
+    "heldout": _stage_heldout,
+}
 
 
 def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:

@@ -40,8 +40,12 @@ def _define_flags() -> None:
     flags.DEFINE_list("motion_scores", ["2", "5", "10"], "requested motion scores per prompt")
     flags.DEFINE_integer("seed", None, "sampling seed for every video (default: the config's)")
     flags.DEFINE_integer("limit", None, "evaluate only the first N benchmark items")
-    flags.DEFINE_multi_string("compare", [], "FIELD=VALUE config override(s) of a second sampler setting to compare "
-                              "with the config as given (e.g. cache.policy=auto); needs --bench_dir")
+    flags.DEFINE_multi_string(
+        "compare",
+        [],
+        "FIELD=VALUE config override(s) of a second sampler setting to compare "
+        "with the config as given (e.g. cache.policy=auto); needs --bench_dir",
+    )
 
 
 def main(argv):
@@ -70,8 +74,9 @@ def main(argv):
             if f.compare:
                 from stepvideo_jax.tools.compare_sampling import compare_settings, comparison_markdown
 
-                report = compare_settings(config, f.bench_dir, f.out, {" ".join(f.compare): f.compare}, scores,
-                                          seed=f.seed, limit=f.limit)
+                report = compare_settings(
+                    config, f.bench_dir, f.out, {" ".join(f.compare): f.compare}, scores, seed=f.seed, limit=f.limit
+                )
                 print(comparison_markdown(report))
                 print(f"wrote {os.path.join(f.out, 'comparison.md')}")
                 return

@@ -37,15 +37,20 @@ def _check_fits(base: str, trained: dict) -> None:
     dit, vae = cfg["transformer"], cfg["vae"]
     widths = (cfg["step_llm"].hidden_size, cfg["hunyuan_clip"].hidden_size)
     if tuple(dit.caption_channels) != widths:
-        raise ValueError(f"the DiT's caption_channels {tuple(dit.caption_channels)} do not match the text encoders' "
-                         f"widths {widths} in {base}; train with model.caption_channels={widths}")
+        raise ValueError(
+            f"the DiT's caption_channels {tuple(dit.caption_channels)} do not match the text encoders' "
+            f"widths {widths} in {base}; train with model.caption_channels={widths}"
+        )
     if dit.in_channels != vae.z_channels:
-        raise ValueError(f"the DiT's in_channels {dit.in_channels} do not match the VAE's z_channels "
-                         f"{vae.z_channels}; the DiT must be trained on this VAE's latents")
+        raise ValueError(
+            f"the DiT's in_channels {dit.in_channels} do not match the VAE's z_channels "
+            f"{vae.z_channels}; the DiT must be trained on this VAE's latents"
+        )
 
 
-def export_components(base: str, out: str, trained: dict, *, param_dtype: str | None = None,
-                      overwrite: bool = False, source: str = "") -> dict:
+def export_components(
+    base: str, out: str, trained: dict, *, param_dtype: str | None = None, overwrite: bool = False, source: str = ""
+) -> dict:
     """Writes `out`: the `trained` {component name: model} plus the other components of `base`."""
     components.check_checkpoint_dir(base)
     unknown = sorted(set(trained) - set(components.COMPONENTS))
@@ -68,12 +73,25 @@ def export_components(base: str, out: str, trained: dict, *, param_dtype: str | 
                 tok = os.path.join(tmp, name)
                 shutil.copytree(components.tokenizer_dir(base, name), tok)
             models[name] = (components.restore_component(base, name), tok)
-        return components.save_components(out, models, source=source or f"trained {sorted(trained)} + {base}",
-                                          overwrite=overwrite, param_dtype=param_dtype or None)
+        return components.save_components(
+            out,
+            models,
+            source=source or f"trained {sorted(trained)} + {base}",
+            overwrite=overwrite,
+            param_dtype=param_dtype or None,
+        )
 
 
-def export_trained(config, workdir: str, base: str, out: str, *, use_ema: bool = True,
-                   param_dtype: str | None = None, overwrite: bool = False) -> dict:
+def export_trained(
+    config,
+    workdir: str,
+    base: str,
+    out: str,
+    *,
+    use_ema: bool = True,
+    param_dtype: str | None = None,
+    overwrite: bool = False,
+) -> dict:
     """The latest checkpoint of training run `workdir` (config as given to train.py) exported over `base`."""
     from stepvideo_jax.training.loop import load_trained_model
 
@@ -84,8 +102,14 @@ def export_trained(config, workdir: str, base: str, out: str, *, use_ema: bool =
     if os.path.exists(out) and not overwrite:
         raise ValueError(f"{out}: exists; pass --overwrite to replace it")
     model = load_trained_model(config, workdir, use_ema=use_ema)
-    return export_components(base, out, {_NETWORK_COMPONENT[network]: model}, param_dtype=param_dtype,
-                             overwrite=overwrite, source=f"{network} trained in {workdir} + {base}")
+    return export_components(
+        base,
+        out,
+        {_NETWORK_COMPONENT[network]: model},
+        param_dtype=param_dtype,
+        overwrite=overwrite,
+        source=f"{network} trained in {workdir} + {base}",
+    )
 
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -103,8 +127,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        manifest = export_trained(_CONFIG.value, _WORKDIR.value, _BASE.value, _OUT.value, use_ema=_EMA.value,
-                                  param_dtype=_DTYPE.value or None, overwrite=_OVERWRITE.value)
+        manifest = export_trained(
+            _CONFIG.value,
+            _WORKDIR.value,
+            _BASE.value,
+            _OUT.value,
+            use_ema=_EMA.value,
+            param_dtype=_DTYPE.value or None,
+            overwrite=_OVERWRITE.value,
+        )
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"wrote {_OUT.value} ({', '.join(manifest['components'])})")

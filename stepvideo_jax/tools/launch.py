@@ -47,8 +47,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def process_env(base: dict[str, str], *, coordinator: str, num_processes: int, process_id: int,
-                devices_per_process: int, init_timeout_s: int, heartbeat_timeout_s: int) -> dict[str, str]:
+def process_env(
+    base: dict[str, str],
+    *,
+    coordinator: str,
+    num_processes: int,
+    process_id: int,
+    devices_per_process: int,
+    init_timeout_s: int,
+    heartbeat_timeout_s: int,
+) -> dict[str, str]:
     """The environment of one process: ``base`` plus the coordinator, ids, timeouts, the CPU backend
     and the simulated device count (replacing any device count already in ``XLA_FLAGS``)."""
     env = dict(base)
@@ -128,7 +136,8 @@ def launch(
     commands = [list(c) for c in commands]
     if len(commands) != len(ids) or not all(commands):
         raise ValueError(
-            f"expected one non-empty command, or one per started process ({len(ids)}); got {len(commands)}")
+            f"expected one non-empty command, or one per started process ({len(ids)}); got {len(commands)}"
+        )
     if coordinator is None:
         if process_ids is not None and len(ids) < num_processes:
             raise ValueError("starting only some processes needs --coordinator=HOST:PORT (shared with the others)")
@@ -157,14 +166,30 @@ def launch(
     try:
         base = dict(os.environ if env is None else env)
         for pid_, cmd in zip(ids, commands):
-            penv = process_env(base, coordinator=coordinator, num_processes=num_processes, process_id=pid_,
-                               devices_per_process=devices_per_process, init_timeout_s=init_timeout_s,
-                               heartbeat_timeout_s=heartbeat_timeout_s)
-            p = subprocess.Popen(cmd, env=penv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            penv = process_env(
+                base,
+                coordinator=coordinator,
+                num_processes=num_processes,
+                process_id=pid_,
+                devices_per_process=devices_per_process,
+                init_timeout_s=init_timeout_s,
+                heartbeat_timeout_s=heartbeat_timeout_s,
+            )
+            p = subprocess.Popen(
+                cmd,
+                env=penv,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
             procs[pid_] = p
-            say(f"process {pid_} of {num_processes} started (pid {p.pid}, {devices_per_process} devices, "
-                f"coordinator {coordinator})")
+            say(
+                f"process {pid_} of {num_processes} started (pid {p.pid}, {devices_per_process} devices, "
+                f"coordinator {coordinator})"
+            )
             if on_start is not None:
                 on_start(pid_, p.pid)
             t = threading.Thread(target=_stream, args=(p, f"[p{pid_}]", out, lock), daemon=True)
@@ -209,12 +234,14 @@ def launch(
 
 _PROCESSES = flags.DEFINE_integer("processes", 2, "number of JAX processes of the job")
 _DEVICES = flags.DEFINE_integer("devices_per_process", 1, "simulated CPU devices per process")
-_PROCESS_IDS = flags.DEFINE_list("process_ids", None,
-                                 "start only these process ids (default: all); needs --coordinator")
+_PROCESS_IDS = flags.DEFINE_list(
+    "process_ids", None, "start only these process ids (default: all); needs --coordinator"
+)
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 (default: 127.0.0.1 and a free port)")
 _INIT_TIMEOUT = flags.DEFINE_integer("init_timeout_s", 60, "seconds a process waits for the others to join")
-_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 30,
-                                  "seconds without a heartbeat before a process counts as dead")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 30, "seconds without a heartbeat before a process counts as dead"
+)
 _GRACE = flags.DEFINE_float("grace_s", 10.0, "seconds between SIGTERM and SIGKILL when stopping the others")
 _SETTLE = flags.DEFINE_float("settle_s", 2.0, "seconds the others get to end on their own after a failure")
 
@@ -231,10 +258,17 @@ def main(argv: Sequence[str]) -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = launch(command, num_processes=_PROCESSES.value, devices_per_process=_DEVICES.value,
-                      process_ids=_PROCESS_IDS.value, coordinator=_COORDINATOR.value,
-                      init_timeout_s=_INIT_TIMEOUT.value, heartbeat_timeout_s=_HEARTBEAT.value, grace_s=_GRACE.value,
-                      settle_s=_SETTLE.value)
+        code = launch(
+            command,
+            num_processes=_PROCESSES.value,
+            devices_per_process=_DEVICES.value,
+            process_ids=_PROCESS_IDS.value,
+            coordinator=_COORDINATOR.value,
+            init_timeout_s=_INIT_TIMEOUT.value,
+            heartbeat_timeout_s=_HEARTBEAT.value,
+            grace_s=_GRACE.value,
+            settle_s=_SETTLE.value,
+        )
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     sys.exit(code)

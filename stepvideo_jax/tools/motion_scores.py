@@ -39,9 +39,7 @@ def score_folder(video_dir: str, manifest: str) -> dict[str, int]:
             if not isinstance(entry.get("video"), str):
                 raise ValueError(f'{manifest}: entry {lineno} has no "video" path; expected {{"video": path, ...}}')
     by_path = {os.path.normpath(os.path.join(root, e["video"])): e for e in entries}
-    videos = sorted(
-        os.path.join(video_dir, n) for n in os.listdir(video_dir) if n.lower().endswith(VIDEO_EXTENSIONS)
-    )
+    videos = sorted(os.path.join(video_dir, n) for n in os.listdir(video_dir) if n.lower().endswith(VIDEO_EXTENSIONS))
     counts = {"scored": 0, "failed": 0, "added": 0}
     for path in videos:
         key = os.path.normpath(os.path.abspath(path))
@@ -69,8 +67,11 @@ def main(argv):
         counts = score_folder(argv[1], manifest)
     except (ValueError, UnicodeDecodeError) as e:  # the CLI boundary: one line, exit 1
         raise SystemExit(f"error: {e}") from None
-    print(f"motion scores: {counts['scored']} scored, {counts['failed']} failed, {counts['added']} new entries "
-          f"-> {manifest}", file=sys.stdout)
+    print(
+        f"motion scores: {counts['scored']} scored, {counts['failed']} failed, {counts['added']} new entries "
+        f"-> {manifest}",
+        file=sys.stdout,
+    )
 
 
 def _define_flags() -> None:

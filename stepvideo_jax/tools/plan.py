@@ -226,10 +226,10 @@ def plan(
 
     def per_device_flops(cfg: DiTConfig, kind: str) -> float:
         # Unrolled 1- and 2-layer programs without attention loops; per layer = difference.
-        small = [
-            dataclasses.replace(cfg, num_layers=n, scan_layers=False, attention_kernel="xla") for n in (1, 2)
-        ]
-        f1, f2 = (_stats(_compile(*dit_program(c, kind)[:2], mesh, DIT_SHARDING))["xla_flops_loop_bodies_once"] for c in small)
+        small = [dataclasses.replace(cfg, num_layers=n, scan_layers=False, attention_kernel="xla") for n in (1, 2)]
+        f1, f2 = (
+            _stats(_compile(*dit_program(c, kind)[:2], mesh, DIT_SHARDING))["xla_flops_loop_bodies_once"] for c in small
+        )
         return f1 + (cfg.num_layers - 1) * (f2 - f1)
 
     for kind in what:
@@ -297,7 +297,9 @@ def _fmt_gib(b: float) -> str:
 
 def format_report(r: dict) -> str:
     lines = [f"devices {r['devices']}  mesh {r['mesh']}  sizes {r['sizes']}"]
-    lines.append(f"{'part':<8}{'args GiB':>10}{'out GiB':>10}{'temp GiB':>10}{'peak GiB':>10}{'TFLOP/dev':>11}{'model TFLOP':>13}")
+    lines.append(
+        f"{'part':<8}{'args GiB':>10}{'out GiB':>10}{'temp GiB':>10}{'peak GiB':>10}{'TFLOP/dev':>11}{'model TFLOP':>13}"
+    )
     for kind in ("sample", "train", "llm"):
         if kind not in r:
             continue
@@ -312,7 +314,9 @@ def format_report(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default="", help="sampling or training config file (path[:variant]); default: the 30B release")
+    p.add_argument(
+        "--config", default="", help="sampling or training config file (path[:variant]); default: the 30B release"
+    )
     p.add_argument("--devices", type=int, default=None, help="simulated CPU devices (set before jax starts)")
     p.add_argument("--mesh", default="fsdp=-1", help="MeshConfig spec, e.g. 'fsdp=2,tensor=4'")
     p.add_argument("--parts", default=None, help="comma-separated: sample, train, llm (and clip, vae with --target); "
@@ -333,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.search:
         raise SystemExit("--search needs --target (a TPU topology such as v6e:2x4)")
     if a.devices is not None and len(jax.devices()) != a.devices:
-        raise SystemExit(f"--devices={a.devices} but jax sees {len(jax.devices())} devices (jax started before the flag was read)")
+        raise SystemExit(
+            f"--devices={a.devices} but jax sees {len(jax.devices())} devices (jax started before the flag was read)"
+        )
     config = _load_config(a.config) if a.config else None
     sizes = PlanSizes()
     if config is not None and "frames" in config:
@@ -389,6 +395,7 @@ def _main_target(a) -> int:
         kw["kernel_efficiency"] = a.kernel_efficiency
     config = _load_config(a.config) if a.config else None
     if a.search:
+
         def partial(rows):  # the rows so far, in case the search is stopped
             if a.json:
                 _write_json(a.json, tpu_plan.jsonable({"target": target, "search": rows, "complete": False}))
@@ -402,7 +409,9 @@ def _main_target(a) -> int:
         report = {"target": target, "mesh_spec": a.mesh, "parts": {}}
         mesh = tpu_plan.mesh_for(target, a.mesh)
         for part in parts:
-            r = tpu_plan.plan_part(target, mesh, part, config=_target_config(config, part), extrapolate=not a.no_flops, **kw)
+            r = tpu_plan.plan_part(
+                target, mesh, part, config=_target_config(config, part), extrapolate=not a.no_flops, **kw
+            )
             report["parts"][part] = r
             report.update(device_kind=r["device_kind"], devices=r["devices"], mesh=r["mesh"])
         report["pipeline"] = tpu_plan.pipeline_summary(report["parts"])

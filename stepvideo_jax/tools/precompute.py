@@ -58,9 +58,20 @@ def _process_barrier() -> None:
     multihost_utils.sync_global_devices("stepvideo_precompute_parts")
 
 
-def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_stride: int, buckets,
-               seed: int = 0, null_prompt: str = "", process_index: int | None = None,
-               process_count: int | None = None, barrier=None) -> dict[str, int]:
+def precompute(
+    manifest: str,
+    out_dir: str,
+    encoder,
+    *,
+    num_frames: int,
+    frame_stride: int,
+    buckets,
+    seed: int = 0,
+    null_prompt: str = "",
+    process_index: int | None = None,
+    process_count: int | None = None,
+    barrier=None,
+) -> dict[str, int]:
     """Encodes every usable item of ``manifest`` with ``encoder`` (a ``training.encode.ClipEncoder``).
 
     With several JAX processes each encodes its share (items ``process_index::process_count``) and
@@ -88,13 +99,17 @@ def precompute(manifest: str, out_dir: str, encoder, *, num_frames: int, frame_s
         score = entry["motion_score"]
         if score is None:
             score = motion_score(entry["video"])
-        batch = {"video": example["video"][None], "caption": [example["caption"]],
-                 "motion_score": np.asarray([score], np.float32)}
+        batch = {
+            "video": example["video"][None],
+            "caption": [example["caption"]],
+            "motion_score": np.asarray([score], np.float32),
+        }
         arrays = {k: v[0] for k, v in encoder(batch, jax.random.fold_in(key, i)).items()}
         name = os.path.join("items", f"{i:06d}.npz")
         _save_npz(os.path.join(out_dir, name), arrays)
-        index.append({"latents": name, "caption": example["caption"], "motion_score": float(score),
-                      "video": entry["video"]})
+        index.append(
+            {"latents": name, "caption": example["caption"], "motion_score": float(score), "video": entry["video"]}
+        )
     if pc > 1:
         part = {"rows": index, "skipped": dict(skipped)}
         write_text_atomic(_part_path(out_dir, pi, pc), json.dumps(part, ensure_ascii=False))
@@ -150,10 +165,19 @@ def _run(f):
     read_manifest(f.manifest)
     video_io.check_writable_dir(f.out, "--out")
     check_checkpoint_dir(f.checkpoint)
-    encoder = ClipEncoder(restore_component(f.checkpoint, "vae"), prompt_encoder_from_checkpoint(f.checkpoint),
-                          ObjectiveConfig())
-    return precompute(f.manifest, f.out, encoder, num_frames=f.num_frames, frame_stride=f.frame_stride,
-                      buckets=f.buckets, seed=f.seed, null_prompt=f.null_prompt)
+    encoder = ClipEncoder(
+        restore_component(f.checkpoint, "vae"), prompt_encoder_from_checkpoint(f.checkpoint), ObjectiveConfig()
+    )
+    return precompute(
+        f.manifest,
+        f.out,
+        encoder,
+        num_frames=f.num_frames,
+        frame_stride=f.frame_stride,
+        buckets=f.buckets,
+        seed=f.seed,
+        null_prompt=f.null_prompt,
+    )
 
 
 _FLAG_NAMES = ("manifest", "out", "checkpoint", "num_frames", "frame_stride", "buckets", "null_prompt", "seed")

@@ -283,7 +283,9 @@ def vae_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Progra
     n = f // chunk  # one video
     spread = math.prod(mesh.shape[a] for a in dict(VAE_SHARDING.activations)["chunk"])
     n_pad = -n % spread
-    lat = jax.ShapeDtypeStruct((1, f, h, w, cfg.z_channels), cfg.jnp_dtype, sharding=NamedSharding(mesh, PartitionSpec()))
+    lat = jax.ShapeDtypeStruct(
+        (1, f, h, w, cfg.z_channels), cfg.jnp_dtype, sharding=NamedSharding(mesh, PartitionSpec())
+    )
 
     def decode(params, z):  # the program of sharding.sharded_vae_decode
         state_ = nnx.replace_by_pure_dict(state, params) or state
@@ -387,7 +389,10 @@ def plan_part(
         xla_flops = _extrapolate(one["xla_flops"], two["xla_flops"], L)
         coll = {}
         for k in sorted(set(one["collectives"]) | set(two["collectives"])):
-            a, b = one["collectives"].get(k, {"count": 0, "bytes": 0}), two["collectives"].get(k, {"count": 0, "bytes": 0})
+            a, b = (
+                one["collectives"].get(k, {"count": 0, "bytes": 0}),
+                two["collectives"].get(k, {"count": 0, "bytes": 0}),
+            )
             coll[k] = {f: int(round(_extrapolate(a[f], b[f], L))) for f in ("count", "bytes")}
         out["extrapolation_compile_seconds"] = round(time.time() - t1, 1)
         out["estimate_basis"] = f"unrolled 1- and 2-layer compiles extrapolated to {L} layers"
@@ -461,7 +466,9 @@ def candidate_meshes(n_devices: int, *, batch: int = 2, heads: int = 48, max_ten
     CFG batch, ``tensor`` the heads; the rest goes to ``fsdp`` or to ``sequence``."""
     out = []
     for data in (d for d in range(1, batch + 1) if batch % d == 0 and n_devices % d == 0):
-        for tensor in (t for t in (1, 2, 4, 8, 16) if t <= max_tensor and heads % t == 0 and n_devices % (data * t) == 0):
+        for tensor in (
+            t for t in (1, 2, 4, 8, 16) if t <= max_tensor and heads % t == 0 and n_devices % (data * t) == 0
+        ):
             rest = n_devices // (data * tensor)
             for fsdp, seq in {(rest, 1), (1, rest)}:
                 out.append(MeshConfig(data=data, fsdp=fsdp, sequence=seq, tensor=tensor))
@@ -477,8 +484,16 @@ def _weight_bytes_per_device(prog: Program, mesh: Mesh) -> int:
     return total
 
 
-def search(target: str, *, part: str = "sample", sizes: PlanSizes | None = None, config: Any = None,
-           kernel_efficiency: float = KERNEL_EFFICIENCY, log=print, on_row=None) -> list[dict]:
+def search(
+    target: str,
+    *,
+    part: str = "sample",
+    sizes: PlanSizes | None = None,
+    config: Any = None,
+    kernel_efficiency: float = KERNEL_EFFICIENCY,
+    log=print,
+    on_row=None,
+) -> list[dict]:
     """Compiles ``part`` on every candidate mesh of the topology; the ones that fit get the
     extrapolation compiles for the time estimate. A mesh whose sharded weights alone exceed the
     chip's HBM is not compiled (reported with those bytes). Rows ranked by estimated seconds per
@@ -527,7 +542,9 @@ def _coll(c: dict) -> str:
 
 def format_parts(report: dict) -> str:
     """The per-part table of a ``--target`` report (estimates marked as such)."""
-    lines = [f"target {report['target']} ({report.get('device_kind')}, {report.get('devices')} chips)  mesh {report.get('mesh')}"]
+    lines = [
+        f"target {report['target']} ({report.get('device_kind')}, {report.get('devices')} chips)  mesh {report.get('mesh')}"
+    ]
     lines.append(f"{'part':<7}{'kernel':>8}{'args':>8}{'out':>7}{'temp':>8}{'peak':>8}{'HBM':>7}{'fits':>6}"
                  f"{'est. s/step':>12}{'est. s/video':>13}{'est. MFU':>9}  (GiB per chip)")  # fmt: skip
     for name, r in report["parts"].items():
@@ -539,7 +556,9 @@ def format_parts(report: dict) -> str:
             f"{_secs(r['estimated_video_seconds']):>13}{('-' if mfu is None else f'{mfu:.0%}'):>9}"
         )
     for name, r in report["parts"].items():
-        lines.append(f"{name} collectives per step: {_coll(r['collectives'])}; Mosaic kernels in HLO: {r['mosaic_kernels_in_hlo']}")
+        lines.append(
+            f"{name} collectives per step: {_coll(r['collectives'])}; Mosaic kernels in HLO: {r['mosaic_kernels_in_hlo']}"
+        )
     pipe = report.get("pipeline")
     if pipe:
         stages = ", ".join(f"{k} {_secs(v['estimated_seconds'])} s" for k, v in pipe["stages"].items())
@@ -552,7 +571,9 @@ def format_parts(report: dict) -> str:
 
 def format_search(rows: list[dict]) -> str:
     """The ranked mesh table of ``--search``."""
-    lines = [f"{'rank':<5}{'mesh':<40}{'peak GiB':>9}{'fits':>6}{'est. s/step':>12}{'est. s/video':>13}  all-to-all / all-gather per step"]
+    lines = [
+        f"{'rank':<5}{'mesh':<40}{'peak GiB':>9}{'fits':>6}{'est. s/step':>12}{'est. s/video':>13}  all-to-all / all-gather per step"
+    ]
     for i, r in enumerate(rows, 1):
         c = r["collectives"]
         cc = f"{c.get('all-to-all', {}).get('count', 0)} / {c.get('all-gather', {}).get('count', 0)}"

@@ -46,8 +46,11 @@ def main(argv):
     except (ValueError, FileNotFoundError, FloatingPointError) as e:  # bad input or a diverged run: one line
         raise SystemExit(f"error: {e}") from None
     if result.interrupted:
-        print(f"error: interrupted ({result.interrupted}) at step {result.final_step}; checkpoint saved in "
-              f"{_WORKDIR.value}; run the same command again to resume", file=sys.stderr)
+        print(
+            f"error: interrupted ({result.interrupted}) at step {result.final_step}; checkpoint saved in "
+            f"{_WORKDIR.value}; run the same command again to resume",
+            file=sys.stderr,
+        )
         sys.exit(130 if result.interrupted == "SIGINT" else 143)
 
 

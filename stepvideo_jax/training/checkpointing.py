@@ -93,15 +93,19 @@ class RunCheckpoints:
                 os.makedirs(os.path.dirname(aside), exist_ok=True)
                 shutil.rmtree(aside, ignore_errors=True)
                 os.replace(os.path.join(self.directory, str(bad)), aside)
-                warn(f"checkpoint step {bad} in {self.directory} is unreadable ({reason}); moved to {aside}; "
-                     f"resumed from step {step}")
+                warn(
+                    f"checkpoint step {bad} in {self.directory} is unreadable ({reason}); moved to {aside}; "
+                    f"resumed from step {step}"
+                )
             if failed:
                 self.manager.reload()
             return step, state
         if failed:
             step, reason = failed[0]
-            raise ValueError(f"{self.directory}: no checkpoint restores (step {step}: {reason}); "
-                             "resume with the config that wrote them or start a new --workdir")
+            raise ValueError(
+                f"{self.directory}: no checkpoint restores (step {step}: {reason}); "
+                "resume with the config that wrote them or start a new --workdir"
+            )
         return None, None
 
     def wait(self) -> None:

@@ -109,11 +109,17 @@ def _check_model_config(workdir: str, network: str, model_cfg, resuming: bool) -
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         runtime = COMPONENTS["vae" if network == "vae" else "transformer"].runtime_fields
-        diffs = [f"{k}: checkpoint {saved.get(k)!r}, config {current.get(k)!r}"
-                 for k in sorted(set(saved) | set(current)) if k not in runtime and saved.get(k) != current.get(k)]
+        diffs = [
+            f"{k}: checkpoint {saved.get(k)!r}, config {current.get(k)!r}"
+            for k in sorted(set(saved) | set(current))
+            if k not in runtime and saved.get(k) != current.get(k)
+        ]
         if diffs:
-            raise ValueError(f"{workdir}: cannot resume, the model config changed since the checkpoints were written: "
-                             + "; ".join(diffs) + " (use the original config or a new --workdir)")
+            raise ValueError(
+                f"{workdir}: cannot resume, the model config changed since the checkpoints were written: "
+                + "; ".join(diffs)
+                + " (use the original config or a new --workdir)"
+            )
         return
     if jax.process_index() != 0:
         return
@@ -186,7 +192,10 @@ def _build_trainer(config: ml_collections.ConfigDict):
             lora_cfg, lora_seed = lora
             trainer = Trainer(
                 lambda rngs: apply_lora(StepVideoDiT(model_cfg, rngs=rngs), lora_cfg, seed=lora_seed),
-                optim, objective, mesh, trainable=LoRAParam,
+                optim,
+                objective,
+                mesh,
+                trainable=LoRAParam,
             )
     return network, trainer, model_cfg, objective
 
@@ -221,8 +230,10 @@ def _prepare_lora(config, trainer: Trainer, model_cfg, workdir: str):
         with open(record) as f:
             previous = json.load(f).get("base_fingerprint")
         if previous != fingerprint:
-            raise ValueError(f"{workdir}: this LoRA run was started on base {previous}, not {fingerprint}; "
-                             "use a new workdir for another base")
+            raise ValueError(
+                f"{workdir}: this LoRA run was started on base {previous}, not {fingerprint}; "
+                "use a new workdir for another base"
+            )
     elif jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         with open(record + ".tmp", "w") as f:
@@ -269,11 +280,15 @@ def train(
         # Data, and how batches become latents.
         if data_cfg.kind == "video":
             if make_encoder is None:
-                raise ValueError("data.kind='video' needs the VAE and text encoders: pass make_encoder (train.py builds it)")
+                raise ValueError(
+                    "data.kind='video' needs the VAE and text encoders: pass make_encoder (train.py builds it)"
+                )
             encoder = make_encoder(objective)
             null_text = encoder.null_text(config.data.get("null_prompt", "") or "")
         else:
-            null_path = config.data.get("null_prompt") or os.path.join(os.path.dirname(data_cfg.manifest), NULL_PROMPT_FILE)
+            null_path = config.data.get("null_prompt") or os.path.join(
+                os.path.dirname(data_cfg.manifest), NULL_PROMPT_FILE
+            )
             null_text = load_null_text(null_path) if os.path.exists(null_path) else None
         if null_text is None and objective.caption_dropout > 0:
             raise ValueError(f"caption_dropout > 0 needs the null prompt's text states; {NULL_PROMPT_FILE} not found")
@@ -281,7 +296,9 @@ def train(
 
     ckpt = config.checkpoint
     checkpoints = RunCheckpoints(
-        os.path.join(workdir, "checkpoints"), save_every=int(ckpt.every), max_to_keep=int(ckpt.keep),
+        os.path.join(workdir, "checkpoints"),
+        save_every=int(ckpt.every),
+        max_to_keep=int(ckpt.keep),
         async_save=bool(ckpt.get("async_save", True)),
     )
     lora = None
@@ -298,8 +315,9 @@ def train(
     start = int(jax.device_get(state["step"]))
     total = int(config.train.steps)
 
-    writer = MetricsWriter(os.path.join(workdir, "tensorboard") if config.train.get("tensorboard", True) else None,
-                           echo=None)
+    writer = MetricsWriter(
+        os.path.join(workdir, "tensorboard") if config.train.get("tensorboard", True) else None, echo=None
+    )
     log_every = int(config.train.get("log_every", 10))
     encode_key = jax.random.key(seed + 1)
     result = TrainResult(losses={}, final_step=start, data_summary="")
@@ -326,8 +344,11 @@ def train(
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 checkpoints.wait()
                 last = checkpoints.latest_step()
-                where = "no checkpoint was saved yet" if last is None else (
-                    f"the last good checkpoint is step {last} in {checkpoints.directory}")
+                where = (
+                    "no checkpoint was saved yet"
+                    if last is None
+                    else (f"the last good checkpoint is step {last} in {checkpoints.directory}")
+                )
                 raise FloatingPointError(
                     f"non-finite loss {loss} (grad norm {grad_norm}) at step {step}; stopping; {where}"
                 )
@@ -339,11 +360,17 @@ def train(
                 bar.set_postfix(loss=f"{loss:.4g}")
             if (step + 1) % log_every == 0 or step == start:
                 examples = next(v for v in host_batch.values() if hasattr(v, "shape")).shape[0] * jax.process_count()
-                writer.write(step + 1, {
-                    "loss": loss, "grad_norm": grad_norm, "lr": float(metrics["lr"]),
-                    "step_seconds": seconds, "examples_per_second": examples / seconds,
-                    "tflops_per_device": (flops or 0.0) / seconds / 1e12,
-                })
+                writer.write(
+                    step + 1,
+                    {
+                        "loss": loss,
+                        "grad_norm": grad_norm,
+                        "lr": float(metrics["lr"]),
+                        "step_seconds": seconds,
+                        "examples_per_second": examples / seconds,
+                        "tflops_per_device": (flops or 0.0) / seconds / 1e12,
+                    },
+                )
             preempted = checkpoints.reached_preemption(step + 1)
             force = preempted or stop.signal is not None or step + 1 == total
             checkpoints.save(step + 1, state, data_iter, force=force)

@@ -58,7 +58,7 @@ def decay_mask(params):
 
 
 def frozen_labels(params, prefixes: tuple[str, ...]):
-    """"frozen" for every parameter whose dotted path starts with one of `prefixes`, else "trained"."""
+    """ "frozen" for every parameter whose dotted path starts with one of `prefixes`, else "trained"."""
 
     def label(path, _):
         name = ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)

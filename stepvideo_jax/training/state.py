@@ -88,12 +88,16 @@ class Trainer:
         self.frozen = None  # the frozen parameters (pure dict, on their shardings) once set
         self.abstract_params = jax.tree.map(
             lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
-            nnx.to_pure_dict(abstract_params), self.param_shardings,
+            nnx.to_pure_dict(abstract_params),
+            self.param_shardings,
         )
         self.replicated = NamedSharding(mesh, PartitionSpec())
         abstract_opt = jax.eval_shape(self.tx.init, self.abstract_params)
         opt_shardings = optax.tree_map_params(
-            self.tx, lambda _, s: s, abstract_opt, self.param_shardings,
+            self.tx,
+            lambda _, s: s,
+            abstract_opt,
+            self.param_shardings,
             transform_non_params=lambda _: self.replicated,
         )
         self.state_shardings = {
@@ -217,7 +221,11 @@ class Trainer:
     def compiled_step(self, state: dict, batch: dict, null_text: dict | None):
         """The compiled step for these shapes (one per resolution bucket), cached; donates the state."""
         key = (
-            self.graphdef, self.optim, self.objective, self.mesh, self.rules,
+            self.graphdef,
+            self.optim,
+            self.objective,
+            self.mesh,
+            self.rules,
             tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items())),
             None if null_text is None else tuple(sorted((k, v.shape) for k, v in null_text.items())),
         )
@@ -226,13 +234,20 @@ class Trainer:
             null_shardings = None if null_text is None else jax.tree.map(lambda _: self.replicated, null_text)
             jitted = jax.jit(
                 self._step_fn,
-                in_shardings=(self.state_shardings, batch_shardings, null_shardings, self.replicated,
-                              self.frozen_shardings),
+                in_shardings=(
+                    self.state_shardings,
+                    batch_shardings,
+                    null_shardings,
+                    self.replicated,
+                    self.frozen_shardings,
+                ),
                 out_shardings=(self.state_shardings, self.replicated),
                 donate_argnums=(0,),
             )
             with use_mesh_rules(self.mesh, self.rules):
-                _COMPILED_STEPS[key] = jitted.lower(state, batch, null_text, np.bool_(False), self._frozen_arg()).compile()
+                _COMPILED_STEPS[key] = jitted.lower(
+                    state, batch, null_text, np.bool_(False), self._frozen_arg()
+                ).compile()
             distributed.barrier("train step compiled")  # all processes start its collectives together
         return _COMPILED_STEPS[key]
 

@@ -57,8 +57,9 @@ def _posterior(model, video: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.
     return z, mean, logvar
 
 
-def vae_loss(model, batch: Mapping[str, jax.Array], rng: jax.Array, cfg: VAEObjectiveConfig
-             ) -> tuple[jax.Array, dict[str, Any]]:
+def vae_loss(
+    model, batch: Mapping[str, jax.Array], rng: jax.Array, cfg: VAEObjectiveConfig
+) -> tuple[jax.Array, dict[str, Any]]:
     """Loss of one batch {"video": [B, F, H, W, 3] in [-1, 1]} (F = frame_len, one chunk)."""
     video = batch["video"]
     frame_len = model.cfg.frame_len

@@ -51,7 +51,9 @@ class VAEConfig(DtypeFields):
         for name in ("encoder_ch_mult", "decoder_ch_mult"):
             if len(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must have at least one level")
-        widths = [self.encoder_ch * m for m in self.encoder_ch_mult] + [self.decoder_ch * m for m in self.decoder_ch_mult]
+        widths = [self.encoder_ch * m for m in self.encoder_ch_mult] + [
+            self.decoder_ch * m for m in self.decoder_ch_mult
+        ]
         if any(w % self.norm_groups for w in widths) or self.encoder_ch % self.norm_groups:
             raise ValueError(f"every level width {widths} must be a multiple of norm_groups {self.norm_groups}")
         if (8 * self.encoder_width) % self.patch_channels or (8 * self.decoder_width) % self.patch_channels:
@@ -61,7 +63,9 @@ class VAEConfig(DtypeFields):
             )
         n = len(self.encoder_ch_mult)
         if any(not 0 <= i < n - 1 for i in self.encoder_temporal_down_layers):
-            raise ValueError(f"encoder_temporal_down_layers {self.encoder_temporal_down_layers} must lie in [0, {n - 2}]")
+            raise ValueError(
+                f"encoder_temporal_down_layers {self.encoder_temporal_down_layers} must lie in [0, {n - 2}]"
+            )
         m = len(self.decoder_ch_mult)
         if any(not 0 < i < m for i in self.decoder_temporal_up_layers):
             raise ValueError(f"decoder_temporal_up_layers {self.decoder_temporal_up_layers} must lie in [1, {m - 1}]")
@@ -71,9 +75,13 @@ class VAEConfig(DtypeFields):
             )
         for frames, latents in ((self.frame_len, self.latent_len), (1, 1)):
             if self.encoded_frames(frames) != latents:
-                raise ValueError(f"the encoder maps {frames} frames to {self.encoded_frames(frames)} latent frames, not {latents}")
+                raise ValueError(
+                    f"the encoder maps {frames} frames to {self.encoded_frames(frames)} latent frames, not {latents}"
+                )
             if self.decoded_frames(latents) != frames:
-                raise ValueError(f"the decoder maps {latents} latent frames to {self.decoded_frames(latents)} frames, not {frames}")
+                raise ValueError(
+                    f"the decoder maps {latents} latent frames to {self.decoded_frames(latents)} frames, not {frames}"
+                )
 
     # ------------------------------------------------------------------ derived sizes
     @property

@@ -46,8 +46,13 @@ class CausalConv3d(nnx.Module):
         self.dtype = cfg.jnp_dtype
         self.conv_impl = cfg.conv_impl
         pdt = cfg.jnp_param_dtype
-        self.kernel = _param(rngs, nnx.initializers.lecun_normal(), (kernel,) * 3 + (c_in, c_out), pdt,
-                             (None, None, None, "conv_in", "conv_out"))
+        self.kernel = _param(
+            rngs,
+            nnx.initializers.lecun_normal(),
+            (kernel,) * 3 + (c_in, c_out),
+            pdt,
+            (None, None, None, "conv_in", "conv_out"),
+        )
         self.bias = _param(rngs, nnx.initializers.zeros_init(), (c_out,), pdt, ("conv_out",))
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, H, W, Cin] -> [B, T', H', W', Cout]
@@ -62,8 +67,12 @@ class CausalConv3d(nnx.Module):
             # Padding inside the conv: no padded copy of the (largest) activations is materialised.
             pad = ((k - 1, 0), (k // 2, k // 2), (k // 2, k // 2))
             y = jax.lax.conv_general_dilated(
-                x, w, (s, s, s), pad,
-                dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=_HIGHEST,
+                x,
+                w,
+                (s, s, s),
+                pad,
+                dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+                precision=_HIGHEST,
             )
         return y + self.bias[...].astype(self.dtype)
 
@@ -91,8 +100,12 @@ def _causal_conv_frame_taps(x: jax.Array, w: jax.Array, stride: int) -> jax.Arra
             continue  # this tap reads front padding only (e.g. a one-frame image): it adds zeros
         xi = xp[:, i : i + stride * (t_out - 1) + 1 : stride]  # [B, T', H, W, Cin]
         yi = jax.lax.conv_general_dilated(
-            xi.reshape(b * t_out, h, wd, c), w[i], (stride, stride), ((kh // 2, kh // 2), (kw // 2, kw // 2)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST,
+            xi.reshape(b * t_out, h, wd, c),
+            w[i],
+            (stride, stride),
+            ((kh // 2, kh // 2), (kw // 2, kw // 2)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=_HIGHEST,
         )
         y = yi if y is None else y + yi
     return y.reshape(b, t_out, *y.shape[1:])
@@ -105,16 +118,20 @@ class FrameConv2d(nnx.Module):
         self.stride, self.padding = stride, tuple(tuple(p) for p in padding)
         self.dtype = cfg.jnp_dtype
         pdt = cfg.jnp_param_dtype
-        self.kernel = _param(rngs, nnx.initializers.lecun_normal(), (3, 3, c_in, c_out), pdt,
-                             (None, None, "conv_in", "conv_out"))
+        self.kernel = _param(
+            rngs, nnx.initializers.lecun_normal(), (3, 3, c_in, c_out), pdt, (None, None, "conv_in", "conv_out")
+        )
         self.bias = _param(rngs, nnx.initializers.zeros_init(), (c_out,), pdt, ("conv_out",))
 
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, H, W, Cin]
         b, t, h, w, c = x.shape
         y = jax.lax.conv_general_dilated(
-            x.reshape(b * t, h, w, c).astype(self.dtype), self.kernel[...].astype(self.dtype),
-            (self.stride, self.stride), self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HIGHEST,
+            x.reshape(b * t, h, w, c).astype(self.dtype),
+            self.kernel[...].astype(self.dtype),
+            (self.stride, self.stride),
+            self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=_HIGHEST,
         )
         y = y + self.bias[...].astype(self.dtype)
         return y.reshape(b, t, *y.shape[1:])

@@ -322,7 +322,9 @@ class VideoVAE(nnx.Module):
         graphdef, state = nnx.split(self)
         return _encode_program(graphdef, state, jnp.asarray(video), sequential=sequential)
 
-    def encode_channels_last(self, video: jax.Array, *, rng: jax.Array | None = None, sequential: bool = True) -> jax.Array:
+    def encode_channels_last(
+        self, video: jax.Array, *, rng: jax.Array | None = None, sequential: bool = True
+    ) -> jax.Array:
         """Latents [B, F', H/s, W/s, z]: a posterior sample when `rng` is a key (as the release), else the mean."""
         moments = self.encode_moments_channels_last(video, sequential=sequential)
         mean, logvar = jnp.split(moments, 2, axis=-1)
