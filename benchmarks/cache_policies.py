@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     c = config.cache
     print(
         f"Demo model (`configs/demo.py`: {config.steps} steps, CFG {config.cfg:g}), held-out prompts "
-        f"{'(first %d) ' % args.limit if args.limit else ''}x motion scores 2, 5, 10; caching warm-up "
+        f"{f'(first {args.limit}) ' if args.limit else ''}x motion scores 2, 5, 10; caching warm-up "
         f"{c.warmup:g} of the steps, max_skips {c.max_skips}; `auto` = "
         f"{'static' if c.mag_ratios else 'first_block'} at its config threshold.\n"
     )

@@ -58,7 +58,7 @@ def matmul_peak_flops(sizes: tuple[int, ...] = (2048, 4096), dtype=jnp.float32) 
         a = jax.random.normal(k1, (n, n), dtype)
         b = jax.random.normal(k2, (n, n), dtype)
         f = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
-        secs = median_seconds(lambda: f(a, b), warmup=2, repeats=7)
+        secs = median_seconds(lambda f=f, a=a, b=b: f(a, b), warmup=2, repeats=7)
         best = max(best, (2.0 * n**3 / secs, n))
     return best
 

@@ -111,7 +111,7 @@ def test_fsdp_replicates_under_two_percent_of_dit_bytes():
     abstract = nnx.eval_shape(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)))
     shardings = model_shardings(abstract, mesh, DIT_SHARDING)
     total = replicated = 0
-    for (path, var), (_, sh) in zip(nnx.to_flat_state(nnx.state(abstract)), nnx.to_flat_state(shardings)):
+    for (_path, var), (_, sh) in zip(nnx.to_flat_state(nnx.state(abstract)), nnx.to_flat_state(shardings)):
         nbytes = math.prod(var.shape) * jnp.dtype(var.dtype).itemsize
         total += nbytes
         replicated += nbytes if sh.is_fully_replicated else 0

@@ -109,7 +109,7 @@ def _run_config(latents_dir, steps, **data):
 
 
 def test_precompute_writes_arrays(latents_dir):
-    rows = [json.loads(l) for l in (latents_dir / "index.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (latents_dir / "index.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     with np.load(latents_dir / rows[0]["latents"]) as z:
         assert z["latents"].shape == (3, 2, 2, C) and z["condition"].shape == (1, 2, 2, C)
@@ -141,7 +141,7 @@ def test_resume_is_bit_identical_and_nan_stops(latents_dir, tmp_path, full_run):
     assert (root / "full" / "tensorboard").is_dir()
 
     # A non-finite batch at step 2 stops the run naming step 2; the checkpoint of step 2 is kept.
-    rows = [json.loads(l) for l in (latents_dir / "index.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (latents_dir / "index.jsonl").read_text().splitlines()]
     with np.load(latents_dir / rows[0]["latents"]) as z:
         bad = {k: z[k] for k in z.files}
     bad["latents"] = np.full_like(bad["latents"], np.nan)

@@ -72,8 +72,8 @@ def chunked_attention(
             jnp.zeros((b, h, q_block), jnp.float32),
             jnp.zeros((b, h, q_block, dv), jnp.float32),
         )
-        (_, l, acc), _ = jax.lax.scan(step, init, (k_blocks, v_blocks, m_blocks))
-        out = acc / l[..., None]  # a row with no valid key gives NaN, as the reference does
+        (_, denom, acc), _ = jax.lax.scan(step, init, (k_blocks, v_blocks, m_blocks))
+        out = acc / denom[..., None]  # a row with no valid key gives NaN, as the reference does
         return out.transpose(0, 2, 1, 3).astype(v.dtype)  # [B, bq, H, Dv]
 
     out = jax.lax.map(one_query_block, q_blocks)  # [nq, B, bq, H, Dv]

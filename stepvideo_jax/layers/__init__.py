@@ -173,5 +173,5 @@ def run_layer_stack(
         return nnx.scan(layer_fn, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(layers, x)
     graphdef, state = nnx.split(layers)
     for i in range(num_layers):
-        x = layer_fn(nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state)), x)
+        x = layer_fn(nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)), x)
     return x

@@ -246,10 +246,10 @@ def plan(
             from stepvideo_jax.text import StepLLM, StepLLMConfig
 
             cfg = llm_cfg or StepLLMConfig(param_dtype="bfloat16", dtype="bfloat16")
-            graphdef, state, params = _abstract(lambda: StepLLM(cfg, rngs=nnx.Rngs(0)), mesh, TEXT_SHARDING)
+            graphdef, state, params = _abstract(lambda cfg=cfg: StepLLM(cfg, rngs=nnx.Rngs(0)), mesh, TEXT_SHARDING)
             ids = _input((sizes.cfg_batch, sizes.llm_tokens), jnp.int32, mesh, ("batch", None), TEXT_SHARDING)
 
-            def encode(params, ids):
+            def encode(params, ids, graphdef=graphdef, state=state):
                 state_ = nnx.replace_by_pure_dict(state, params) or state
                 return nnx.merge(graphdef, state_)(ids, jnp.ones_like(ids))
 
