@@ -74,7 +74,9 @@ def _zero_frozen(prefixes: tuple[str, ...]) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         del params
         labels = frozen_labels(updates, prefixes)
-        return jax.tree.map(lambda u, label: jax.numpy.zeros_like(u) if label == "frozen" else u, updates, labels), state
+        return jax.tree.map(
+            lambda u, label: jax.numpy.zeros_like(u) if label == "frozen" else u, updates, labels
+        ), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
