@@ -12,9 +12,9 @@ from flax import nnx
 
 from stepvideo_jax.diffusion.cache import CacheSettings, guidance_steps, static_skip_schedule
 from stepvideo_jax.diffusion.flow_match import flow_sigmas
-from stepvideo_jax.testing import random_model
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+from stepvideo_jax.testing import random_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10
