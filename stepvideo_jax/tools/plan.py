@@ -24,13 +24,14 @@ program.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
-import json
 import os
 import sys
 import time
+import types
+
+from absl import flags
 
 
 def _set_device_count(argv: list[str]) -> None:
@@ -56,7 +57,9 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
+from stepvideo_jax.configs import resolve_config_arg  # noqa: E402
 from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT  # noqa: E402
+from stepvideo_jax.files import write_json_atomic  # noqa: E402
 from stepvideo_jax.sharding import MeshConfig, logical_to_spec, make_mesh, model_shardings, use_mesh_rules  # noqa: E402
 from stepvideo_jax.text import TEXT_SHARDING  # noqa: E402
 
@@ -82,9 +85,9 @@ class PlanSizes:
         return (self.frames // 17 * 3, self.height // 16, self.width // 16)
 
 
-def _load_config(path: str):
-    """An ml_collections config file (``path[:arg]``) -> its ConfigDict."""
-    path, _, arg = path.partition(":")
+def _load_config(value: str):
+    """A --config value (a packaged name such as ``ti2v`` or ``train_ti2v:lora``, or ``FILE[:ARG]``) -> ConfigDict."""
+    path, _, arg = resolve_config_arg(value).partition(":")
     spec = importlib.util.spec_from_file_location("_plan_config", path)
     if spec is None or spec.loader is None:
         raise ValueError(f"--config {path!r} is not a Python config file")
@@ -312,26 +315,47 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+# Flags live on their own FlagValues, so `main(argv)` parses a list (tests) as the command line does.
+_FLAGS = flags.FlagValues()
+flags.DEFINE_string("config", "", "sampling or training config: NAME[:VARIANT] (ti2v, train_ti2v:lora, ...) or FILE; "
+                    "default: the 30B release", flag_values=_FLAGS)  # fmt: skip
+flags.DEFINE_integer("devices", None, "simulated CPU devices (set before jax starts)", flag_values=_FLAGS)
+flags.DEFINE_string("mesh", "fsdp=-1", "MeshConfig spec, e.g. 'fsdp=2,tensor=4'", flag_values=_FLAGS)
+flags.DEFINE_string("parts", None, "comma-separated: sample, train, llm (and clip, vae with --target); default "
+                    "sample,train,llm (with --target: sample,llm,clip,vae)", flag_values=_FLAGS)  # fmt: skip
+flags.DEFINE_integer("frames", None, "video frames (default: the release's 102)", flag_values=_FLAGS)
+flags.DEFINE_integer("height", None, "video height (default 544)", flag_values=_FLAGS)
+flags.DEFINE_integer("width", None, "video width (default 992)", flag_values=_FLAGS)
+flags.DEFINE_integer("llm_layers", None, "shrink the Step-LLM (smoke tests)", flag_values=_FLAGS)
+flags.DEFINE_bool("flops", True, "the extra unrolled compiles for FLOPs (--noflops skips them)", flag_values=_FLAGS)
+flags.DEFINE_string("json", "", "also write the report as JSON here", flag_values=_FLAGS)
+flags.DEFINE_string("target", "", "TPU topology (v5e:2x4, v5p:2x2x1, ...) or slice name (v5p-8): compile deviceless "
+                    "with libtpu's TPU compiler instead of simulated CPU devices", flag_values=_FLAGS)  # fmt: skip
+flags.DEFINE_bool("search", False, "with --target: compile the candidate meshes, rank them", flag_values=_FLAGS)
+flags.DEFINE_float("kernel_efficiency", None, "with --target: assumed splash efficiency", flag_values=_FLAGS)
+# The spellings of the argparse version of this tool keep working.
+_RENAMED = {"--llm-layers": "--llm_layers", "--no-flops": "--noflops", "--kernel-efficiency": "--kernel_efficiency"}
+
+
+def _parse(argv: list[str]):
+    argv = [_RENAMED.get(x.split("=", 1)[0], x.split("=", 1)[0]) + (x[len(x.split("=", 1)[0]) :]) for x in argv]
+    _FLAGS.unparse_flags()  # every call starts from the defaults
+    try:
+        rest = _FLAGS(["plan", *argv])
+    except flags.Error as e:
+        raise SystemExit(f"error: {e}") from None
+    if len(rest) > 1:
+        raise SystemExit(f"error: unexpected arguments {rest[1:]}")
+    f = _FLAGS
+    return types.SimpleNamespace(
+        config=f.config, devices=f.devices, mesh=f.mesh, parts=f.parts, frames=f.frames, height=f.height,
+        width=f.width, llm_layers=f.llm_layers, no_flops=not f.flops, json=f.json, target=f.target,
+        search=f.search, kernel_efficiency=f.kernel_efficiency,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--config", default="", help="sampling or training config file (path[:variant]); default: the 30B release"
-    )
-    p.add_argument("--devices", type=int, default=None, help="simulated CPU devices (set before jax starts)")
-    p.add_argument("--mesh", default="fsdp=-1", help="MeshConfig spec, e.g. 'fsdp=2,tensor=4'")
-    p.add_argument("--parts", default=None, help="comma-separated: sample, train, llm (and clip, vae with --target); "
-                   "default sample,train,llm (with --target: sample,llm,clip,vae)")  # fmt: skip
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--llm-layers", type=int, default=None, help="shrink the Step-LLM (smoke tests)")
-    p.add_argument("--no-flops", action="store_true", help="skip the extra unrolled compiles for FLOPs")
-    p.add_argument("--json", default="", help="also write the report as JSON here")
-    p.add_argument("--target", default="", help="TPU topology (v5e:2x4, v5p:2x2x1, ...) or slice name (v5p-8): "
-                   "compile deviceless with libtpu's TPU compiler instead of simulated CPU devices")  # fmt: skip
-    p.add_argument("--search", action="store_true", help="with --target: compile the candidate meshes, rank them")
-    p.add_argument("--kernel-efficiency", type=float, default=None, help="with --target: assumed splash efficiency")
-    a = p.parse_args(argv)
+    a = _parse(sys.argv[1:] if argv is None else list(argv))
     if a.target:
         return _main_target(a)
     if a.search:
@@ -365,10 +389,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_json(path: str, report: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(report, fh, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, report, indent=1)
 
 
 def _main_target(a) -> int:
