@@ -333,6 +333,8 @@ flags.DEFINE_string("target", "", "TPU topology (v5e:2x4, v5p:2x2x1, ...) or sli
                     "with libtpu's TPU compiler instead of simulated CPU devices", flag_values=_FLAGS)  # fmt: skip
 flags.DEFINE_bool("search", False, "with --target: compile the candidate meshes, rank them", flag_values=_FLAGS)
 flags.DEFINE_float("kernel_efficiency", None, "with --target: assumed splash efficiency", flag_values=_FLAGS)
+flags.DEFINE_enum("quantize", "none", ["none", "int8", "fp8"], "with --target: weight-only quantized DiT (sample) and "
+                  "Step-LLM (llm) linears, as `convert_torch_weights.py --quantize` stores them", flag_values=_FLAGS)  # fmt: skip
 # The spellings of the argparse version of this tool keep working.
 _RENAMED = {"--llm-layers": "--llm_layers", "--no-flops": "--noflops", "--kernel-efficiency": "--kernel_efficiency"}
 
@@ -350,7 +352,7 @@ def _parse(argv: list[str]):
     return types.SimpleNamespace(
         config=f.config, devices=f.devices, mesh=f.mesh, parts=f.parts, frames=f.frames, height=f.height,
         width=f.width, llm_layers=f.llm_layers, no_flops=not f.flops, json=f.json, target=f.target,
-        search=f.search, kernel_efficiency=f.kernel_efficiency,
+        search=f.search, kernel_efficiency=f.kernel_efficiency, quantize=f.quantize,
     )  # fmt: skip
 
 
@@ -421,7 +423,7 @@ def _main_target(a) -> int:
             if a.json:
                 _write_json(a.json, tpu_plan.jsonable({"target": target, "search": rows, "complete": False}))
 
-        rows = tpu_plan.search(target, part=parts[0], config=_target_config(config, parts[0]), on_row=partial,
+        rows = tpu_plan.search(target, part=parts[0], config=_target_config(config, parts[0], a.quantize), on_row=partial,
                                log=lambda s: print(s, flush=True), **kw)  # fmt: skip
         report = {"target": target, "device_kind": next((r["device_kind"] for r in rows if "device_kind" in r), None),
                   "search": rows, "complete": True}  # fmt: skip
@@ -431,7 +433,7 @@ def _main_target(a) -> int:
         mesh = tpu_plan.mesh_for(target, a.mesh)
         for part in parts:
             r = tpu_plan.plan_part(
-                target, mesh, part, config=_target_config(config, part), extrapolate=not a.no_flops, **kw
+                target, mesh, part, config=_target_config(config, part, a.quantize), extrapolate=not a.no_flops, **kw
             )
             report["parts"][part] = r
             report.update(device_kind=r["device_kind"], devices=r["devices"], mesh=r["mesh"])
@@ -442,9 +444,22 @@ def _main_target(a) -> int:
     return 0
 
 
-def _target_config(config, part: str):
+def _target_config(config, part: str, quantize: str = "none"):
     """--config for --target: a training config overrides the train part, a sampling config's DiT
-    fields (dtype, variant) the sample part; other parts keep the release's."""
+    fields (dtype, variant) the sample part; other parts keep the release's. `quantize` makes the
+    sample part's DiT and the llm part's Step-LLM weight-only quantized."""
+    if quantize != "none":
+        if part == "train":
+            raise SystemExit("--quantize applies to the sample and llm parts (training keeps float weights)")
+        if part == "sample":
+            from stepvideo_jax.tools.tpu_plan import release_dit
+
+            base = release_dit() if config is None or "model" in config else _dit_config_from(config, train=False)
+            return dataclasses.replace(base, attention_kernel="splash", quantize=quantize)
+        if part == "llm":
+            from stepvideo_jax.text import StepLLMConfig
+
+            return StepLLMConfig(param_dtype="bfloat16", dtype="bfloat16", quantize=quantize)
     if config is None:
         return None
     if part == "train" and "model" in config:
