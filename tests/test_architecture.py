@@ -31,7 +31,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "stepvideo_jax"
 LAYERS = [
     ("config", "layers", "attention", "sharding", "files", "distributed"),
     ("dit", "vae", "text"),
-    ("convert", "checkpoint", "components", "testing", "lora"),
+    ("convert", "checkpoint", "components", "testing", "lora", "quantize"),
     ("diffusion", "training", "data", "motion", "video_io", "evaluation"),
     ("tools", "parity", "configs", "app", "api"),
 ]
