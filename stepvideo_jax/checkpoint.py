@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from stepvideo_jax.config import dtype_from_name
-from stepvideo_jax.files import write_json_atomic
+from stepvideo_jax.files import process_alive, write_json_atomic
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -200,17 +200,6 @@ def new_manifest(source: str) -> dict[str, Any]:
     }
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
 
 def _recover_and_clean(dst: str) -> list[str]:
     """What a killed `staged_folder` left beside `dst`: a replaced destination is put back if the
@@ -226,7 +215,7 @@ def _recover_and_clean(dst: str) -> list[str]:
     stale = []
     for name in sorted(os.listdir(parent)):
         m = pattern.match(name)
-        if m and not _process_alive(int(m.group(2))):
+        if m and not process_alive(int(m.group(2))):
             stale.append((m.group(1), os.path.join(parent, name)))
     done = []
     for kind, path in stale:

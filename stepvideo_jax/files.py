@@ -31,6 +31,7 @@ __all__ = [
     "write_jsonl_atomic",
     "iter_jsonl",
     "read_jsonl",
+    "process_alive",
 ]
 
 _TEMP_TRIES = 100
@@ -133,3 +134,16 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The objects of a JSON Lines file in order, blank lines skipped (errors as `iter_jsonl`)."""
     return [item for _, item in iter_jsonl(path)]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (ours, or someone else's): a temp file it owns is not stale."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True

@@ -20,7 +20,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from stepvideo_jax.files import atomic_path
+from stepvideo_jax.files import atomic_path, process_alive
 
 __all__ = [
     "DENOISE_FILTER",
@@ -197,17 +197,6 @@ def private_path(out_dir: str, name: str, suffix: str = "") -> str:
     return os.path.join(out_dir, f".{name}.pid{os.getpid()}.part{suffix}")
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def remove_stale_temp_files(out_dir: str) -> list[str]:
     """Removes the hidden temporary files a killed run left in `out_dir` (their process is gone);
@@ -218,7 +207,7 @@ def remove_stale_temp_files(out_dir: str) -> list[str]:
     for name in os.listdir(out_dir):
         m = _PRIVATE.match(name)
         path = os.path.join(out_dir, name)
-        if m and not _process_alive(int(m.group(1))) and os.path.isfile(path):
+        if m and not process_alive(int(m.group(1))) and os.path.isfile(path):
             os.remove(path)
             removed.append(path)
     return removed
