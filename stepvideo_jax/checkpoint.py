@@ -200,7 +200,6 @@ def new_manifest(source: str) -> dict[str, Any]:
     }
 
 
-
 def _recover_and_clean(dst: str) -> list[str]:
     """What a killed `staged_folder` left beside `dst`: a replaced destination is put back if the
     new one never arrived, then its `.NAME.tmp-PID-*` / `.NAME.old-PID-*` folders are removed

@@ -197,7 +197,6 @@ def private_path(out_dir: str, name: str, suffix: str = "") -> str:
     return os.path.join(out_dir, f".{name}.pid{os.getpid()}.part{suffix}")
 
 
-
 def remove_stale_temp_files(out_dir: str) -> list[str]:
     """Removes the hidden temporary files a killed run left in `out_dir` (their process is gone);
     returns the removed paths. Files of live processes (a concurrent run) are kept."""
