@@ -46,7 +46,7 @@ def overrides_of(setting: str) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=os.path.join(REPO, "configs", "demo.py"))
+    p.add_argument("--config", default="demo", help="a packaged config name (demo) or a config file")
     p.add_argument("--bench_dir", default=os.path.join(REPO, "runs", "demo", "data", "heldout"))
     p.add_argument("--out", default=os.path.join(REPO, "outputs", "bench", "cache_policies"))
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
@@ -57,7 +57,10 @@ def main(argv=None) -> int:
             f"error: {args.bench_dir} does not exist; write it with "
             "python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=heldout"
         )
-    spec = importlib.util.spec_from_file_location("_demo_config", args.config)
+    from stepvideo_jax.configs import resolve_config_arg
+
+    path = resolve_config_arg(args.config).partition(":")[0]
+    spec = importlib.util.spec_from_file_location("_demo_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config("")

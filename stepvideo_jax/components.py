@@ -539,7 +539,8 @@ def convert_release(
             manifest["components"][name] = entry
             t3 = time.perf_counter()
             log(
-                f"{name}: {entry['num_params']:,} parameters, {entry['bytes'] / 2**30:.2f} GiB {dtype} in "
+                f"{name}: {entry['num_params']:,} parameters, {entry['bytes'] / 2**30:.2f} GiB {dtype}"
+                f"{f' ({quantize} linears)' if 'quantize' in config else ''} in "
                 f"{t3 - t0:.1f}s (convert {t1 - t0:.1f}s, write {t2 - t1:.1f}s, hash and copy {t3 - t2:.1f}s)"
             )
         checkpoint.write_manifest(tmp, manifest)

@@ -328,6 +328,6 @@ def test_parity_malformed_fixture_config_exits_2(tmp_path, fixture_prefix, capsy
     meta = json.loads((tmp_path / "clip.json").read_text())
     meta["config"]["num_hidden_layers"] = "two"
     (tmp_path / "clip.json").write_text(json.dumps(meta))
-    assert parity.main([str(tmp_path / "clip")]) == 2
+    assert parity.check_prefixes([str(tmp_path / "clip")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "clip.json: malformed fixture config" in err and "\n" not in err, err

@@ -144,6 +144,7 @@ class StepVideoDiT(nnx.Module):
     # forward = final_layer(run_blocks(embed_inputs(...))). A sampler that caches the block stack's
     # residual between steps (stepvideo_jax.diffusion.cache) calls the pieces; the model itself keeps no
     # state between calls and its call signature knows nothing of caching.
+    @enters_rules(DIT_SHARDING)
     def embed_inputs(
         self,
         latents: jax.Array,  # [B, F, H, W, C]
@@ -183,6 +184,7 @@ class StepVideoDiT(nnx.Module):
         cos, sin = (constrain(t, ("seq", "kv"), like=tokens) for t in (cos, sin))
         return DiTInputs(x, emb, modulation, context, context_mask, cos, sin, (b, f, h, w))
 
+    @enters_rules(DIT_SHARDING)
     def run_blocks(self, x: jax.Array, inputs: DiTInputs, start: int = 0, stop: int | None = None) -> jax.Array:
         """Blocks [start, stop) on tokens x [B, N, D] (all of them by default); returns [B, N, D]."""
         cfg = self.cfg
@@ -199,6 +201,7 @@ class StepVideoDiT(nnx.Module):
         args = (inputs.context, inputs.context_mask, inputs.modulation, inputs.cos, inputs.sin)
         return self._run_blocks(x, *args, blocks=nnx.merge(graphdef, state), num_layers=stop - start)
 
+    @enters_rules(DIT_SHARDING)
     def final_layer(self, x: jax.Array, inputs: DiTInputs) -> jax.Array:
         """Output norm, modulation and unpatchify: tokens [B, N, D] -> velocity [B, F, H, W, C_out]."""
         cfg = self.cfg
