@@ -109,6 +109,7 @@ def _tiny_vae():
     return VideoVAE(VAEConfig.tiny(z_channels=4, encoder_ch=8, decoder_ch=8, norm_groups=8), rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow  # ~90 s of VAE gradients on 2 cores
 def test_vae_loss_terms():
     vae = _tiny_vae()
     video = jax.random.uniform(jax.random.key(0), (2, 17, 16, 16, 3), minval=-1, maxval=1)
@@ -124,6 +125,7 @@ def test_vae_loss_terms():
         VAEObjectiveConfig(recon="l3")
 
 
+@pytest.mark.slow  # ~2 min of VAE training steps on 2 cores
 def test_vae_trainer_learns_a_fixed_clip():
     from stepvideo_jax.sharding import MeshConfig, make_mesh
     from stepvideo_jax.training import OptimConfig, Trainer

@@ -97,6 +97,7 @@ def test_bad_lora_configs_fail_in_one_line():
     assert set(adapter_arrays(model)) >= {"blocks.attn1.wqkv.lora_a", "blocks.ff.w_in.lora_b"}
 
 
+@pytest.mark.slow  # three tiny training runs; the adapter merge/sampling tests stay in CI
 def test_lora_training_keeps_only_adapters_in_the_state_and_resumes_bit_identically(tmp_path):
     """train_ti2v:tiny_lora on random latents: the state holds adapters only (optimizer state too), the
     adapter file is written at the end, and 4 steps in two runs of 2 equal 4 uninterrupted steps."""

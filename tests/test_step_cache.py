@@ -127,6 +127,7 @@ def test_cached_runs_skip_and_host_loop_equals_fused(setup, cache):
     assert 0 < err < 0.2, err
 
 
+@pytest.mark.slow  # the guidance interval is also checked by test_pipeline (dit_evals, bad interval)
 def test_guidance_interval_evaluates_one_row_outside(setup):
     _, sampler, (latents, text, condition, motion), sigmas = setup
     interval = (0.2, 0.6)

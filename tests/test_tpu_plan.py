@@ -85,7 +85,7 @@ def test_small_dit_sampling_step_compiles_for_v5e_with_mosaic_splash_and_ulysses
 
 
 @needs_libtpu
-@pytest.mark.parametrize("mesh", ["fsdp=4", "sequence=4"])
+@pytest.mark.parametrize("mesh", ["fsdp=4", pytest.param("sequence=4", marks=pytest.mark.slow)])
 def test_small_dit_training_step_compiles_for_v5e(mesh):
     r = _plan("train", mesh)
     assert r["attention_kernel"] == "splash" and r["remat_policy"] == "full"
