@@ -54,11 +54,11 @@ def target_platform() -> str:
     """The platform the program is being built for: that of the active mesh's devices (which may be
     compile-only TPU devices from ``jax.experimental.topologies`` on a CPU host), else the default
     backend."""
-    from stepvideo_jax.sharding import current_mesh_rules
+    from stepvideo_jax.sharding import current_mesh
 
-    active = current_mesh_rules()
-    if active is not None:
-        return active[0].devices.flat[0].platform
+    mesh = current_mesh()  # the mesh alone: this runs outside a network's rules too (VAE convs)
+    if mesh is not None:
+        return mesh.devices.flat[0].platform
     return jax.default_backend()
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
-from stepvideo_jax.sharding import constrain, model_shardings, use_mesh_rules
+from stepvideo_jax.sharding import constrain, enters_rules, model_shardings, use_mesh_rules
 from stepvideo_jax.vae.config import VAEConfig
 from stepvideo_jax.vae.layers import (
     AttentionBlock,
@@ -316,6 +316,7 @@ class VideoVAE(nnx.Module):
             raise ValueError(f"latent frames must be 1 or a multiple of {cfg.latent_len}; got {f}")
 
     # ------------------------------------------------------------------ channels-last API
+    @enters_rules(VAE_SHARDING)
     def encode_moments_channels_last(self, video: jax.Array, *, sequential: bool = True) -> jax.Array:
         """[B, F, H, W, Cin] in [-1, 1] -> [B, F', H/s, W/s, 2z] ([mean | logvar] on channels)."""
         self.check_video_shape(video.shape, channels_last=True)
@@ -333,6 +334,7 @@ class VideoVAE(nnx.Module):
         std = jnp.exp(0.5 * jnp.clip(logvar, *self.cfg.logvar_clip))
         return mean + std * jax.random.normal(rng, mean.shape, mean.dtype)
 
+    @enters_rules(VAE_SHARDING)
     def decode_channels_last(
         self,
         latents: jax.Array,
