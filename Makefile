@@ -22,13 +22,16 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# CI runs `make test`: everything but the tests marked slow (a representative set of each area stays in).
+# CI runs `make test`: everything but the tests marked slow (a representative set of each area stays in), on
+# two pytest-xdist workers (a test file stays on one worker, so its module fixtures are built once); the
+# slowest tests are listed at the end.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist=loadfile --durations=20 -m "not slow" tests
 
 # Every test, the slow ones included (tens of minutes on 2 cores).
 test-all: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist=loadfile --durations=20 tests
 
 # Parity of every reference fixture through the converter.
 parity: $(STAMP)
