@@ -133,7 +133,9 @@ def _in_out(module) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if isinstance(module, QuantizedDense):  # the adapter contracts the trailing axes of x, as the base must
         n = len(module.in_features)
         if tuple(module.axis) != tuple(range(-n, 0)):
-            raise ValueError(f"LoRA on a QuantizedDense needs it to contract the last {n} axes; it contracts {module.axis}")
+            raise ValueError(
+                f"LoRA on a QuantizedDense needs it to contract the last {n} axes; it contracts {module.axis}"
+            )
     return tuple(module.in_features), tuple(module.out_features)
 
 

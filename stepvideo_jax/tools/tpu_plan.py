@@ -256,7 +256,9 @@ def train_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Prog
         model_flops = _dit_model_flops(full, sizes, batch, train=True)
     else:
         # Notes and FLOPs at the full depth (the 1- / 2-layer variants only feed the extrapolation).
-        full_trainer = trainer if layers is None else dit_trainer(full, optim, objective, mesh, lora=lora, rules=DIT_SHARDING)
+        full_trainer = (
+            trainer if layers is None else dit_trainer(full, optim, objective, mesh, lora=lora, rules=DIT_SHARDING)
+        )
         n_trainable = sum(a.size for a in jax.tree.leaves(full_trainer.abstract_params))
         n_frozen = sum(a.size for a in jax.tree.leaves(full_trainer.abstract_frozen()))
         notes.update(

@@ -131,7 +131,9 @@ class Trainer:
         if self._abstract_frozen is None:
             return None
         return jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), self._abstract_frozen, self.frozen_shardings
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self._abstract_frozen,
+            self.frozen_shardings,
         )
 
     def model_of(self, params: Mapping, frozen: Mapping | None = None) -> nnx.Module:
