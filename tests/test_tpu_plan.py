@@ -139,6 +139,19 @@ def test_small_dit_lora_training_step_compiles_for_v5e_with_the_frozen_base_as_a
     # Far below full training's state (float32 weights, 2 moments, EMA: 4x the float32 params, sharded).
     assert r["argument_bytes"] < 0.25 * (4 * full_base / 4)
     assert r["fits"]
+    # LoRA FLOPs: no weight gradients for the frozen base, so between 2 and 3 forwards (full training: 3).
+    from stepvideo_jax.tools.plan import _dit_model_flops
+
+    fwd = _dit_model_flops(_train_config_dit(), SIZES, 2, train=False)
+    assert 2 * fwd < r["model_flops"] < 2.5 * fwd
+
+
+def test_plan_cli_refuses_quantize_for_full_training():
+    from stepvideo_jax.tools.plan import main
+
+    for config in ([], ["--config=train_ti2v:full"]):
+        with pytest.raises(SystemExit, match="--quantize with the train part needs a LoRA training config"):
+            main(["--target=v5e:2x2", "--parts=train", "--quantize=int8", *config])
 
 
 def _train_config_dit():

@@ -616,6 +616,13 @@ def format_parts(report: dict) -> str:
         lines.append(
             f"{name} collectives per step: {_coll(r['collectives'])}; Mosaic kernels in HLO: {r['mosaic_kernels_in_hlo']}"
         )
+    for name, r in report["parts"].items():
+        if "lora_rank" in r:
+            lines.append(
+                f"{name}: LoRA rank {r['lora_rank']}, {r['trainable_params']:,} of {r['total_params']:,} parameters "
+                f"trainable ({r['trainable_fraction']:.2%}); optimizer state {_gib(r['optimizer_state_bytes'])} GiB, "
+                f"frozen base {_gib(r['frozen_base_bytes'])} GiB (quantize {r['quantize']}), all chips together"
+            )
     pipe = report.get("pipeline")
     if pipe:
         stages = ", ".join(f"{k} {_secs(v['estimated_seconds'])} s" for k, v in pipe["stages"].items())
