@@ -4,7 +4,8 @@
     nnx.state(model, LoRAParam)                                      # the trainable adapters only
     merged = merge_lora(model)                                       # base kernels + scale * A @ B
 
-`apply_lora` wraps every `nnx.Linear` / `nnx.LinearGeneral` whose dotted module path matches one of
+`apply_lora` wraps every `nnx.Linear` / `nnx.LinearGeneral` (and weight-only quantized
+`layers.QuantizedDense`: QLoRA, an int8 / fp8 frozen base under float32 adapters) whose dotted module path matches one of
 `LoRAConfig.targets` (regular expressions, e.g. `blocks\\.attn1\\.wqkv`) in a `LoRALinear`: the base
 layer plus `lora_a` [*in, r] and `lora_b` [r, *out] (with the stacked-layers axis in front inside the
 `nnx.vmap`-built block stack, so `nnx.scan` slices them per layer like the base weights), output
@@ -39,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from stepvideo_jax.files import atomic_path
+from stepvideo_jax.layers.quantized import QuantizedDense
 
 __all__ = [
     "LoRAConfig",
@@ -96,7 +98,7 @@ class LoRAParam(nnx.Param):
 
 
 class LoRALinear(nnx.Module):
-    """`base(x) + scale * (x . A) . B` for a base `nnx.Linear` / `nnx.LinearGeneral`."""
+    """`base(x) + scale * (x . A) . B` for a base `nnx.Linear` / `nnx.LinearGeneral` / `QuantizedDense`."""
 
     def __init__(
         self, base: nnx.Module, lora_a: LoRAParam, lora_b: LoRAParam, *, n_in: int, scale: float, dropout: float = 0.0
@@ -122,12 +124,18 @@ class LoRALinear(nnx.Module):
 
 
 def _is_linear(module) -> bool:
-    return isinstance(module, (nnx.Linear, nnx.LinearGeneral))
+    return isinstance(module, (nnx.Linear, nnx.LinearGeneral, QuantizedDense))
 
 
 def _in_out(module) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if isinstance(module, nnx.Linear):
         return (module.in_features,), (module.out_features,)
+    if isinstance(module, QuantizedDense):  # the adapter contracts the trailing axes of x, as the base must
+        n = len(module.in_features)
+        if tuple(module.axis) != tuple(range(-n, 0)):
+            raise ValueError(
+                f"LoRA on a QuantizedDense needs it to contract the last {n} axes; it contracts {module.axis}"
+            )
     return tuple(module.in_features), tuple(module.out_features)
 
 
@@ -141,11 +149,11 @@ def _targets(model: nnx.Module, cfg: LoRAConfig) -> list[tuple[tuple, nnx.Module
     return found
 
 
-def apply_lora(model: nnx.Module, cfg: LoRAConfig, *, seed: int = 0) -> nnx.Module:
+def apply_lora(model: nnx.Module, cfg: LoRAConfig, *, seed: int = 0, require_targets: bool = True) -> nnx.Module:
     """Wraps the matching linears of `model` in `LoRALinear` (in place; returns `model`). A is drawn
     N(0, 1/in) per layer with NumPy from `seed`, B is zero, so the adapted model starts equal to the base."""
     found = _targets(model, cfg)
-    if not found:
+    if not found and require_targets:
         names = [".".join(map(str, p)) for p, m in nnx.iter_modules(model) if _is_linear(m)]
         raise ValueError(f"LoRA targets {list(cfg.targets)} match no linear layer; the model has {names}")
     rng = np.random.default_rng(seed)
@@ -182,7 +190,11 @@ def _wrapped(model: nnx.Module) -> list[tuple[tuple, LoRALinear]]:
 
 def merge_lora(model: nnx.Module, *, scale: float = 1.0) -> nnx.Module:
     """Folds every adapter into its base kernel (`kernel += scale * lora_scale * A . B`, computed in
-    float32) and puts the base layers back; returns `model` (changed in place)."""
+    float32) and puts the base layers back; returns `model` (changed in place). A quantized base is
+    refused: folding into int8 / e4m3 would round the update away (merge on the float base instead)."""
+    quantized = [".".join(map(str, p)) for p, w in _wrapped(model) if isinstance(w.base, QuantizedDense)]
+    if quantized:
+        raise ValueError(f"cannot merge adapters into quantized layers {quantized[:3]}; merge on the float base model")
     for path, wrapped in _wrapped(model):
         base = wrapped.base
         kernel = base.kernel[...]

@@ -200,3 +200,54 @@ def test_sampling_config_merges_adapter_files_and_export_uses_release_names(tmp_
     assert release["transformer_blocks.0.attn1.wqkv.lora_A.weight"].shape == (2, d)
     assert release["transformer_blocks.1.attn1.wqkv.lora_B.weight"].shape == (3 * h * hd, 2)
     assert release["transformer_blocks.0.ff.net.2.lora_A.weight"].shape == (2, 4 * d)
+
+
+def _dequantized_float_model(float_model, qmodel):
+    """The float model with every quantized kernel replaced by its dequantized value (q * scale)."""
+    from stepvideo_jax.quantize import quantized_kernels
+
+    qflat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(qmodel))}
+    fflat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(float_model))}
+    for key, k in quantized_kernels(qmodel).items():
+        q = np.asarray(qflat[key][...]).astype(np.float32)
+        s = np.asarray(qflat[k.scale][...])
+        s = s.reshape(s.shape[: k.leading] + (1,) * k.num_in_axes + s.shape[k.leading :])
+        fflat[key][...] = q * s
+    return float_model
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp8"])
+def test_qlora_adapters_on_a_quantized_base_equal_the_dequantized_float_model_with_them(mode):
+    """QLoRA: adapters wrap the weight-only quantized linears (base int8 / e4m3, adapters float32); with
+    B nonzero the output equals the dequantized-float model carrying the same adapters (rel. L2 <= 1e-5,
+    float32 rounding of (x @ q) * s vs x @ (q * s)), and the adapters' delta matches too."""
+    from stepvideo_jax.layers.quantized import QuantizedDense
+    from stepvideo_jax.quantize import quantize_model
+
+    make = lambda: random_model(lambda: StepVideoDiT(CFG, rngs=nnx.Rngs(0)), seed=0)
+    qbase = quantize_model(make(), mode)
+    base_out = np.asarray(qbase(**_inputs()))
+    lora = LoRAConfig(rank=4, alpha=8.0)
+    qmodel = apply_lora(quantize_model(make(), mode), lora, seed=3)
+    wrapped = [m for _, m in nnx.iter_modules(qmodel) if type(m).__name__ == "LoRALinear"]
+    assert len(wrapped) == 7 and all(isinstance(m.base, QuantizedDense) for m in wrapped)
+    frozen = nnx.state(qmodel, nnx.Not(LoRAParam))
+    assert {np.dtype(v.dtype) for _, v in nnx.to_flat_state(nnx.state(qmodel, LoRAParam))} == {np.dtype(np.float32)}
+    kernels = [v for p, v in nnx.to_flat_state(frozen) if p[-1] == "kernel" and "blocks" in p]
+    assert kernels and all(v.dtype == (np.int8 if mode == "int8" else jax.numpy.float8_e4m3fn) for v in kernels)
+    _randomize_b(qmodel)
+    q_out = np.asarray(qmodel(**_inputs()))
+    assert _rel(q_out, base_out) > 1e-3  # the adapters change the quantized model's output
+
+    dequant = _dequantized_float_model(make(), qbase)
+    deq_base_out = np.asarray(dequant(**_inputs()))
+    dequant = apply_lora(dequant, lora, seed=3)
+    _randomize_b(dequant)
+    np.testing.assert_array_equal(  # same adapters (A from the seed, B from _randomize_b)
+        *[np.concatenate([v.ravel() for v in adapter_arrays(m).values()]) for m in (qmodel, dequant)]
+    )
+    deq_out = np.asarray(dequant(**_inputs()))
+    assert _rel(q_out, deq_out) <= 1e-5
+    assert _rel(q_out - base_out, deq_out - deq_base_out) <= 1e-4  # the adapters' delta itself
+    with pytest.raises(ValueError, match="cannot merge adapters into quantized layers"):
+        merge_lora(qmodel)

@@ -101,6 +101,59 @@ def test_small_dit_training_step_compiles_for_v5e(mesh):
     assert 0 < r["temp_bytes"] <= 4 * params / shard + 16 * MiB
 
 
+def _lora_train_config(quantize: str):
+    """train_ti2v:lora at the small width (bf16 base), through the plan CLI's --quantize handling."""
+    from stepvideo_jax.configs import get_config
+    from stepvideo_jax.tools.plan import _target_config
+
+    c = get_config("train_ti2v:lora")
+    c.model.update(SMALL)
+    c.model.update(rope_split=(64, 32, 32), scan_layers=True, remat_policy="full")
+    c.data.batch_size = 2
+    return _target_config(c, "train", quantize)
+
+
+@needs_libtpu
+# int8 (QLoRA) runs the LoRA path and the quantized base; the bf16 base repeats it (make test-all).
+@pytest.mark.parametrize("quantize", [pytest.param("none", marks=pytest.mark.slow), "int8"])
+def test_small_dit_lora_training_step_compiles_for_v5e_with_the_frozen_base_as_an_argument(quantize):
+    from stepvideo_jax.tools.tpu_plan import plan_part
+
+    config = _lora_train_config(quantize)
+    r = plan_part("v5e:2x2", "fsdp=4", "train", sizes=SIZES, config=config, extrapolate=False)
+    assert r["attention_kernel"] == "splash" and r["mosaic_kernels_in_hlo"] >= 4  # fwd + bwd splash kernels
+    assert r["lora_rank"] == 16 and r["quantize"] == quantize
+    adapters, total = r["trainable_params"], r["total_params"]
+    assert 0 < adapters < 0.1 * total
+    # Donated state = float32 adapters + 2 AdamW moments (no EMA in the lora config), 4-way sharded
+    # (A's rank axis and the few vectors that do not divide stay whole: at most 3x the adapters).
+    assert r["optimizer_state_bytes"] >= 2 * 4 * adapters
+    state = 3 * 4 * adapters
+    assert state / 4 <= r["alias_bytes"] <= state
+    # The frozen base is an argument (not donated): the base bytes 4-way sharded beside the state; a
+    # bf16 base is 2 bytes per weight, an int8 one about 1 (plus float32 scales and bf16 vectors).
+    base = r["frozen_base_bytes"]
+    full_base = _param_bytes(_train_config_dit())  # the same DiT with float32 weights
+    assert base <= (full_base / 2 if quantize == "none" else full_base / 4 + full_base / 16)
+    assert base / 4 + r["alias_bytes"] <= r["argument_bytes"] <= base / 4 + state + 4 * MiB
+    # Far below full training's state (float32 weights, 2 moments, EMA: 4x the float32 params, sharded).
+    assert r["argument_bytes"] < 0.25 * (4 * full_base / 4)
+    assert r["fits"]
+    # LoRA FLOPs: no weight gradients for the frozen base, so between 2 and 3 forwards (full training: 3).
+    from stepvideo_jax.tools.plan import _dit_model_flops
+
+    fwd = _dit_model_flops(_train_config_dit(), SIZES, 2, train=False)
+    assert 2 * fwd < r["model_flops"] < 2.5 * fwd
+
+
+def test_plan_cli_refuses_quantize_for_full_training():
+    from stepvideo_jax.tools.plan import main
+
+    for config in ([], ["--config=train_ti2v:full"]):
+        with pytest.raises(SystemExit, match="--quantize with the train part needs a LoRA training config"):
+            main(["--target=v5e:2x2", "--parts=train", "--quantize=int8", *config])
+
+
 def _train_config_dit():
     from stepvideo_jax.dit import DiTConfig
 

@@ -333,8 +333,9 @@ flags.DEFINE_string("target", "", "TPU topology (v5e:2x4, v5p:2x2x1, ...) or sli
                     "with libtpu's TPU compiler instead of simulated CPU devices", flag_values=_FLAGS)  # fmt: skip
 flags.DEFINE_bool("search", False, "with --target: compile the candidate meshes, rank them", flag_values=_FLAGS)
 flags.DEFINE_float("kernel_efficiency", None, "with --target: assumed splash efficiency", flag_values=_FLAGS)
-flags.DEFINE_enum("quantize", "none", ["none", "int8", "fp8"], "with --target: weight-only quantized DiT (sample) and "
-                  "Step-LLM (llm) linears, as `convert_torch_weights.py --quantize` stores them", flag_values=_FLAGS)  # fmt: skip
+flags.DEFINE_enum("quantize", "none", ["none", "int8", "fp8"], "with --target: weight-only quantized DiT (sample), "
+                  "Step-LLM (llm) linears, as `convert_torch_weights.py --quantize` stores them, and the frozen base "
+                  "of a LoRA training config (train: QLoRA)", flag_values=_FLAGS)  # fmt: skip
 # The spellings of the argparse version of this tool keep working.
 _RENAMED = {"--llm-layers": "--llm_layers", "--no-flops": "--noflops", "--kernel-efficiency": "--kernel_efficiency"}
 
@@ -447,10 +448,20 @@ def _main_target(a) -> int:
 def _target_config(config, part: str, quantize: str = "none"):
     """--config for --target: a training config overrides the train part, a sampling config's DiT
     fields (dtype, variant) the sample part; other parts keep the release's. `quantize` makes the
-    sample part's DiT and the llm part's Step-LLM weight-only quantized."""
+    sample part's DiT and the llm part's Step-LLM weight-only quantized, and the frozen base of a LoRA
+    training config (QLoRA; full training updates every weight, so it keeps float weights)."""
     if quantize != "none":
         if part == "train":
-            raise SystemExit("--quantize applies to the sample and llm parts (training keeps float weights)")
+            if config is None or "model" not in config or not (config.get("lora") or {}).get("rank"):
+                raise SystemExit(
+                    "--quantize with the train part needs a LoRA training config (e.g. --config=train_ti2v:lora): "
+                    "full training updates float weights"
+                )
+            cfg = config.copy_and_resolve_references()
+            with cfg.unlocked():
+                cfg.model.attention_kernel = "splash"
+                cfg.model.quantize = quantize
+            return cfg
         if part == "sample":
             from stepvideo_jax.tools.tpu_plan import release_dit
 

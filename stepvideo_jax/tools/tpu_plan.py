@@ -91,6 +91,7 @@ class Program:
     pallas_flops_per_device: float = 0.0  # FLOPs inside Pallas kernels, per device (not costed by XLA)
     attention_kernel: str = "xla"
     calls_per_video: int = 1  # how often a video runs this part (50 for a sampling step)
+    weight_args: tuple[int, ...] = (0,)  # the arguments holding weights / train state (and a frozen base)
     notes: dict = dataclasses.field(default_factory=dict)
 
 
@@ -179,13 +180,49 @@ def release_train_config():
     return config
 
 
+def _dit_lora_train_flops(full: DiTConfig, sizes: PlanSizes, batch: int, adapters: dict[str, int]) -> float:
+    """Matmul FLOPs of one LoRA training step (all devices). The frozen base takes no weight
+    gradients, so its projections run forward + backward w.r.t. the activations = 2 x forward, while
+    the attention logits / values (two activation operands, both need gradients) stay 3 x forward;
+    the adapters train: 3 x their forward 2 T (in + out) r per layer, T the tokens they see (the
+    text tokens for the cross-attention's `wkv`, the video tokens otherwise):
+
+        2 fwd(projections + FFN) + 3 fwd(attention core) + 3 sum_adapters 2 B T r (in + out) L
+    """
+    f, h, w = sizes.latent_shape
+    n, m = f * h * w, sizes.clip_tokens + sizes.llm_tokens
+    d, L = full.hidden_size, full.num_layers
+    core = 2 * 2 * n * n * d + 2 * 2 * n * m * d  # self- and cross-attention logits + values, per layer
+    fwd = _dit_model_flops(full, sizes, batch, train=False)
+    projections = fwd - batch * L * core
+    adapter_fwd = sum(2 * batch * (m if "wkv" in name else n) * size for name, size in adapters.items())
+    return 2 * projections + 3 * batch * L * core + 3 * adapter_fwd
+
+
+def _adapter_sizes(trainer) -> dict[str, int]:
+    """{module path: adapter parameters (A and B, all layers)} of a LoRA trainer."""
+    out: dict[str, int] = {}
+    for path, a in jax.tree_util.tree_flatten_with_path(trainer.abstract_params)[0]:
+        name = ".".join(str(getattr(k, "key", k)) for k in path[:-1])
+        out[name] = out.get(name, 0) + a.size
+    return out
+
+
+def _tree_bytes(tree) -> int:
+    return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(tree))
+
+
 @register_part("train")
 def train_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Program:
     """One step of the real trainer (``training.Trainer``: flow-matching loss, caption dropout, AdamW
-    with clipping, EMA, donated state) on a training config's model, optimizer and batch size."""
+    with clipping, EMA, donated state) on a training config's model, optimizer and batch size. A
+    config with a ``lora`` section plans LoRA training as ``training.loop`` runs it
+    (``training.dit_trainer``): only the adapters (and their optimizer state) are in the donated
+    state; the frozen base (bf16, or int8 / fp8 with ``model.quantize``: QLoRA) is a separate,
+    not donated argument of the step."""
+    from stepvideo_jax.training.dit_trainer import dit_trainer, lora_config_of
     from stepvideo_jax.training.objective import ObjectiveConfig
     from stepvideo_jax.training.optimizer import OptimConfig
-    from stepvideo_jax.training.state import Trainer
 
     config = config or release_train_config()
     fields = dict(config.model)
@@ -195,7 +232,9 @@ def train_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Prog
     cfg = _dit_layers(full, layers)
     optim = OptimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in dict(config.optim).items()})
     objective = ObjectiveConfig(**dict(config.objective))
-    trainer = Trainer(lambda rngs: StepVideoDiT(cfg, rngs=rngs), optim, objective, mesh, DIT_SHARDING)
+    lora = lora_config_of(config)
+    # The 0-layer stack of the estimate (see plan_part) has no block linears for the adapters.
+    trainer = dit_trainer(cfg, optim, objective, mesh, lora=lora, rules=DIT_SHARDING, require_targets=layers != 0)
     batch = int(config.data.batch_size)
     f, h, w = sizes.latent_shape
     dt = cfg.jnp_dtype
@@ -213,21 +252,39 @@ def train_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Prog
     state = trainer.abstract_state()
     fixed = jax.ShapeDtypeStruct((), jnp.bool_, sharding=rep)
     out_shardings = (trainer.state_shardings, rep)
+    frozen = trainer.abstract_frozen()  # None for full training
 
-    def step(state, batch, null_text, fixed_noise):
-        return trainer._step_fn(state, batch, null_text, fixed_noise)
+    def step(state, batch, null_text, fixed_noise, frozen):
+        return trainer._step_fn(state, batch, null_text, fixed_noise, frozen)
 
+    notes = dict(remat_policy=full.remat_policy, param_dtype=full.param_dtype, batch=batch,
+                 optimizer=f"adamw b2={optim.b2} clip={optim.grad_clip} ema={optim.ema_decay}")  # fmt: skip
+    if lora is None:
+        model_flops = _dit_model_flops(full, sizes, batch, train=True)
+    else:
+        # Notes and FLOPs at the full depth (the 1- / 2-layer variants only feed the extrapolation).
+        full_trainer = (
+            trainer if layers is None else dit_trainer(full, optim, objective, mesh, lora=lora, rules=DIT_SHARDING)
+        )
+        n_trainable = sum(a.size for a in jax.tree.leaves(full_trainer.abstract_params))
+        n_frozen = sum(a.size for a in jax.tree.leaves(full_trainer.abstract_frozen()))
+        notes.update(
+            lora_rank=lora[0].rank, lora_targets=list(lora[0].targets), quantize=full.quantize,
+            trainable_params=n_trainable, total_params=n_trainable + n_frozen,
+            trainable_fraction=n_trainable / (n_trainable + n_frozen),
+            optimizer_state_bytes=_tree_bytes(full_trainer.abstract_state()["opt_state"]),
+            frozen_base_bytes=_tree_bytes(full_trainer.abstract_frozen()),
+        )  # fmt: skip
+        model_flops = _dit_lora_train_flops(full, sizes, batch, _adapter_sizes(full_trainer))
     return Program(
-        step, (state, batch_args, null_text, fixed), DIT_SHARDING, donate=(0,), out_shardings=out_shardings,
-        layers=full.num_layers, scanned=full.scan_layers and layers is None,
-        model_flops=_dit_model_flops(full, sizes, batch, train=True),
-        # forward, the full-remat recompute of the forward, backward (dq and dkv: 2 forwards)
+        step, (state, batch_args, null_text, fixed, frozen), DIT_SHARDING, donate=(0,), out_shardings=out_shardings,
+        layers=full.num_layers, scanned=full.scan_layers and layers is None, model_flops=model_flops,
+        # forward, the full-remat recompute of the forward, backward (dq and dkv: 2 forwards); the same
+        # with a frozen base (LoRA), since the attention's input gradients are still needed
         pallas_flops_per_device=_splash_flops_per_device(full, sizes, batch, mesh,
                                                          passes=4.0 if full.remat_policy == "full" else 3.0)
         if full.attention_kernel == "splash" else 0.0,
-        attention_kernel=full.attention_kernel, calls_per_video=0,
-        notes=dict(remat_policy=full.remat_policy, param_dtype=full.param_dtype, batch=batch,
-                   optimizer=f"adamw b2={optim.b2} clip={optim.grad_clip} ema={optim.ema_decay}"),
+        attention_kernel=full.attention_kernel, calls_per_video=0, weight_args=(0, 4), notes=notes,
     )  # fmt: skip
 
 
@@ -499,9 +556,10 @@ def candidate_meshes(n_devices: int, *, batch: int = 2, heads: int = 48, max_ten
 
 
 def _weight_bytes_per_device(prog: Program, mesh: Mesh) -> int:
-    """Bytes of the first argument (the weights / train state) one device holds, from its shardings."""
+    """Bytes of the weight arguments (weights / train state, a frozen base) one device holds, from
+    their shardings."""
     total = 0
-    for a in jax.tree.leaves(prog.args[0]):
+    for a in jax.tree.leaves([prog.args[i] for i in prog.weight_args]):
         shard = a.sharding.shard_shape(a.shape)
         total += math.prod(shard) * a.dtype.itemsize
     return total
@@ -582,6 +640,13 @@ def format_parts(report: dict) -> str:
         lines.append(
             f"{name} collectives per step: {_coll(r['collectives'])}; Mosaic kernels in HLO: {r['mosaic_kernels_in_hlo']}"
         )
+    for name, r in report["parts"].items():
+        if "lora_rank" in r:
+            lines.append(
+                f"{name}: LoRA rank {r['lora_rank']}, {r['trainable_params']:,} of {r['total_params']:,} parameters "
+                f"trainable ({r['trainable_fraction']:.2%}); optimizer state {_gib(r['optimizer_state_bytes'])} GiB, "
+                f"frozen base {_gib(r['frozen_base_bytes'])} GiB (quantize {r['quantize']}), all chips together"
+            )
     pipe = report.get("pipeline")
     if pipe:
         stages = ", ".join(f"{k} {_secs(v['estimated_seconds'])} s" for k, v in pipe["stages"].items())

@@ -1,6 +1,7 @@
 """Training: flow-matching (DiT) and reconstruction + KL (VAE) objectives, optimizer, sharded train step,
 Orbax checkpoints, the loop."""
 
+from stepvideo_jax.training.dit_trainer import dit_trainer, lora_config_of
 from stepvideo_jax.training.objective import ObjectiveConfig, flow_matching_loss
 from stepvideo_jax.training.optimizer import OptimConfig, make_optimizer, make_schedule
 from stepvideo_jax.training.state import Trainer
@@ -12,6 +13,8 @@ __all__ = [
     "OptimConfig",
     "Trainer",
     "VAEObjectiveConfig",
+    "dit_trainer",
+    "lora_config_of",
     "flow_matching_loss",
     "make_optimizer",
     "make_schedule",

@@ -34,8 +34,6 @@ from stepvideo_jax.config import dataclass_from
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
 from stepvideo_jax.lora import (
-    LoRAConfig,
-    LoRAParam,
     adapter_arrays,
     apply_lora,
     config_to_json,
@@ -44,6 +42,7 @@ from stepvideo_jax.lora import (
 )
 from stepvideo_jax.sharding import MeshConfig, make_mesh
 from stepvideo_jax.training.checkpointing import RunCheckpoints
+from stepvideo_jax.training.dit_trainer import dit_trainer, lora_config_of
 from stepvideo_jax.training.metrics import MetricsWriter
 from stepvideo_jax.training.objective import ObjectiveConfig
 from stepvideo_jax.training.optimizer import OptimConfig
@@ -185,35 +184,16 @@ def _build_trainer(config: ml_collections.ConfigDict):
     else:
         model_cfg = dataclass_from(DiTConfig, config.model)
         objective = dataclass_from(ObjectiveConfig, config.objective)
-        lora = _lora_config(config)
-        if lora is None:
-            trainer = Trainer(lambda rngs: StepVideoDiT(model_cfg, rngs=rngs), optim, objective, mesh)
-        else:  # only the adapters train; the base weights are frozen beside the state (set_frozen)
-            lora_cfg, lora_seed = lora
-            trainer = Trainer(
-                lambda rngs: apply_lora(StepVideoDiT(model_cfg, rngs=rngs), lora_cfg, seed=lora_seed),
-                optim,
-                objective,
-                mesh,
-                trainable=LoRAParam,
-            )
+        # LoRA: only the adapters train; the base weights are frozen beside the state (set_frozen)
+        trainer = dit_trainer(model_cfg, optim, objective, mesh, lora=lora_config_of(config))
     return network, trainer, model_cfg, objective
-
-
-def _lora_config(config) -> tuple[LoRAConfig, int] | None:
-    """(LoRAConfig, adapter init seed) when the config has a `lora` section with a rank, else None."""
-    section = config.get("lora")
-    if not section or not section.get("rank"):
-        return None
-    fields = {k: v for k, v in section.items() if k != "seed"}
-    return dataclass_from(LoRAConfig, fields), int(section.get("seed", 0))
 
 
 def _prepare_lora(config, trainer: Trainer, model_cfg, workdir: str):
     """Sets the frozen base weights of a LoRA run (the converted checkpoint `init.checkpoint`, or a
     random base for `init.kind="random"`), checks a resumed run uses the same base, and returns
     (initial adapter params, base fingerprint)."""
-    lora_cfg, lora_seed = _lora_config(config)
+    lora_cfg, lora_seed = lora_config_of(config)
     init = config.init
     if init.kind == "converted":
         base = restore_component(init.checkpoint, "transformer", config=model_cfg)

@@ -86,6 +86,7 @@ class Trainer:
             None if abstract_frozen is None else nnx.to_pure_dict(model_shardings(abstract_frozen, mesh, self.rules))
         )
         self.frozen = None  # the frozen parameters (pure dict, on their shardings) once set
+        self._abstract_frozen = None if abstract_frozen is None else nnx.to_pure_dict(abstract_frozen)
         self.abstract_params = jax.tree.map(
             lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
             nnx.to_pure_dict(abstract_params),
@@ -123,6 +124,17 @@ class Trainer:
         if self.frozen_shardings is None:
             raise ValueError("this trainer trains every parameter; there is nothing frozen to set")
         self.frozen = jax.device_put(dict(frozen), self.frozen_shardings)
+
+    def abstract_frozen(self) -> dict | None:
+        """Shapes, dtypes and shardings of the frozen parameters (None when every parameter trains):
+        the `frozen` argument of a step compiled without the weights (deviceless plans)."""
+        if self._abstract_frozen is None:
+            return None
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self._abstract_frozen,
+            self.frozen_shardings,
+        )
 
     def model_of(self, params: Mapping, frozen: Mapping | None = None) -> nnx.Module:
         if self.frozen_shardings is None:
