@@ -2,8 +2,8 @@
 
 Memory is linear in the number of tokens: only one [B, H, q_block, kv_block] logits tile is live at a
 time, and each query block is rematerialised in the backward pass instead of saving its tiles.
-Lengths that are not multiples of the blocks are padded; padded keys are masked out and padded
-queries dropped.
+The block sizes are upper bounds: a length is split into the fewest equal blocks that fit, and the
+remainder (less than one row per block) is padded; padded keys are masked out and padded queries dropped.
 """
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ def _pad_to(x: jax.Array, axis: int, multiple: int) -> jax.Array:
     return jnp.pad(x, widths)
 
 
+def _even_block(length: int, max_block: int) -> int:
+    """The size that splits `length` into the fewest blocks of at most `max_block`, as evenly as
+    possible: 768 tokens with max 512 -> two blocks of 384 (no padding) rather than 512 + a padded 512."""
+    blocks = -(-length // max_block)
+    return -(-length // blocks)
+
+
 def chunked_attention(
     q: jax.Array,  # [B, Sq, H, D]
     k: jax.Array,  # [B, Sk, H, D]
@@ -41,7 +48,9 @@ def chunked_attention(
 ) -> jax.Array:
     b, sq, h, d = q.shape
     sk, dv = k.shape[1], v.shape[-1]
-    q_block, kv_block = min(q_block, sq), min(kv_block, sk)
+    # q_block / kv_block are upper bounds (they cap the live logits tile); equal blocks keep padding
+    # (wasted FLOPs) below one row per block.
+    q_block, kv_block = _even_block(sq, q_block), _even_block(sk, kv_block)
     valid = jnp.ones((b, sk), bool) if kv_mask is None else kv_mask.astype(bool)
     qp = _pad_to(q, 1, q_block)
     kp, vp, validp = _pad_to(k, 1, kv_block), _pad_to(v, 1, kv_block), _pad_to(valid, 1, kv_block)
