@@ -244,7 +244,10 @@ def _lora_recipe_config() -> config_dict.ConfigDict:
     # Attention projections only (self and cross): rank 8 on them is 4.1% of the DiT's parameters, with the FFN
     # as well (the "lora" default) 7.3% -- the demo DiT is 128 wide, so a rank-8 adapter is large beside it.
     c.targets = (r"blocks\.attn1\.(wqkv|wo)", r"blocks\.attn2\.(wq|wkv|wo)")
-    c.steps = 1500  # of "lora"'s batch 32
+    # Sized for the 2-core machine shared with other jobs (load average ~20: 2.4 s a step at "lora"'s batch 32):
+    # 600 steps of 16 clips, ~5 passes over the 2000 clips.
+    c.steps = 600
+    c.batch_size = 16
     c.max_share_percent = 5.0  # the lora stage refuses adapters larger than this share of the DiT
     c.motion_scores = (2.0, 5.0, 10.0)  # the evaluation tool's defaults
     return c

@@ -1,6 +1,6 @@
 """Teaches the shipped demo model a new word with a LoRA, on this machine, and measures it.
 
-    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora        # every stage, ~35 min on 2 CPU cores
+    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora        # every stage, ~1 h on the shared 2-core machine
     python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora --stages=eval
 
 The concept is the shape "star" (``stepvideo_jax.data.synthetic.CONCEPT_SHAPES``), which the demo model never
@@ -92,6 +92,7 @@ def _lora_train_config(recipe, workdir: str):
     config.lora.update(rank=int(recipe.rank), alpha=float(recipe.rank), targets=tuple(recipe.targets))
     config.train.steps = int(recipe.steps)
     config.optim.total_steps = int(recipe.steps)
+    config.data.batch_size = int(recipe.batch_size)
     config.workdir = os.path.join(workdir, "lora")
     return config
 
