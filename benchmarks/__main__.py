@@ -43,12 +43,14 @@ BENCHMARKS = [
     ("tpu_plan_tables", [], "TPU compiler plans, deviceless (memory from the compiler; times are estimates)"),
 ]
 
-# Sections measured on another machine (a lent GPU) and pasted in by hand: no run here produces them, so
-# every regeneration, whole or `--only`, carries them over from the existing file unchanged, after the others.
+# Sections measured on another machine (a lent GPU) or by a recipe too long for `make bench` (the demo LoRA
+# recipe, ~1 h) and pasted in by hand: no run here produces them, so every regeneration, whole or `--only`,
+# carries them over from the existing file unchanged, after the others.
 RECORDED = [
     "GPU: cuDNN attention, bf16 DiT layer, VAE decode (benchmarks/device.py)",
     # needs a checkout of the official code and torch, neither of which this project installs
     "CPU forward vs the official PyTorch DiT",
+    'LoRA on the demo model: teaching it the word "star"',
 ]
 
 

@@ -15,6 +15,8 @@ Variants (``--config=demo:VARIANT``):
   "lora"   training rank-8 adapters on the shipped DiT (base frozen; ``python train.py``, precomputed latents)
   "recipe" the whole recipe's settings (data, text encoders, stages), read by
            ``python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo``
+  "lora_recipe" teaching the shipped model the new shape word "star" with a LoRA (concept data, steps,
+           evaluation), read by ``python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora``
 
 Everything is 17 frames at 64x64: the VAE (three levels, so 8x spatial compression) maps a clip to
 3 latent frames of 8x8 with 8 channels, and the DiT's 2x2 patches make that 48 video tokens.
@@ -31,7 +33,7 @@ DEMO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 FRAMES, HEIGHT, WIDTH = 17, 64, 64
 Z_CHANNELS = 8
-VARIANTS = ("", "vae", "dit", "lora", "recipe")
+VARIANTS = ("", "vae", "dit", "lora", "recipe", "lora_recipe")
 
 # Network shapes (frozen-config fields). The VAE's GroupNorms use 2 groups: with one channel per
 # group (8 groups at width 8) every channel is normalised on its own per frame, which erases the
@@ -219,12 +221,49 @@ def _recipe_config() -> config_dict.ConfigDict:
     return c
 
 
+def _lora_recipe_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    base = _recipe_config().data
+    c.data = config_dict.ConfigDict(
+        dict(
+            shape="star",
+            num_concept=1500,
+            num_replay=500,  # original training captions, so the original prompts keep working
+            num_heldout=10,
+            base_num_heldout=base.num_heldout,  # the demo's held-out captions stay out of the replay share
+            base_seed=base.seed,
+            frames=FRAMES,
+            height=HEIGHT,
+            width=WIDTH,
+            max_speed=base.max_speed,
+            seed=1,
+        )
+    )
+    c.precompute_seed = 1
+    c.rank = 8
+    # Attention projections only (self and cross): rank 8 on them is 4.1% of the DiT's parameters, with the FFN
+    # as well (the "lora" default) 7.3% -- the demo DiT is 128 wide, so a rank-8 adapter is large beside it.
+    c.targets = (r"blocks\.attn1\.(wqkv|wo)", r"blocks\.attn2\.(wq|wkv|wo)")
+    # Sized for the 2-core machine shared with other jobs (load average ~20: 2.4 s a step at "lora"'s batch 32):
+    # 600 steps of 16 clips, ~5 passes over the 2000 clips.
+    c.steps = 600
+    c.batch_size = 16
+    c.max_share_percent = 5.0  # the lora stage refuses adapters larger than this share of the DiT
+    c.motion_scores = (2.0, 5.0, 10.0)  # the evaluation tool's defaults
+    return c
+
+
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     variant = (arg or "").strip()
     if variant not in VARIANTS:
         raise ValueError(
             f"unknown demo config variant {variant!r}; expected one of: {', '.join(repr(v) for v in VARIANTS)}"
         )
-    return {"": _sample_config, "vae": _vae_config, "dit": _dit_config, "lora": _lora_config, "recipe": _recipe_config}[
-        variant
-    ]()
+    return {
+        "": _sample_config,
+        "vae": _vae_config,
+        "dit": _dit_config,
+        "lora": _lora_config,
+        "recipe": _recipe_config,
+        "lora_recipe": _lora_recipe_config,
+    }[variant]()

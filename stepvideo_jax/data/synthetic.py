@@ -8,6 +8,11 @@ size, colour, shape and direction ("a large red circle moves left"), never the s
 shape travels is what the motion score conditions, and the motion scores written with the data come
 from ``stepvideo_jax.motion`` (optical flow on the rendered frames), not from the speed.
 
+Opt-in concept shapes (``CONCEPT_SHAPES``: a five-pointed "star") are drawable but not in ``SHAPES``, so the
+default vocabulary, captions and data (the shipped demo's) stay as they were; ``write_concept_dataset`` writes
+clips of such a shape plus a replay share of the original captions, for teaching the demo model a new word
+with a LoRA (``stepvideo_jax.tools.lora_recipe``).
+
 ``write_dataset`` writes a training set (``clips/NNNNNN.npy`` uint8 [F, H, W, 3] + ``manifest.jsonl``
 for ``stepvideo_jax.data``) and a held-out set whose captions never occur in training, laid out like
 Step-Video-TI2V-Eval (``heldout/<category>/<ID>.png`` + ``<ID>.txt``).
@@ -34,7 +39,12 @@ __all__ = [
     "SIZES",
     "DIRECTIONS",
     "BACKGROUNDS",
+    "CONCEPT_SHAPES",
+    "CONCEPT_CATEGORY",
     "ClipSpec",
+    "concept_captions",
+    "shape_polygon",
+    "write_concept_dataset",
     "all_captions",
     "caption_of",
     "captions_for_tokenizer",
@@ -58,12 +68,16 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "purple": (175, 85, 235),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# Shapes that only `write_concept_dataset` (or an explicit ClipSpec) uses: not in the default captions.
+CONCEPT_SHAPES: tuple[str, ...] = ("star",)
+_STAR_INNER = 0.45  # inner / outer radius of the star's ten-vertex outline
 # Radius ranges (pixels of a 64-pixel frame; scaled with the shorter side).
 SIZES: dict[str, tuple[float, float]] = {"small": (6.0, 8.0), "large": (10.0, 13.0)}
 # Unit displacement per direction in image coordinates (x right, y down).
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 BACKGROUNDS: tuple[str, ...] = ("plain", "stripes", "checker", "gradient")
 HELDOUT_CATEGORY = "synthetic_shapes"
+CONCEPT_CATEGORY = "synthetic_concept"
 
 _SUPERSAMPLE = 4
 # Dark backgrounds: every shape colour is at least ~55 grey levels brighter, so the grey-level optical
@@ -109,10 +123,17 @@ def all_captions() -> list[tuple[str, str, str, str]]:
     return list(itertools.product(SIZES, COLORS, SHAPES, DIRECTIONS))
 
 
-def split_captions(num_heldout: int, seed: int) -> tuple[list[tuple], list[tuple]]:
-    """(training combos, held-out combos): `num_heldout` captions removed from training such that
-    every size, colour, shape and direction word still occurs in training."""
-    combos = all_captions()
+def concept_captions(shape: str) -> list[tuple[str, str, str, str]]:
+    """Every (size, color, shape, direction) of one concept shape (every size, colour and direction)."""
+    if shape not in CONCEPT_SHAPES:
+        raise ValueError(f"unknown concept shape {shape!r}; expected one of {CONCEPT_SHAPES}")
+    return list(itertools.product(SIZES, COLORS, (shape,), DIRECTIONS))
+
+
+def split_captions(num_heldout: int, seed: int, combos: list[tuple] | None = None) -> tuple[list[tuple], list[tuple]]:
+    """(training combos, held-out combos): `num_heldout` captions of `combos` (default: `all_captions()`)
+    removed from training such that every size, colour, shape and direction word still occurs in training."""
+    combos = all_captions() if combos is None else list(combos)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(combos))
     held: list[tuple] = []
@@ -203,6 +224,25 @@ def _background(spec: ClipSpec, height: int, width: int) -> np.ndarray:
     return a * (1 - mix[..., None]) + b * mix[..., None]
 
 
+def shape_polygon(shape: str, centre: tuple[float, float], radius: float) -> list[tuple[float, float]]:
+    """Vertices (x, y) of a polygonal shape ("square", "triangle", "star") of circumradius-like size
+    `radius` around `centre` (image coordinates, y down; the triangle and star point up)."""
+    cx, cy, r = centre[0], centre[1], radius
+    if shape == "square":
+        h = r / np.sqrt(2) * 1.25
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape == "triangle":
+        return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in (-np.pi / 2, np.pi / 6, 5 * np.pi / 6)]
+    if shape == "star":
+        # Five outer points alternating with five inner ones; 1.15x so its area is close to the other shapes'.
+        outer = 1.15 * r
+        return [
+            (cx + rad * np.cos(-np.pi / 2 + k * np.pi / 5), cy + rad * np.sin(-np.pi / 2 + k * np.pi / 5))
+            for k, rad in enumerate([outer, outer * _STAR_INNER] * 5)
+        ]
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES + CONCEPT_SHAPES}")
+
+
 def _draw_shape(canvas: np.ndarray, spec: ClipSpec, centre: tuple[float, float]) -> None:
     s = _SUPERSAMPLE
     cx, cy, r = centre[0] * s, centre[1] * s, spec.radius * s
@@ -212,13 +252,7 @@ def _draw_shape(canvas: np.ndarray, spec: ClipSpec, centre: tuple[float, float])
     if spec.shape == "circle":
         cv2.circle(canvas, (int(round(cx * f)), int(round(cy * f))), int(round(r * f)), color, -1, cv2.LINE_AA, shift)
         return
-    if spec.shape == "square":
-        h = r / np.sqrt(2) * 1.25
-        pts = [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
-    elif spec.shape == "triangle":
-        pts = [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in (-np.pi / 2, np.pi / 6, 5 * np.pi / 6)]
-    else:
-        raise ValueError(f"unknown shape {spec.shape!r}; expected one of {SHAPES}")
+    pts = shape_polygon(spec.shape, (cx, cy), r)
     poly = np.array([[int(round(x * f)), int(round(y * f))] for x, y in pts], np.int32)
     cv2.fillPoly(canvas, [poly], color, cv2.LINE_AA, shift)
 
@@ -263,25 +297,14 @@ def write_dataset(
     held_dir = os.path.join(out_dir, "heldout", HELDOUT_CATEGORY)
     os.makedirs(clips_dir, exist_ok=True)
     os.makedirs(held_dir, exist_ok=True)
-    entries, scores = [], []
+    entries = []
     for i in range(num_train):
         combo = train_combos[int(rng.integers(len(train_combos)))]
         spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
-        clip = render_clip(spec, frames, height, width)
-        score = clip_motion_score(clip)
-        name = os.path.join("clips", f"{i:06d}.npy")
-        with atomic_path(os.path.join(out_dir, name)) as tmp:
-            np.save(tmp, clip)
-        entries.append(
-            {
-                "video": name,
-                "caption": spec.caption,
-                "motion_score": round(score, 4),
-                "speed": round(spec.speed, 4),
-                "direction": spec.direction,
-            }
-        )
-        scores.append(score)
+        entries.append(_write_clip(out_dir, i, spec, frames, height, width))
+    scores = [e["motion_score_raw"] for e in entries]
+    for e in entries:
+        del e["motion_score_raw"]
     write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
     held = _write_heldout_items(
         out_dir, rng, held_combos, frames=frames, height=height, width=width, max_speed=max_speed
@@ -297,10 +320,35 @@ def write_dataset(
     }
 
 
+def _write_clip(out_dir: str, index: int, spec: ClipSpec, frames: int, height: int, width: int) -> dict:
+    """Renders and saves one training clip; its manifest entry (+ "motion_score_raw", unrounded)."""
+    clip = render_clip(spec, frames, height, width)
+    score = clip_motion_score(clip)
+    name = os.path.join("clips", f"{index:06d}.npy")
+    with atomic_path(os.path.join(out_dir, name)) as tmp:
+        np.save(tmp, clip)
+    return {
+        "video": name,
+        "caption": spec.caption,
+        "motion_score": round(score, 4),
+        "speed": round(spec.speed, 4),
+        "direction": spec.direction,
+        "motion_score_raw": score,
+    }
+
+
 def _write_heldout_items(
-    out_dir: str, rng: np.random.Generator, held_combos, *, frames: int, height: int, width: int, max_speed: float
+    out_dir: str,
+    rng: np.random.Generator,
+    held_combos,
+    *,
+    frames: int,
+    height: int,
+    width: int,
+    max_speed: float,
+    category: str = HELDOUT_CATEGORY,
 ) -> list[dict]:
-    held_dir = os.path.join(out_dir, "heldout", HELDOUT_CATEGORY)
+    held_dir = os.path.join(out_dir, "heldout", category)
     os.makedirs(held_dir, exist_ok=True)
     held = []
     for j, combo in enumerate(held_combos):
@@ -346,3 +394,63 @@ def write_heldout(
 def captions_for_tokenizer() -> list[str]:
     """Every caption the generator can produce (training and held-out), for the tokenizer's vocabulary."""
     return [caption_of(*c) for c in all_captions()]
+
+
+def write_concept_dataset(
+    out_dir: str,
+    *,
+    shape: str = "star",
+    num_concept: int,
+    num_replay: int,
+    num_heldout: int = 10,
+    base_num_heldout: int = 20,
+    base_seed: int = 0,
+    frames: int = 17,
+    height: int = 64,
+    width: int = 64,
+    max_speed: float = 0.6,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """A dataset that teaches a concept shape (`CONCEPT_SHAPES`): `num_concept` clips of the shape (every
+    size, colour and direction, minus `num_heldout` captions written as held-out prompts under
+    ``out_dir/heldout/<CONCEPT_CATEGORY>``) mixed with `num_replay` clips of the original training captions
+    (those of ``write_dataset(num_heldout=base_num_heldout, seed=base_seed)``, so the original held-out
+    captions stay unseen). Same files as `write_dataset` (``clips/``, ``manifest.jsonl``, ``heldout/``)."""
+    if num_concept < 1 or num_replay < 0 or num_heldout < 0:
+        raise ValueError(
+            f"num_concept must be >= 1, num_replay and num_heldout >= 0; got {num_concept}, {num_replay}, {num_heldout}"
+        )
+    concept_train, concept_held = split_captions(num_heldout, seed, concept_captions(shape))
+    replay_train, _ = split_captions(base_num_heldout, base_seed)
+    rng = np.random.default_rng(seed)
+    is_concept = np.array([True] * num_concept + [False] * num_replay)
+    rng.shuffle(is_concept)
+    os.makedirs(os.path.join(out_dir, "clips"), exist_ok=True)
+    entries = []
+    for i, concept in enumerate(is_concept):
+        pool = concept_train if concept else replay_train
+        combo = pool[int(rng.integers(len(pool)))]
+        spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
+        entries.append(_write_clip(out_dir, i, spec, frames, height, width))
+    scores = np.asarray([e.pop("motion_score_raw") for e in entries])
+    write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
+    held = _write_heldout_items(
+        out_dir,
+        rng,
+        concept_held,
+        frames=frames,
+        height=height,
+        width=width,
+        max_speed=max_speed,
+        category=CONCEPT_CATEGORY,
+    )
+    return {
+        "concept_clips": num_concept,
+        "replay_clips": num_replay,
+        "heldout": len(held),
+        "concept_train_captions": len(concept_train),
+        "replay_captions": len(replay_train),
+        "motion_score_min": float(scores.min()),
+        "motion_score_median": float(np.median(scores)),
+        "motion_score_max": float(scores.max()),
+    }

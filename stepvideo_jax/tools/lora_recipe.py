@@ -1,0 +1,264 @@
+"""Teaches the shipped demo model a new word with a LoRA, on this machine, and measures it.
+
+    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora        # every stage, ~1 h on the shared 2-core machine
+    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora --stages=eval
+
+The concept is the shape "star" (``stepvideo_jax.data.synthetic.CONCEPT_SHAPES``), which the demo model never
+saw: its tokenizers split the word into known pieces (sentencepiece "▁s t ar", BERT "s ##t ##a ##r"; no
+unknown token), so captions with it differ from every training caption. The base stays frozen; only
+rank-8 adapters on the attention projections train (``configs/demo.py`` variant "lora", targets narrowed
+to stay under 5% of the DiT's parameters).
+
+Stages (settings in ``configs/demo.py`` variant "lora_recipe"; each reads what the previous ones wrote):
+
+  data     star clips (every size, colour, direction) mixed with a replay share of the original training
+           captions; 10 held-out star prompts in the Step-Video-TI2V-Eval layout      -> WORKDIR/data
+           and the demo's original 20 held-out prompts (``demo_recipe``'s heldout)  -> WORKDIR/original
+  latents  VAE latents + text states with the shipped demo VAE and text encoders     -> WORKDIR/latents
+  lora     the adapters trained on the shipped DiT (``train.py``'s loop, ``demo:lora``)
+                                                              -> WORKDIR/lora/adapter.safetensors
+  eval     the evaluation tool on the star prompts and on the original prompts, base and with the
+           adapter (``--arms=base`` or ``lora`` for one of them; the table takes every evaluation present)
+                                                             -> WORKDIR/eval/<set>_<base|lora>, WORKDIR/eval/table.md
+
+Stage timings and summaries go to WORKDIR/recipe_timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from stepvideo_jax.files import write_json_atomic, write_text_atomic
+
+__all__ = ["run_lora_recipe", "STAGES", "lora_table"]
+
+STAGES = ("data", "latents", "lora", "eval")
+EVAL_SETS = ("concept", "original")
+ARMS = ("base", "lora")  # the shipped model alone, and with the adapter
+
+
+def _demo_config(variant: str):
+    from stepvideo_jax.configs import demo
+
+    return demo.get_config(variant)
+
+
+def _bench_dir(workdir: str, which: str) -> str:
+    return os.path.join(workdir, "data" if which == "concept" else "original", "heldout")
+
+
+def _stage_data(recipe, workdir: str) -> dict:
+    from stepvideo_jax.data.synthetic import write_concept_dataset, write_heldout
+
+    summary = write_concept_dataset(os.path.join(workdir, "data"), **recipe.data.to_dict())
+    # The demo's own held-out prompts (the same files as its data stage writes).
+    summary["original_heldout"] = write_heldout(
+        os.path.join(workdir, "original"), **_demo_config("recipe").data.to_dict()
+    )["heldout"]
+    return summary
+
+
+def _stage_latents(recipe, workdir: str) -> dict:
+    from stepvideo_jax.components import prompt_encoder_from_checkpoint, restore_component
+    from stepvideo_jax.config import dataclass_from
+    from stepvideo_jax.tools.precompute import precompute
+    from stepvideo_jax.training.encode import ClipEncoder
+    from stepvideo_jax.training.objective import ObjectiveConfig
+
+    lora_config = _demo_config("lora")
+    ckpt = lora_config.init.checkpoint  # the shipped demo checkpoint: its VAE and text encoders
+    objective = dataclass_from(ObjectiveConfig, lora_config.objective)
+    encoder = ClipEncoder(restore_component(ckpt, "vae"), prompt_encoder_from_checkpoint(ckpt), objective)
+    data = recipe.data
+    return precompute(
+        os.path.join(workdir, "data", "manifest.jsonl"),
+        os.path.join(workdir, "latents"),
+        encoder,
+        num_frames=int(data.frames),
+        frame_stride=1,
+        buckets=[(int(data.height), int(data.width))],
+        seed=int(recipe.precompute_seed),
+    )
+
+
+def _lora_train_config(recipe, workdir: str):
+    config = _demo_config("lora")
+    config.data.manifest = os.path.join(workdir, "latents", "index.jsonl")
+    config.lora.update(rank=int(recipe.rank), alpha=float(recipe.rank), targets=tuple(recipe.targets))
+    config.train.steps = int(recipe.steps)
+    config.optim.total_steps = int(recipe.steps)
+    config.data.batch_size = int(recipe.batch_size)
+    config.workdir = os.path.join(workdir, "lora")
+    return config
+
+
+def _param_share(config) -> dict:
+    """Adapter and base parameter counts of the DiT at the config's rank (shapes only, nothing computed)."""
+    from flax import nnx
+
+    from stepvideo_jax.config import dataclass_from
+    from stepvideo_jax.dit import DiTConfig, StepVideoDiT
+    from stepvideo_jax.lora import LoRAConfig, apply_lora, lora_param_count
+
+    model_cfg = dataclass_from(DiTConfig, config.model)
+    lora_cfg = dataclass_from(LoRAConfig, {k: v for k, v in config.lora.items() if k != "seed"})
+    adapters, base = lora_param_count(
+        nnx.eval_shape(lambda: apply_lora(StepVideoDiT(model_cfg, rngs=nnx.Rngs(0)), lora_cfg))
+    )
+    return {"adapter_params": adapters, "base_params": base, "adapter_share_percent": round(100.0 * adapters / base, 2)}
+
+
+def _stage_lora(recipe, workdir: str) -> dict:
+    from stepvideo_jax.training.loop import ADAPTER_FILE, train
+
+    config = _lora_train_config(recipe, workdir)
+    share = _param_share(config)
+    if share["adapter_share_percent"] >= float(recipe.max_share_percent):
+        raise ValueError(
+            f"rank {recipe.rank} adapters are {share['adapter_share_percent']}% of the DiT's parameters; "
+            f"expected under {recipe.max_share_percent}%: lower the rank"
+        )
+    print(
+        f"LoRA rank {recipe.rank}: {share['adapter_params']} adapter parameters, "
+        f"{share['adapter_share_percent']}% of the DiT's {share['base_params']}",
+        flush=True,
+    )
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    result = train(config, config.workdir)
+    seconds = time.perf_counter() - t0
+    adapter = os.path.join(config.workdir, ADAPTER_FILE)
+    losses = [result.losses[k] for k in sorted(result.losses)]
+    tail = losses[-100:]
+    return {
+        **share,
+        "rank": int(recipe.rank),
+        "steps": result.final_step,
+        "batch_size": int(config.data.batch_size),
+        "train_seconds": round(seconds, 1),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "first_loss": losses[0] if losses else None,
+        "mean_loss_last_100": sum(tail) / len(tail) if tail else None,
+        "adapter": adapter,
+        "adapter_bytes": os.path.getsize(adapter) if os.path.exists(adapter) else None,
+    }
+
+
+def _stage_eval(recipe, workdir: str, arms=ARMS) -> dict:
+    from stepvideo_jax.evaluation import evaluate_benchmark
+    from stepvideo_jax.training.loop import ADAPTER_FILE
+
+    adapter = os.path.join(workdir, "lora", ADAPTER_FILE)
+    if "lora" in arms and not os.path.isfile(adapter):
+        raise ValueError(f"{adapter} does not exist; run the lora stage first (--stages=lora) or give --arms=base")
+    scores = [float(s) for s in recipe.motion_scores]
+    seconds = {}
+    for which in EVAL_SETS:
+        for arm in arms:
+            config = _demo_config("")
+            if arm == "lora":
+                config.lora, config.lora_scale = adapter, "1.0"
+            t0 = time.perf_counter()
+            evaluate_benchmark(config, _bench_dir(workdir, which), _eval_dir(workdir, which, arm), scores)
+            seconds[f"{which}_{arm}"] = round(time.perf_counter() - t0, 1)
+    # The table from every evaluation in WORKDIR/eval (this run's and earlier runs' arms).
+    summaries = {}
+    for which in EVAL_SETS:
+        for arm in ARMS:
+            path = os.path.join(_eval_dir(workdir, which, arm), "summary.json")
+            if os.path.isfile(path):
+                with open(path) as f:
+                    summaries[f"{which}_{arm}"] = json.load(f)
+    table = lora_table(summaries)
+    write_text_atomic(os.path.join(workdir, "eval", "table.md"), table)
+    print(table, flush=True)
+    keys = ("psnr_mean", "psnr_min", "direction_accuracy", "motion_monotonic_fraction", "measured_motion_by_requested")
+    return {
+        name: {**{k: s[k] for k in keys}, "seconds": seconds.get(name, "earlier run")} for name, s in summaries.items()
+    }
+
+
+def _eval_dir(workdir: str, which: str, arm: str) -> str:
+    return os.path.join(workdir, "eval", f"{which}_{arm}")
+
+
+def lora_table(summaries: dict) -> str:
+    """Markdown table: per prompt set, base vs adapter (frame-0 PSNR, direction accuracy, motion monotonic)."""
+    lines = [
+        "| prompts | model | frame-0 PSNR dB (min) | direction accuracy | motion monotonic | measured motion @ requested |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {"concept": "10 held-out star prompts", "original": "20 original held-out prompts"}
+    for which in EVAL_SETS:
+        for arm in ("base", "lora"):
+            s = summaries.get(f"{which}_{arm}")
+            if s is None:
+                continue
+            motion = " / ".join(f"{v:.1f} @ {k}" for k, v in s["measured_motion_by_requested"].items())
+            lines.append(
+                f"| {names[which]} | {'base' if arm == 'base' else 'base + adapter'} | "
+                f"{s['psnr_mean']:.2f} ({s['psnr_min']:.2f}) | {100 * s['direction_accuracy']:.0f}% | "
+                f"{100 * s['motion_monotonic_fraction']:.0f}% | {motion} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+_STAGE_FUNCS = {"data": _stage_data, "latents": _stage_latents, "lora": _stage_lora, "eval": _stage_eval}
+
+
+def run_lora_recipe(workdir: str, stages=STAGES, recipe=None, arms=ARMS) -> dict:
+    """Runs `stages` in order (the eval stage evaluates `arms`, among "base" and "lora"); returns
+    {stage: {"seconds": ..., **summary}} (also written to WORKDIR/recipe_timings.json, merged with earlier
+    runs' entries)."""
+    recipe = recipe or _demo_config("lora_recipe")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES)}")
+    if not arms or any(a not in ARMS for a in arms):
+        raise ValueError(f"arms must be some of {', '.join(ARMS)}; got {','.join(arms)!r}")
+    os.makedirs(workdir, exist_ok=True)
+    record_path = os.path.join(workdir, "recipe_timings.json")
+    record = {}
+    if os.path.exists(record_path):
+        with open(record_path) as f:
+            record = json.load(f)
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        t0 = time.perf_counter()
+        logging.info("stage %s ...", stage)
+        summary = (
+            _STAGE_FUNCS[stage](recipe, workdir, arms) if stage == "eval" else _STAGE_FUNCS[stage](recipe, workdir)
+        )
+        record[stage] = {"seconds": round(time.perf_counter() - t0, 1), **summary}
+        logging.info("stage %s done: %s", stage, record[stage])
+        write_json_atomic(record_path, record, indent=1, default=str)
+    return record
+
+
+def main(argv):
+    del argv
+    stages = [s.strip() for s in flags.FLAGS.stages.split(",") if s.strip()]
+    try:
+        arms = [a.strip() for a in flags.FLAGS.arms.split(",") if a.strip()]
+        record = run_lora_recipe(flags.FLAGS.workdir, stages, arms=arms)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(record, indent=1, default=str), file=sys.stdout)
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("workdir", "runs/demo_lora", "folder for the concept data, latents, adapter and evaluation")
+    flags.DEFINE_string("stages", ",".join(STAGES), f"comma-separated stages among {','.join(STAGES)}")
+    flags.DEFINE_string("arms", ",".join(ARMS), "what the eval stage evaluates: base (shipped model), lora (+ adapter)")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
