@@ -427,10 +427,10 @@ def _main_target(a) -> int:
         rows = tpu_plan.search(target, part=parts[0], config=_target_config(config, parts[0], a.quantize), on_row=partial,
                                log=lambda s: print(s, flush=True), **kw)  # fmt: skip
         report = {"target": target, "device_kind": next((r["device_kind"] for r in rows if "device_kind" in r), None),
-                  "search": rows, "complete": True}  # fmt: skip
+                  "quantize": a.quantize, "search": rows, "complete": True}  # fmt: skip
         print(tpu_plan.format_search(rows))
     else:
-        report = {"target": target, "mesh_spec": a.mesh, "parts": {}}
+        report = {"target": target, "mesh_spec": a.mesh, "quantize": a.quantize, "parts": {}}
         mesh = tpu_plan.mesh_for(target, a.mesh)
         for part in parts:
             r = tpu_plan.plan_part(

@@ -167,7 +167,8 @@ def sample_part(mesh: Mesh, sizes: PlanSizes, config: DiTConfig | None, layers: 
         pallas_flops_per_device=_splash_flops_per_device(full, sizes, sizes.cfg_batch, mesh, passes=1.0)
         if full.attention_kernel == "splash" else 0.0,
         attention_kernel=full.attention_kernel, calls_per_video=STEPS,
-        notes=dict(remat_policy=full.remat_policy, param_dtype=full.param_dtype, batch=sizes.cfg_batch),
+        notes=dict(remat_policy=full.remat_policy, param_dtype=full.param_dtype, quantize=full.quantize,
+                   batch=sizes.cfg_batch),
     )  # fmt: skip
 
 
@@ -304,7 +305,8 @@ def _text_program(
     return Program(
         encode, (params, ids), TEXT_SHARDING, layers=num_layers, scanned=scanned,
         model_flops=2.0 * n_params * batch * tokens,
-        attention_kernel="xla", notes=dict(batch=batch, tokens=tokens, param_dtype=layers_cfg.param_dtype),
+        attention_kernel="xla", notes=dict(batch=batch, tokens=tokens, param_dtype=layers_cfg.param_dtype,
+                                           quantize=getattr(layers_cfg, "quantize", "none")),
     )  # fmt: skip
 
 
