@@ -46,13 +46,26 @@ def _mesh(m: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in m.items() if v != 1) or "1 chip"
 
 
+def _quantize(rep: dict, r: dict) -> str:
+    # Reports written before the field existed: the file name carries the --quantize flag of its command.
+    return r.get("quantize") or rep.get("quantize") or ("int8" if "int8" in rep.get("_file", "") else "none")
+
+
+def _part_label(rep: dict, name: str, r: dict) -> str:
+    q = _quantize(rep, r)
+    if r.get("lora_rank"):
+        return f"{name} (LoRA r{r['lora_rank']}, {'bf16' if q == 'none' else q} base)"
+    return name if q == "none" or name not in ("sample", "llm") else f"{name} ({q})"
+
+
 def part_rows(reports: list[dict]) -> str:
     rows = []
     for rep in reports:
         for name, r in rep.get("parts", {}).items():
             mfu = r.get("estimated_mfu")
             rows.append([
-                f"`{r['target']}` ({r['devices']} chips)", f"`{_mesh(r['mesh'])}`", name, r["attention_kernel"],
+                f"`{r['target']}` ({r['devices']} chips)", f"`{_mesh(r['mesh'])}`", _part_label(rep, name, r),
+                r["attention_kernel"],
                 f"{_g(r['argument_bytes'])} / {_g(r['output_bytes'])} / {_g(r['temp_bytes'])}",
                 f"**{_g(r['peak_bytes_per_device'])}** of {_g(r['hbm_bytes_per_device'])}",
                 ("yes" if r["fits"] else "**no**") + f" ({_g(r['headroom_bytes'])})",
@@ -66,21 +79,47 @@ def part_rows(reports: list[dict]) -> str:
     )  # fmt: skip
 
 
+def _pipelines(reports: list[dict]) -> list[tuple[dict, str, dict]]:
+    """One pipeline per (target, mesh, weight quantization), from the parts of every report that shares
+    them (e.g. the sampling step in one report and the text encoders and VAE in another)."""
+    from stepvideo_jax.tools.tpu_plan import pipeline_summary
+
+    groups: dict = {}
+    for rep in reports:
+        for name, r in rep.get("parts", {}).items():
+            if name == "train":
+                continue
+            q = _quantize(rep, r) if name in ("sample", "llm") else None
+            key = (rep["target"], _mesh(rep["mesh"]))
+            groups.setdefault(key, {}).setdefault(q, {})[name] = r
+    out = []
+    for (target, mesh), by_q in groups.items():
+        for q, parts in by_q.items():
+            if q is None:
+                continue
+            merged = {**by_q.get(None, {}), **parts}
+            for other in ("sample", "llm"):  # the other quantized part, planned with the same weights
+                if other not in merged and other in by_q.get(q, {}):
+                    merged[other] = by_q[q][other]
+            p = pipeline_summary(merged)
+            if p:
+                out.append(({"target": target, "q": q}, mesh, p))
+    return out
+
+
 def pipeline_rows(reports: list[dict]) -> str:
     rows = []
-    for rep in reports:
-        p = rep.get("pipeline")
-        if not p:
-            continue
+    for rep, mesh, p in _pipelines(reports):
         st = p["stages"]
         rows.append([
-            f"`{rep['target']}`", f"`{_mesh(rep['mesh'])}`",
+            f"`{rep['target']}`", f"`{mesh}`", "bf16" if rep["q"] == "none" else rep["q"],
             *[(f"{_s(st[k]['estimated_seconds'])} s / {_g(st[k]['peak_bytes_per_device'])} GiB" if k in st else "-")
               for k in ("llm", "clip", "sample", "vae")],
             _s(p["estimated_video_seconds"]), p["peak_stage"], "yes" if p["fits"] else "**no**",
         ])  # fmt: skip
     return md_table(
-        ["target", "mesh", "Step-LLM (1 call)", "CLIP (1 call)", "DiT (50 steps)", "VAE decode (6 chunks)",
+        ["target", "mesh", "DiT / Step-LLM weights", "Step-LLM (1 call)", "CLIP (1 call)", "DiT (50 steps)",
+         "VAE decode (6 chunks)",
          "est. s/video", "peak stage", "all fit"],
         rows,
     )  # fmt: skip
@@ -104,7 +143,7 @@ def main(paths: list[str]) -> None:
     reports = []
     for p in paths:
         with open(p) as fh:
-            reports.append(json.load(fh))
+            reports.append(dict(json.load(fh), _file=os.path.basename(p)))
     print(
         "`python -m stepvideo_jax.tools.plan --target=TOPOLOGY ...` (commands in docs/scaling.md); reports: "
         + ", ".join(f"`{os.path.basename(p)}`" for p in paths)
