@@ -81,6 +81,9 @@ def _sample_config() -> config_dict.ConfigDict:
     c.image = os.path.join(DEMO_DIR, "examples", "red_circle.png")
     c.positive_magic = ""  # the tiny text encoders only know the synthetic captions' words
     c.negative_magic = ""
+    # Its tokenizers were built on the synthetic captions alone: other words reach the frozen text
+    # encoders as byte / letter pieces it never trained on, so the video ignores them (or degrades).
+    c.vocabulary_warning = True
     c.frames, c.height, c.width = FRAMES, HEIGHT, WIDTH
     c.steps = 30
     c.cfg = 4.0
