@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--videos", type=int, default=8)
     a = p.parse_args()
     items = _items(a.videos)
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         prompts = os.path.join(tmp, "prompts.jsonl")
         with open(prompts, "w") as f:
@@ -74,6 +75,7 @@ def main() -> None:
                 )
             )
             print(f"# separate run {i + 1}: {separate[-1]:.1f}s", file=sys.stderr, flush=True)
+    load_end = os.getloadavg()
     total = sum(separate)
     print(f"| videos | one batch run (s) | {a.videos} separate runs (s) | separate / batch |")
     print("|---|---|---|---|")
@@ -82,6 +84,14 @@ def main() -> None:
     print(
         f"Separate runs: {', '.join(f'{s:.1f}' for s in separate)} s each (config `{a.config}`, "
         f"{os.cpu_count()} CPU cores, shared machine)."
+    )
+    print()
+    print(
+        "Load average (1, 5, 15 min) at start "
+        + ", ".join(f"{x:.2f}" for x in load_start)
+        + "; at end "
+        + ", ".join(f"{x:.2f}" for x in load_end)
+        + "."
     )
 
 

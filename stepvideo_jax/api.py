@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from ml_collections import config_dict
 
 from stepvideo_jax import components, configs, video_io
 from stepvideo_jax.diffusion import pipeline as _pipeline
-from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
+from stepvideo_jax.sharding import MeshConfig, make_mesh
 
 __all__ = [
     "GenerationOutput",
@@ -170,7 +171,9 @@ class _Pipeline:
             components.check_checkpoint_dir(config.checkpoint_dir)
         dit, vae, prompt_encoder = components.load_components(self.config, mesh)
         self.load_seconds = time.perf_counter() - t0
-        self.video_pipeline = _pipeline.VideoPipeline(dit, vae, prompt_encoder, mesh=mesh)
+        self.video_pipeline = _pipeline.VideoPipeline(
+            dit, vae, prompt_encoder, mesh=mesh, vocabulary_warning=bool(config.get("vocabulary_warning", False))
+        )
 
     # ------------------------------------------------------------------------------ constructors
     @classmethod
@@ -213,14 +216,27 @@ class _Pipeline:
     def generate(self, image: Any, **values) -> GenerationOutput:
         """One video: `image` (None for text-to-video) and call values by config field name."""
         t0 = time.perf_counter()
-        settings, prepared = self.settings(image, **values)
-        with use_mesh(self.mesh):
-            result = self.video_pipeline(settings, prepared)
-        frames = video_io.to_uint8(result.video)  # [F, H, W, 3]
-        if settings.crop_540p:
-            frames = video_io.crop_standard_540p(frames)
-        timings = {**result.timings, "total_s": time.perf_counter() - t0}
-        return GenerationOutput(frames=frames, settings=settings, timings=timings, latents=result.latents)
+        job = self.settings(image, **values)
+        (out,) = self.generate_all([job])
+        out.timings["total_s"] = time.perf_counter() - t0  # validation and image reading included
+        return out
+
+    def generate_all(
+        self,
+        jobs: Iterable[tuple[_pipeline.SampleSettings, np.ndarray | None]],
+        *,
+        total: int | None = None,
+        progress: bool = False,
+    ) -> Iterator[GenerationOutput]:
+        """Videos of already validated jobs (`settings(...)` results; a lazy iterable is fine), in
+        order, through `diffusion.pipeline.generate_videos`: the loop batch generation and the
+        evaluation runner share."""
+        for video in _pipeline.generate_videos(
+            self.video_pipeline, jobs, mesh=self.mesh, total=total, progress=progress
+        ):
+            yield GenerationOutput(
+                frames=video.frames, settings=video.settings, timings=video.timings, latents=video.result.latents
+            )
 
 
 class TI2VPipeline(_Pipeline):

@@ -62,6 +62,15 @@ def test_second_call_reuses_compiled_programs_and_image_forms_agree(pipe, tmp_pa
         assert stat.S_IMODE(os.stat(p).st_mode) == 0o666 & ~_umask()
 
 
+def test_new_prompt_after_a_cached_negative_compiles_nothing(pipe):
+    """The second video's negative prompt is cached, so only its new prompt is encoded: with the same
+    encoder batch as the first call (padded), not a newly compiled batch-1 program."""
+    pipe(image="synthetic", prompt="a green ball", seed=1, **SIZE)
+    out, n = _backend_compiles(lambda: pipe(image="synthetic", prompt="a blue ball rolls away", seed=2, **SIZE))
+    assert n == 0, n
+    assert out.frames.shape == (17, 32, 32, 3)
+
+
 def _umask() -> int:
     old = os.umask(0)
     os.umask(old)

@@ -195,9 +195,20 @@ def _tiny_config(tmp_path):
     return config
 
 
-def test_benchmark_end_to_end_tiny(tmp_path):
+def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
     from stepvideo_jax.diffusion.pipeline import SampleSettings, prepare_image
+    from stepvideo_jax.evaluation import runner
 
+    # The runner generates through the batch generation loop (`generate_videos`), not a loop of its own.
+    generated = []
+    shared = runner.generate_videos
+
+    def spy(*args, **kwargs):
+        for video in shared(*args, **kwargs):
+            generated.append(video.settings.motion_score)
+            yield video
+
+    monkeypatch.setattr(runner, "generate_videos", spy)
     config = _tiny_config(tmp_path)
     bench = _bench(
         tmp_path / "bench",
@@ -208,6 +219,7 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     with open(out / "results.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and tuple(rows[0]) == evaluate.CSV_COLUMNS
+    assert generated == [2.0, 5.0, 2.0, 5.0]
     assert [(r["id"], r["requested_motion"]) for r in rows] == [
         ("001", "2.0"),
         ("001", "5.0"),

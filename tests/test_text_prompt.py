@@ -122,3 +122,25 @@ def test_from_converted_checkpoint(tmp_path, fixture_prefix):
     expected = step_llm_forward(load_file(fx.weights_path), fx.config, step_ids)
     rel = np.linalg.norm(np.asarray(llm_states, np.float64) - expected) / np.linalg.norm(expected)
     assert rel <= 1e-5, rel
+
+
+def test_missing_prompts_are_encoded_in_fixed_size_groups(encoder, monkeypatch):
+    """Every encoder call has `encode_batch` rows (one program), padded rows are dropped, and a prompt's
+    numbers do not depend on what else is in its group."""
+    shapes = []
+    real = encoder._encode
+
+    def spy(llm_state, clip_state, llm_ids, *rest):
+        shapes.append(llm_ids.shape[0])
+        return real(llm_state, clip_state, llm_ids, *rest)
+
+    monkeypatch.setattr(encoder, "_encode", spy)
+    encoder.clear_cache()
+    together = encoder.encode_prompts(["one red dot", "two blue dots", "three dots", "four"])
+    encoder.clear_cache()
+    alone = encoder.encode_prompts(["three dots"])  # padded with itself; above it shared a group with "four"
+    assert shapes == [2, 2, 2]
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(np.asarray(a[2]), np.asarray(b[0]))
+    with pytest.raises(ValueError, match="encode_batch must be >= 1"):
+        PromptEncoder(encoder.step_llm, encoder.step_tokenizer, encoder.clip, encoder.clip_tokenizer, encode_batch=0)

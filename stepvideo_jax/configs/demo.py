@@ -14,7 +14,8 @@ Variants (``--config=demo:VARIANT``):
   "dit"    training config of the tiny TI2V DiT (``python train.py``, precomputed latents)
   "lora"   training rank-8 adapters on the shipped DiT (base frozen; ``python train.py``, precomputed latents)
   "recipe" the whole recipe's settings (data, text encoders, stages), read by
-           ``python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo``
+           ``python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo`` (fields overridable
+           there: ``--recipe.data.backgrounds=v2``)
   "lora_recipe" teaching the shipped model the new shape word "star" with a LoRA (concept data, steps,
            evaluation), read by ``python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora``
 
@@ -83,6 +84,9 @@ def _sample_config() -> config_dict.ConfigDict:
     c.image = os.path.join(DEMO_DIR, "examples", "red_circle.png")
     c.positive_magic = ""  # the tiny text encoders only know the synthetic captions' words
     c.negative_magic = ""
+    # Its tokenizers were built on the synthetic captions alone: other words reach the frozen text
+    # encoders as byte / letter pieces it never trained on, so the video ignores them (or degrades).
+    c.vocabulary_warning = True
     c.frames, c.height, c.width = FRAMES, HEIGHT, WIDTH
     c.steps = 30
     c.cfg = 4.0
@@ -158,8 +162,8 @@ def _vae_config() -> config_dict.ConfigDict:
             learning_rate=2e-3, warmup_steps=20, total_steps=450, end_lr_factor=0.05, b2=0.99, ema_decay=0.0
         ),
         data=_data(manifest="runs/demo/data/manifest.jsonl", kind="video", batch_size=3),
-        # The shipped VAE ran this, then a second cosine cycle resumed in the same workdir with
-        # --config.train.steps=900 --config.optim.total_steps=900 (24.8 -> 28.2 dB image PSNR; README).
+        # The first cosine cycle; the recipe's `vae_cycles` resumes it for a second one to 900 steps
+        # (24.8 -> 28.2 dB image PSNR; README).
         train=common.train(steps=450, log_every=25, tensorboard=False),
         **_train_sections("runs/demo/vae"),
     )
@@ -210,14 +214,23 @@ def _recipe_config() -> config_dict.ConfigDict:
             width=WIDTH,
             max_speed=0.6,
             seed=0,
+            # "v1": dark backgrounds only (the shipped model); "v2": dark, light, mid-grey and coloured
+            # (stepvideo_jax.data.synthetic), with a mid-grey frame-0 check for the evaluate stage.
+            backgrounds="v1",
         )
     )
+    # VAE training cycles run one after the other in WORKDIR/vae, each resuming the previous one:
+    # (train.steps, optim.total_steps) = a cosine cycle to 450 steps, then one to 900.
+    c.vae_cycles = ((450, 450), (900, 900))
+    c.dit_steps = 3500  # DiT training steps (= optim.total_steps)
+    # evaluate stage: held-out prompts x these motion scores (and the v2 checks folder at the first).
+    c.eval_motion_scores = (2.0, 5.0, 10.0)
     c.text = config_dict.ConfigDict(dict(seed=7, step_llm=STEP_LLM_MODEL, clip=CLIP_MODEL))
     c.precompute_seed = 0
     c.export_dir = os.path.join(DEMO_DIR, "checkpoint")
     c.export_dtype = "bfloat16"  # parameters of the shipped checkpoint (trained in float32)
     c.examples_dir = os.path.join(DEMO_DIR, "examples")
-    c.stages = "data,text,vae,latents,dit,export"
+    c.stages = "data,text,vae,latents,dit,export,evaluate"
     return c
 
 

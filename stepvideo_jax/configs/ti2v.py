@@ -57,6 +57,7 @@ def base_config(variant: str = "") -> config_dict.ConfigDict:
     c.crop_540p = True  # the release crops 544x992 output to 540x960 (frames at least that big)
     c.fused_loop = False  # run all steps in one compiled lax.fori_loop (no per-step progress)
     c.progress = True  # progress bars
+    c.vocabulary_warning = False  # one-line warning when prompt words are not whole words of the CLIP tokenizer
     # Fewer DiT evaluations (stepvideo_jax.diffusion.cache; measured in BENCHMARKS.md). Off here: the
     # release config reproduces the official sampler's output. policy: none | first_block | static | auto
     # (auto = static when mag_ratios are calibrated, else first_block).

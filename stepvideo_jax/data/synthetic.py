@@ -16,6 +16,15 @@ with a LoRA (``stepvideo_jax.tools.lora_recipe``).
 ``write_dataset`` writes a training set (``clips/NNNNNN.npy`` uint8 [F, H, W, 3] + ``manifest.jsonl``
 for ``stepvideo_jax.data``) and a held-out set whose captions never occur in training, laid out like
 Step-Video-TI2V-Eval (``heldout/<category>/<ID>.png`` + ``<ID>.txt``).
+
+Background sets (``backgrounds=``): "v1" (the shipped demo model's data: dark colours only) and
+"v2" (dark, light, mid-grey and coloured, each a quarter of the clips, plain or textured as in v1).
+In v2 a shape whose grey level is close to its background's is nearly invisible to the grey-level
+optical flow of the motion score, so such a clip's score is measured on the same motion rendered
+over a dark plain background (``motion_proxy``); v2 held-out items take a background group in turn
+(light, mid-grey, dark, coloured) among those the metric can see the shape on, and v2 also writes
+``checks/mid_grey_background/``: a large blue triangle on a plain (128, 128, 128) background (the
+frame-0 check of a light/mid-grey input).
 """
 
 from __future__ import annotations
@@ -56,6 +65,10 @@ __all__ = [
     "write_dataset",
     "write_heldout",
     "HELDOUT_CATEGORY",
+    "BACKGROUND_SETS",
+    "BACKGROUND_GROUPS",
+    "MID_GREY_CHECK",
+    "motion_proxy",
 ]
 
 # RGB colours of the shapes (names are the caption words).
@@ -84,6 +97,20 @@ _SUPERSAMPLE = 4
 # flow of the motion score sees the shape (a red shape on a mid-grey background is nearly invisible to it).
 _BG_COLORS = np.array([(30, 30, 38), (50, 40, 30), (20, 38, 50), (45, 45, 48), (35, 48, 32), (15, 15, 20)], np.float64)
 _BG_TEXTURE_DELTA = 22.0  # second background colour = first + this much (textures stay low-contrast)
+BACKGROUND_SETS = ("v1", "v2")
+# v2: background colour groups, each drawn for a quarter of the clips ("dark" is v1's palette).
+BACKGROUND_GROUPS: dict[str, np.ndarray] = {
+    "dark": _BG_COLORS,
+    "light": np.array([(235, 235, 230), (220, 226, 236), (244, 238, 222), (205, 205, 205)], np.float64),
+    "mid_grey": np.array([(128, 128, 128), (110, 110, 114), (146, 142, 136), (96, 98, 100)], np.float64),
+    "colour": np.array([(40, 70, 140), (150, 55, 55), (55, 125, 70), (185, 150, 60), (115, 60, 130)], np.float64),
+}
+_HELDOUT_GROUP_ORDER = ("light", "mid_grey", "dark", "colour")
+# Grey-level difference (BT.601, as cv2's RGB2GRAY) below which the motion score's flow barely sees a shape.
+_MIN_GREY_CONTRAST = 40.0
+_PROXY_BG = ((30, 30, 38), (30, 30, 38))  # motion_proxy's plain dark background
+# The frame-0 check of v2: (caption combo, background colour), written under checks/<name>/000.png|.txt.
+MID_GREY_CHECK = ("mid_grey_background", ("large", "blue", "triangle", "right"), (128, 128, 128))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,9 +186,17 @@ def sample_spec(
     height: int,
     width: int,
     max_speed: float,
+    backgrounds: str = "v1",
+    bg_group: str | None = None,
 ) -> ClipSpec:
     """A random clip of one caption combo: background, radius, speed in [0, max_speed] and a start
-    position such that the shape stays inside the frame for all `frames`."""
+    position such that the shape stays inside the frame for all `frames`. `backgrounds` picks the
+    background colour set (module docstring); `bg_group` (v2 only) forces a group of
+    `BACKGROUND_GROUPS`, choosing within it a colour the motion score can see the shape on."""
+    if backgrounds not in BACKGROUND_SETS:
+        raise ValueError(f"backgrounds must be one of {BACKGROUND_SETS}; got {backgrounds!r}")
+    if bg_group is not None and (backgrounds != "v2" or bg_group not in BACKGROUND_GROUPS):
+        raise ValueError(f"bg_group needs backgrounds='v2' and one of {tuple(BACKGROUND_GROUPS)}; got {bg_group!r}")
     size, color, shape, direction = combo
     scale = min(height, width) / 64.0
     radius = float(rng.uniform(*SIZES[size])) * scale
@@ -185,8 +220,13 @@ def sample_spec(
 
     x = float(rng.uniform(*start_range(width, dx)))
     y = float(rng.uniform(*start_range(height, dy)))
-    first = _BG_COLORS[int(rng.integers(len(_BG_COLORS)))]
-    second = first + _BG_TEXTURE_DELTA
+    if backgrounds == "v1":  # the shipped model's draws, unchanged
+        first = _BG_COLORS[int(rng.integers(len(_BG_COLORS)))]
+        second = first + _BG_TEXTURE_DELTA
+    else:
+        first = _v2_background_colour(rng, color, bg_group)
+        # Light colours get the darker second colour (stays within 0..255 and as low-contrast).
+        second = first + (_BG_TEXTURE_DELTA if _grey(first) < 128 else -_BG_TEXTURE_DELTA)
     bg = (tuple(int(v) for v in first), tuple(int(v) for v in second))
     return ClipSpec(
         shape=shape,
@@ -201,6 +241,44 @@ def sample_spec(
         bg_period=float(rng.uniform(12.0, 24.0)) * scale,
         bg_angle=float(rng.uniform(0, np.pi)),
     )
+
+
+def _grey(rgb) -> float:
+    r, g, b = (float(v) for v in rgb)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _v2_background_colour(rng: np.random.Generator, shape_colour: str, group: str | None) -> np.ndarray:
+    """A v2 background colour: a random group and colour, or (`group` given) a colour of that group
+    with grey contrast >= _MIN_GREY_CONTRAST to the shape (the highest-contrast one if none has)."""
+    if group is None:
+        palette = BACKGROUND_GROUPS[_HELDOUT_GROUP_ORDER[int(rng.integers(len(_HELDOUT_GROUP_ORDER)))]]
+        return palette[int(rng.integers(len(palette)))]
+    palette = BACKGROUND_GROUPS[group]
+    contrast = np.array([abs(_grey(c) - _grey(COLORS[shape_colour])) for c in palette])
+    visible = np.flatnonzero(contrast >= _MIN_GREY_CONTRAST)
+    if len(visible) == 0:
+        return palette[int(np.argmax(contrast))]
+    return palette[int(visible[int(rng.integers(len(visible)))])]
+
+
+def _visible_groups(shape_colour: str) -> list[str]:
+    """v2 groups with at least one colour the motion score can see `shape_colour` on."""
+    shape = _grey(COLORS[shape_colour])
+    return [
+        g
+        for g in _HELDOUT_GROUP_ORDER
+        if max(abs(_grey(c) - shape) for c in BACKGROUND_GROUPS[g]) >= _MIN_GREY_CONTRAST
+    ]
+
+
+def motion_proxy(spec: ClipSpec) -> ClipSpec | None:
+    """The same motion over a dark plain background when the shape's grey level is within
+    _MIN_GREY_CONTRAST of a background colour (its motion score is measured on that), else None."""
+    shape = _grey(COLORS[spec.color])
+    if min(abs(_grey(c) - shape) for c in spec.bg_colors) >= _MIN_GREY_CONTRAST:
+        return None
+    return dataclasses.replace(spec, background="plain", bg_colors=_PROXY_BG)
 
 
 def _background(spec: ClipSpec, height: int, width: int) -> np.ndarray:
@@ -285,10 +363,14 @@ def write_dataset(
     width: int = 64,
     max_speed: float = 0.6,
     seed: int = 0,
+    backgrounds: str = "v1",
 ) -> dict[str, Any]:
     """Writes ``out_dir/clips/*.npy`` + ``out_dir/manifest.jsonl`` (training) and
     ``out_dir/heldout/<category>/<ID>.png|.txt`` + ``out_dir/heldout/heldout.jsonl`` (one clip per
-    held-out caption, with its spec, for reference). Returns a summary with the motion-score range."""
+    held-out caption, with its spec, for reference); v2 also the ``out_dir/checks`` folder. Returns a
+    summary with the motion-score range."""
+    if backgrounds not in BACKGROUND_SETS:
+        raise ValueError(f"backgrounds must be one of {BACKGROUND_SETS}; got {backgrounds!r}")
     if num_train < 1 or num_heldout < 0:
         raise ValueError(f"num_train must be >= 1 and num_heldout >= 0; got {num_train}, {num_heldout}")
     train_combos, held_combos = split_captions(num_heldout, seed)
@@ -298,20 +380,32 @@ def write_dataset(
     os.makedirs(clips_dir, exist_ok=True)
     os.makedirs(held_dir, exist_ok=True)
     entries = []
+    proxied = 0
     for i in range(num_train):
         combo = train_combos[int(rng.integers(len(train_combos)))]
-        spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
-        entries.append(_write_clip(out_dir, i, spec, frames, height, width))
-    scores = [e["motion_score_raw"] for e in entries]
-    for e in entries:
-        del e["motion_score_raw"]
+        spec = sample_spec(
+            rng, combo, frames=frames, height=height, width=width, max_speed=max_speed, backgrounds=backgrounds
+        )
+        proxy = motion_proxy(spec) if backgrounds == "v2" else None
+        proxied += proxy is not None
+        entries.append(_write_clip(out_dir, i, spec, frames, height, width, proxy=proxy))
+    scores = [e.pop("motion_score_raw") for e in entries]
     write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
     held = _write_heldout_items(
-        out_dir, rng, held_combos, frames=frames, height=height, width=width, max_speed=max_speed
+        out_dir,
+        rng,
+        held_combos,
+        frames=frames,
+        height=height,
+        width=width,
+        max_speed=max_speed,
+        backgrounds=backgrounds,
     )
     s = np.asarray(scores)
     return {
         "train": num_train,
+        "backgrounds": backgrounds,
+        "motion_scores_on_proxy": proxied,
         "heldout": len(held),
         "train_captions": len(train_combos),
         "motion_score_min": float(s.min()),
@@ -320,10 +414,14 @@ def write_dataset(
     }
 
 
-def _write_clip(out_dir: str, index: int, spec: ClipSpec, frames: int, height: int, width: int) -> dict:
-    """Renders and saves one training clip; its manifest entry (+ "motion_score_raw", unrounded)."""
+def _write_clip(
+    out_dir: str, index: int, spec: ClipSpec, frames: int, height: int, width: int, proxy: ClipSpec | None = None
+) -> dict:
+    """Renders and saves one training clip; its manifest entry (+ "motion_score_raw", unrounded). The
+    motion score is measured on `proxy`'s render when given (the same motion where the clip's own
+    contrast hides it from the grey-level flow)."""
     clip = render_clip(spec, frames, height, width)
-    score = clip_motion_score(clip)
+    score = clip_motion_score(clip if proxy is None else render_clip(proxy, frames, height, width))
     name = os.path.join("clips", f"{index:06d}.npy")
     with atomic_path(os.path.join(out_dir, name)) as tmp:
         np.save(tmp, clip)
@@ -337,6 +435,26 @@ def _write_clip(out_dir: str, index: int, spec: ClipSpec, frames: int, height: i
     }
 
 
+def _heldout_groups(held_combos) -> list[str | None]:
+    """v2: each held-out item's background group, in turn over light, mid-grey, dark, coloured, each
+    item taking the least-used group among those its shape colour is visible on."""
+    used = dict.fromkeys(_HELDOUT_GROUP_ORDER, 0)
+    groups = []
+    for _, color, _, _ in held_combos:
+        group = min(_visible_groups(color) or list(_HELDOUT_GROUP_ORDER), key=lambda g: used[g])
+        used[group] += 1
+        groups.append(group)
+    return groups
+
+
+def _write_frame0_item(folder: str, item_id: str, spec: ClipSpec, height: int, width: int) -> None:
+    os.makedirs(folder, exist_ok=True)
+    first = render_clip(spec, 1, height, width)[0]
+    with atomic_path(os.path.join(folder, f"{item_id}.png")) as tmp:
+        cv2.imwrite(tmp, cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
+    write_text_atomic(os.path.join(folder, f"{item_id}.txt"), spec.caption + "\n")
+
+
 def _write_heldout_items(
     out_dir: str,
     rng: np.random.Generator,
@@ -347,20 +465,35 @@ def _write_heldout_items(
     width: int,
     max_speed: float,
     category: str = HELDOUT_CATEGORY,
+    backgrounds: str = "v1",
 ) -> list[dict]:
     held_dir = os.path.join(out_dir, "heldout", category)
     os.makedirs(held_dir, exist_ok=True)
+    groups = _heldout_groups(held_combos) if backgrounds == "v2" else [None] * len(held_combos)
     held = []
-    for j, combo in enumerate(held_combos):
-        spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
-        first = render_clip(spec, 1, height, width)[0]
+    for j, (combo, group) in enumerate(zip(held_combos, groups)):
+        spec = sample_spec(
+            rng,
+            combo,
+            frames=frames,
+            height=height,
+            width=width,
+            max_speed=max_speed,
+            backgrounds=backgrounds,
+            bg_group=group,
+        )
         item_id = f"{j:03d}"
-        png = os.path.join(held_dir, f"{item_id}.png")
-        with atomic_path(png) as tmp:
-            cv2.imwrite(tmp, cv2.cvtColor(first, cv2.COLOR_RGB2BGR))
-        write_text_atomic(os.path.join(held_dir, f"{item_id}.txt"), spec.caption + "\n")
-        held.append({"id": item_id, "caption": spec.caption, **{k: v for k, v in dataclasses.asdict(spec).items()}})
+        _write_frame0_item(held_dir, item_id, spec, height, width)
+        extra = {} if group is None else {"bg_group": group}
+        held.append({"id": item_id, "caption": spec.caption, **dataclasses.asdict(spec), **extra})
     write_jsonl_atomic(os.path.join(out_dir, "heldout", "heldout.jsonl"), held, ensure_ascii=True)
+    if backgrounds == "v2":
+        name, combo, colour = MID_GREY_CHECK
+        spec = sample_spec(
+            np.random.default_rng(0), combo, frames=frames, height=height, width=width, max_speed=max_speed
+        )
+        spec = dataclasses.replace(spec, background="plain", bg_colors=(colour, colour))
+        _write_frame0_item(os.path.join(out_dir, "checks", name), "000", spec, height, width)
     return held
 
 
@@ -374,6 +507,7 @@ def write_heldout(
     width: int = 64,
     max_speed: float = 0.6,
     seed: int = 0,
+    backgrounds: str = "v1",
 ) -> dict[str, Any]:
     """Only the held-out part of `write_dataset` with the same arguments (``out_dir/heldout/...``,
     identical files): the training clips' random draws are replayed without rendering or writing
@@ -384,9 +518,16 @@ def write_heldout(
     rng = np.random.default_rng(seed)
     for _ in range(num_train):  # the same draws as write_dataset's training loop
         combo = train_combos[int(rng.integers(len(train_combos)))]
-        sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
+        sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed, backgrounds=backgrounds)
     held = _write_heldout_items(
-        out_dir, rng, held_combos, frames=frames, height=height, width=width, max_speed=max_speed
+        out_dir,
+        rng,
+        held_combos,
+        frames=frames,
+        height=height,
+        width=width,
+        max_speed=max_speed,
+        backgrounds=backgrounds,
     )
     return {"heldout": len(held)}
 

@@ -5,7 +5,10 @@
     result = VideoPipeline(dit, vae, prompt_encoder)(settings, image)
     paths = save_video(result.video, settings)
 
-`run(config)` does all four (what `sample.py` calls). As released: the conditional prompt is
+`run(config)` does all four (what `sample.py` calls). `generate_videos(pipeline, jobs)` is the one
+loop that makes many videos with a loaded pipeline: the Python API (one call = one job), batch
+generation (`sample.py --config.prompts=FILE.jsonl`) and the evaluation tool's benchmark runner all
+generate through it. As released: the conditional prompt is
 prompt + positive magic, the unconditional one the negative magic; the first image is mapped to
 [-1, 1], resized to cover the target size and centre-cropped, VAE-encoded (posterior sample) to one
 latent frame and zero-padded to the latent frame count; initial latents are N(0, 1) from the seed;
@@ -21,12 +24,14 @@ import gc
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from tqdm.auto import tqdm
 
 from stepvideo_jax import components, video_io
 from stepvideo_jax.diffusion.cache import CacheSettings, check_guidance_interval
@@ -34,12 +39,15 @@ from stepvideo_jax.diffusion.flow_match import flow_sigmas
 from stepvideo_jax.diffusion.sampler import Sampler, TextConditioning
 from stepvideo_jax.distributed import is_main_process
 from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
+from stepvideo_jax.text.tokenizers import words_outside
 from stepvideo_jax.vae import sharded_vae_decode
 
 __all__ = [
     "SampleSettings",
     "VideoPipeline",
     "GenerationResult",
+    "GeneratedVideo",
+    "generate_videos",
     "latent_grid",
     "prepare_image",
     "save_video",
@@ -217,19 +225,21 @@ class VideoPipeline:
     `components.component_loaders`) and frees it after, so the peak is the largest stage, not the sum.
     Both compute the same video bit for bit."""
 
-    def __init__(self, dit, vae, prompt_encoder, mesh=None):
+    def __init__(self, dit, vae, prompt_encoder, mesh=None, *, vocabulary_warning: bool = False):
         self.dit, self.vae, self.prompt_encoder = dit, vae, prompt_encoder
         self.mesh = mesh  # when set, the VAE decode spreads its latent chunks over the devices
+        self.vocabulary_warning = vocabulary_warning
         self.sampler = Sampler(dit)
         self.ti2v = bool(dit.cfg.use_additional_conditions)
         self._loaders = None
 
     @classmethod
-    def sequential(cls, loaders: dict, mesh=None) -> VideoPipeline:
+    def sequential(cls, loaders: dict, mesh=None, *, vocabulary_warning: bool = False) -> VideoPipeline:
         """One component resident at a time; `loaders` = {"text", "vae", "dit": () -> component}."""
         self = cls.__new__(cls)
         self.dit = self.vae = self.prompt_encoder = self.sampler = None
         self.mesh, self.ti2v, self._loaders = mesh, None, dict(loaders)
+        self.vocabulary_warning = vocabulary_warning
         return self
 
     @contextlib.contextmanager
@@ -283,7 +293,9 @@ class VideoPipeline:
             clock = now
 
         noise_key, posterior_key = jax.random.split(jax.random.key(settings.seed))
-        with self._resident("prompt_encoder"):
+        with self._resident("prompt_encoder") as encoder:
+            if self.vocabulary_warning:
+                _warn_outside_vocabulary(settings.prompt, encoder)
             text = self.encode_text(settings.prompt, settings.positive_magic, settings.negative_magic)
             jax.block_until_ready(text)
         lap("text_encode_s")
@@ -332,8 +344,57 @@ class VideoPipeline:
         )
 
 
+def _warn_outside_vocabulary(prompt: str, encoder) -> None:
+    """One warning line naming the prompt's words that the text tokenizer has no whole word for."""
+    words = words_outside(prompt, encoder.clip_tokenizer.whole_words())
+    if words:
+        logging.warning(
+            "prompt words outside this model's vocabulary (it never saw them; they will be ignored or "
+            "distort the video): %s",
+            ", ".join(words),
+        )
+
+
 # The pipeline's attribute -> its `components.component_loaders` key.
 _LOADER_NAMES = {"prompt_encoder": "text", "vae": "vae", "dit": "dit"}
+
+
+@dataclasses.dataclass
+class GeneratedVideo:
+    """One video of `generate_videos`: uint8 frames (540p-cropped when the settings ask), its job
+    (settings, prepared image), the pipeline's result and stage timings (seconds, `total_s` from the
+    job's start)."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    settings: SampleSettings
+    image: np.ndarray | None  # float32 [H, W, 3] in [-1, 1], the prepared first image (None: T2V)
+    result: GenerationResult
+    timings: dict[str, float]
+
+
+def generate_videos(
+    pipeline: VideoPipeline,
+    jobs: Iterable[tuple[SampleSettings, np.ndarray | None]],
+    *,
+    mesh=None,
+    total: int | None = None,
+    progress: bool = False,
+    desc: str = "videos",
+) -> Iterator[GeneratedVideo]:
+    """Generates each (validated settings, prepared image) job in turn with one loaded pipeline, under
+    the mesh's rules, yielding each video as it is done (jobs may be a lazy iterable, so images are
+    read one at a time); a bar over the videos when `progress`."""
+    with tqdm(total=total, desc=desc, unit="video", disable=not progress) as bar:
+        for settings, image in jobs:
+            t0 = time.perf_counter()
+            with use_mesh(mesh):
+                result = pipeline(settings, image)
+            frames = video_io.to_uint8(result.video)  # [F, H, W, 3]
+            if settings.crop_540p:
+                frames = video_io.crop_standard_540p(frames)
+            timings = {**result.timings, "total_s": time.perf_counter() - t0}
+            bar.update(1)
+            yield GeneratedVideo(frames=frames, settings=settings, image=image, result=result, timings=timings)
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -388,10 +449,13 @@ def run(config) -> dict[str, Any]:
         video_io.check_writable_dir(settings.output_dir)
     image = prepare_image(settings)
     mesh = _mesh(config)
+    vocab = bool(config.get("vocabulary_warning", False))
     if config.get("residency", "all") == "sequential":  # each stage loads its component (timed in its stage)
-        pipeline = VideoPipeline.sequential(components.component_loaders(config, mesh), mesh=mesh)
+        pipeline = VideoPipeline.sequential(
+            components.component_loaders(config, mesh), mesh=mesh, vocabulary_warning=vocab
+        )
     else:
-        pipeline = VideoPipeline(*components.load_components(config, mesh), mesh=mesh)
+        pipeline = VideoPipeline(*components.load_components(config, mesh), mesh=mesh, vocabulary_warning=vocab)
     t_load = time.perf_counter() - t0
     with use_mesh(mesh):  # each network enters its own sharding rules
         result = pipeline(settings, image)

@@ -11,21 +11,21 @@ benchmark runs, so importing this module loads no model code.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from stepvideo_jax import video_io
 from stepvideo_jax.components import load_components
-from stepvideo_jax.diffusion.pipeline import SampleSettings, VideoPipeline, prepare_image
+from stepvideo_jax.diffusion.pipeline import SampleSettings, VideoPipeline, generate_videos, prepare_image
 from stepvideo_jax.evaluation.metrics import check_video, evaluate_video, image_to_uint8
 from stepvideo_jax.evaluation.reports import contact_sheet, write_reports
 from stepvideo_jax.files import atomic_path, iter_jsonl
-from stepvideo_jax.sharding import MeshConfig, make_mesh, use_mesh
+from stepvideo_jax.sharding import MeshConfig, make_mesh
 
 __all__ = ["BENCH_LAYOUT", "IMAGE_EXTENSIONS", "find_benchmark_items", "evaluate_benchmark", "evaluate_folder"]
 
@@ -91,7 +91,8 @@ def evaluate_benchmark(
         c.prompt, c.image, c.motion_score, c.output_dir = prompt, image_path, score, out_dir
         if seed is not None:
             c.seed = int(seed)
-        return SampleSettings.from_config(c)
+        # Frame 0 is compared with the input at the config's size, so the 540p output crop stays off.
+        return dataclasses.replace(SampleSettings.from_config(c), crop_540p=False)
 
     # Validate every item's settings before loading anything (bad images or config fail fast).
     plans = [(item, [settings_for(item[2], item[3], s) for s in scores]) for item in items]
@@ -99,28 +100,33 @@ def evaluate_benchmark(
         raise ValueError("evaluation needs an image-to-video config (use_additional_conditions=True)")
     mesh = _mesh(config)
     pipeline = VideoPipeline(*load_components(config, mesh), mesh=mesh)
-    rows = []
-    with use_mesh(mesh), tqdm(total=len(plans) * len(scores), desc="evaluate", unit="video") as bar:
-        for (category, item_id, _, prompt), settings_list in plans:
+
+    def jobs():  # (settings, prepared image) in report order; each image read when its item comes
+        for _, settings_list in plans:
             prepared = prepare_image(settings_list[0])  # float32 [H, W, 3] in [-1, 1]
-            image_u8 = image_to_uint8(prepared)
             for settings in settings_list:
-                frames = video_io.to_uint8(pipeline(settings, prepared).video)  # [F, H, W, 3]
-                stem = os.path.join(out_dir, "videos", category, f"{item_id}_ms{settings.motion_score:g}")
-                os.makedirs(os.path.dirname(stem), exist_ok=True)
-                with atomic_path(stem + ".npy") as tmp:
-                    np.save(tmp, frames)
-                video_io.write_mp4(stem + ".mp4", frames, fps=settings.fps, denoise=settings.denoise_filter)
-                video_io.write_png(stem + ".png", contact_sheet(image_u8, frames))
-                row = {
-                    "category": category,
-                    "id": item_id,
-                    "prompt": prompt,
-                    **evaluate_video(frames, image_u8, settings.motion_score, prompt),
-                    "video": os.path.relpath(stem + ".npy", out_dir),
-                }
-                rows.append(row)
-                bar.update(1)
+                yield settings, prepared
+
+    labels = [(category, item_id, prompt) for (category, item_id, _, prompt), sl in plans for _ in sl]
+    videos = generate_videos(pipeline, jobs(), mesh=mesh, total=len(labels), progress=True, desc="evaluate")
+    rows = []
+    for (category, item_id, prompt), video in zip(labels, videos):
+        settings, frames = video.settings, video.frames  # uint8 [F, H, W, 3]
+        image_u8 = image_to_uint8(video.image)
+        stem = os.path.join(out_dir, "videos", category, f"{item_id}_ms{settings.motion_score:g}")
+        os.makedirs(os.path.dirname(stem), exist_ok=True)
+        with atomic_path(stem + ".npy") as tmp:
+            np.save(tmp, frames)
+        video_io.write_mp4(stem + ".mp4", frames, fps=settings.fps, denoise=settings.denoise_filter)
+        video_io.write_png(stem + ".png", contact_sheet(image_u8, frames))
+        row = {
+            "category": category,
+            "id": item_id,
+            "prompt": prompt,
+            **evaluate_video(frames, image_u8, settings.motion_score, prompt),
+            "video": os.path.relpath(stem + ".npy", out_dir),
+        }
+        rows.append(row)
     extra = {
         "bench_dir": os.path.abspath(bench_dir),
         "motion_scores": scores,

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["StepTokenizer", "ClipTokenizer", "as_prompt_list"]
+__all__ = ["StepTokenizer", "ClipTokenizer", "as_prompt_list", "words_outside"]
 
 
 def as_prompt_list(prompts: str | Sequence[str]) -> list[str]:
@@ -120,3 +121,15 @@ class ClipTokenizer:
         ids = np.asarray(enc["input_ids"], dtype=np.int32)
         mask = np.asarray(enc["attention_mask"], dtype=np.int32)
         return ids, mask
+
+    def whole_words(self) -> frozenset[str]:
+        """The vocabulary's whole alphabetic words (no `##` continuations, no `[SPECIAL]` tokens)."""
+        return frozenset(w for w in self._tok.get_vocab() if w.isalpha() and w.isascii())
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def words_outside(prompt: str, vocabulary: frozenset[str]) -> list[str]:
+    """The prompt's lower-cased ASCII words that are not in `vocabulary`, unique, in order."""
+    return list(dict.fromkeys(w for w in _WORD.findall(prompt.lower()) if w not in vocabulary))

@@ -79,6 +79,12 @@ def _call_args(config, item: BatchItem) -> tuple[Any, dict[str, Any]]:
     return image, values
 
 
+def _job(pipe, config, item: BatchItem):
+    """(validated settings, prepared image) of an item for `pipe.generate_all`."""
+    image, values = _call_args(config, item)
+    return pipe.settings(image, **values)
+
+
 def run_batch(config, mesh=None, *, log: Callable[[str], None] = tqdm.write) -> dict[str, Any]:
     """Generates every item of `config.prompts` with one loaded pipeline; returns {"written": [paths],
     "skipped": [one-line reasons], "timings": {...}}."""
@@ -100,9 +106,10 @@ def run_batch(config, mesh=None, *, log: Callable[[str], None] = tqdm.write) -> 
     if valid:
         pipe = api.pipeline_for(config, mesh)
         t_load = pipe.load_seconds
-        for i, item in enumerate(tqdm(valid, desc="videos", unit="video", disable=not config.progress), start=1):
-            image, values = _call_args(config, item)
-            out = pipe.generate(image, **values)
+        # Each item's image is read again when its turn comes (validation above kept nothing).
+        jobs = (_job(pipe, config, item) for item in valid)
+        outputs = pipe.generate_all(jobs, total=len(valid), progress=config.progress)
+        for i, (item, out) in enumerate(zip(valid, outputs), start=1):
             paths = out.save_in(config.output_dir, item.name)
             seconds.append(out.timings["total_s"])
             written.append(paths)

@@ -1,7 +1,8 @@
 """Trains the embedded demo model from nothing, on this machine, with the repo's own code.
 
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~50 min on 2 CPU cores
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~70 min on 2 CPU cores
     python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=dit,export
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo2 --recipe.data.backgrounds=v2  # light/grey/colour too
 
 Stages (settings in ``configs/demo.py``; each stage reads what the previous ones wrote in WORKDIR):
 
@@ -9,20 +10,23 @@ Stages (settings in ``configs/demo.py``; each stage reads what the previous ones
            prompts in the Step-Video-TI2V-Eval layout          -> WORKDIR/data
   text     sentencepiece + BERT tokenizers trained on the caption vocabulary, tiny Step-LLM and
            HunyuanCLIP with fixed random weights (frozen)      -> WORKDIR/components (step_llm, hunyuan_clip)
-  vae      the tiny Video-VAE v2 trained on the clips (``train.py`` network "vae")
-                                                               -> WORKDIR/vae, WORKDIR/components (+ vae)
+  vae      the tiny Video-VAE v2 trained on the clips (``train.py`` network "vae"), one run per
+           ``recipe.vae_cycles`` entry, each resuming the last  -> WORKDIR/vae, WORKDIR/components (+ vae)
   latents  VAE latents, condition latents, text states of every clip (``tools/precompute``)
                                                                -> WORKDIR/latents
   dit      the tiny TI2V DiT trained with flow matching (``train.py``) -> WORKDIR/dit
   export   all four components (DiT with its EMA weights) as one bfloat16 checkpoint folder + example
            images and a stored short reference sample for the tests -> demo/checkpoint, demo/examples
+  evaluate the exported model on the held-out prompts at ``recipe.eval_motion_scores`` (and, with v2
+           backgrounds, the mid-grey frame-0 check), figures against the demo's targets -> WORKDIR/eval
 
 Extra stage (not in the default list):
 
   heldout  only the held-out prompts of the data stage (the same files, in a second, without the
            training clips): ``--stages=heldout`` -> WORKDIR/data/heldout, what the evaluation reads
 
-Stage timings go to WORKDIR/recipe_timings.json.
+Stage timings go to WORKDIR/recipe_timings.json. Recipe fields are overridden with
+``--recipe.FIELD=VALUE`` (``configs/demo.py:recipe``).
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ from absl import app, flags, logging
 
 from stepvideo_jax.files import atomic_path, write_json_atomic, write_text_atomic
 
-__all__ = ["run_recipe", "STAGES", "REFERENCE_SAMPLE", "reference_sample_settings", "EXAMPLES"]
+__all__ = ["run_recipe", "STAGES", "TARGETS", "REFERENCE_SAMPLE", "reference_sample_settings", "EXAMPLES"]
 
-STAGES = ("data", "text", "vae", "latents", "dit", "export")
+STAGES = ("data", "text", "vae", "latents", "dit", "export", "evaluate")
+# The demo model's evaluation targets (issue 19): held-out prompts, and the v2 mid-grey frame-0 check.
+TARGETS = {"first_frame_psnr_db": 28.0, "motion_monotonic": 0.9, "direction_match": 0.8, "mid_grey_psnr_db": 25.0}
 EXTRA_STAGES = ("heldout",)
 REFERENCE_SAMPLE = "reference_sample.npz"
 # Bundled example images: (file stem, caption combo (size, colour, shape, direction), rng seed).
@@ -148,10 +154,15 @@ def _stage_vae(recipe, workdir: str) -> dict:
     config = _load_demo_config("vae")
     config.data.manifest = os.path.join(workdir, "data", "manifest.jsonl")
     run_dir = os.path.join(workdir, "vae")
-    result = train(config, run_dir)
+    losses: dict = {}
+    for steps, total in recipe.vae_cycles:  # each cycle resumes the previous one's last checkpoint
+        config.train.steps, config.optim.total_steps = int(steps), int(total)
+        config.optim.warmup_steps = min(int(config.optim.warmup_steps), int(total))
+        result = train(config, run_dir)
+        losses.update(result.losses)
     vae = load_trained_model(config, run_dir)
     _components_with(workdir, {"vae": (vae, None)})
-    losses = [result.losses[k] for k in sorted(result.losses)]
+    losses = [losses[k] for k in sorted(losses)]
     return {
         "steps": result.final_step,
         "first_loss": losses[0] if losses else None,
@@ -194,6 +205,8 @@ def _stage_dit(recipe, workdir: str) -> dict:
 
     config = _load_demo_config("dit")
     config.data.manifest = os.path.join(workdir, "latents", "index.jsonl")
+    config.train.steps = config.optim.total_steps = int(recipe.dit_steps)
+    config.optim.warmup_steps = min(int(config.optim.warmup_steps), int(recipe.dit_steps))
     result = train(config, os.path.join(workdir, "dit"))
     losses = [result.losses[k] for k in sorted(result.losses)]
     tail = losses[-100:]
@@ -234,7 +247,7 @@ def _stage_export(recipe, workdir: str) -> dict:
         )
         write_text_atomic(os.path.join(recipe.examples_dir, f"{stem}.txt"), spec.caption + "\n")
     # A short stored sample: the test re-generates it from the shipped checkpoint.
-    config = reference_sample_settings(_load_demo_config(""))
+    config = reference_sample_settings(_sampling_config(recipe))
     config.output_dir = os.path.join(workdir, "reference_sample")
     out = run(config)
     result = out["result"]
@@ -253,6 +266,37 @@ def _stage_export(recipe, workdir: str) -> dict:
     return {"export_dir": export_dir, "bytes": size}
 
 
+def _sampling_config(recipe):
+    """The demo sampling config reading the recipe's exported checkpoint and example image."""
+    config = _load_demo_config("")
+    config.checkpoint_dir = recipe.export_dir
+    config.image = os.path.join(recipe.examples_dir, os.path.basename(config.image))
+    return config
+
+
+def _stage_evaluate(recipe, workdir: str) -> dict:
+    from stepvideo_jax.evaluation import evaluate_benchmark
+
+    config = _sampling_config(recipe)
+    config.progress = False
+    data = os.path.join(workdir, "data")
+    scores = [float(s) for s in recipe.eval_motion_scores]
+    held = evaluate_benchmark(config, os.path.join(data, "heldout"), os.path.join(workdir, "eval", "heldout"), scores)
+    out = {
+        "first_frame_psnr_db": held["psnr_mean"],
+        "motion_monotonic": held["motion_monotonic_fraction"],
+        "direction_match": held["direction_accuracy"],
+    }
+    if os.path.isdir(os.path.join(data, "checks")):
+        checks = evaluate_benchmark(
+            config, os.path.join(data, "checks"), os.path.join(workdir, "eval", "checks"), scores[:1]
+        )
+        out["mid_grey_psnr_db"] = checks["psnr_mean"]
+    out["targets_met"] = {k: out[k] >= TARGETS[k] for k in out if k in TARGETS and out[k] is not None}
+    logging.info("evaluate: %s", out)
+    return out
+
+
 _STAGE_FUNCS = {
     "data": _stage_data,
     "text": _stage_text,
@@ -260,6 +304,7 @@ _STAGE_FUNCS = {
     "latents": _stage_latents,
     "dit": _stage_dit,
     "export": _stage_export,
+    "evaluate": _stage_evaluate,
     "heldout": _stage_heldout,
 }
 
@@ -289,11 +334,14 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     return record
 
 
+_RECIPE: dict = {}
+
+
 def main(argv):
     del argv
     stages = [s.strip() for s in flags.FLAGS.stages.split(",") if s.strip()]
     try:
-        record = run_recipe(flags.FLAGS.workdir, stages)
+        record = run_recipe(flags.FLAGS.workdir, stages, _RECIPE["flag"].value)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps(record, indent=1, default=str), file=sys.stdout)
@@ -302,6 +350,13 @@ def main(argv):
 def _define_flags() -> None:
     flags.DEFINE_string("workdir", "runs/demo", "folder for the recipe's data, runs and intermediate checkpoints")
     flags.DEFINE_string("stages", ",".join(STAGES), f"comma-separated stages among {','.join(STAGES + EXTRA_STAGES)}")
+    from ml_collections import config_flags
+
+    from stepvideo_jax.configs import config_path
+
+    _RECIPE["flag"] = config_flags.DEFINE_config_file(
+        "recipe", config_path("demo") + ":recipe", "The recipe's settings (--recipe.FIELD=VALUE overrides)."
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""The demo data's background sets (v1 = the shipped model's, v2 = light / mid-grey / coloured too), the
+prompt-vocabulary warning, and the recipe running both VAE cycles in one command."""
+
+import dataclasses
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+
+from stepvideo_jax.configs import get_config
+from stepvideo_jax.data import synthetic
+from stepvideo_jax.diffusion import pipeline
+from stepvideo_jax.text import ClipTokenizer
+from stepvideo_jax.text.tokenizers import words_outside
+from stepvideo_jax.tools import demo_recipe
+
+DEMO_CLIP_TOKENIZER = os.path.join(os.path.dirname(pipeline.__file__), "..", "demo", "checkpoint", "hunyuan_clip")
+
+
+def _grey(rgb):
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def test_v1_is_the_default_and_v2_draws_every_background_group():
+    combo = ("large", "blue", "triangle", "right")
+    kw = dict(frames=17, height=64, width=64, max_speed=0.6)
+    a = synthetic.sample_spec(np.random.default_rng(5), combo, **kw)
+    assert a == synthetic.sample_spec(np.random.default_rng(5), combo, backgrounds="v1", **kw)
+    rng = np.random.default_rng(0)
+    firsts = {synthetic.sample_spec(rng, combo, backgrounds="v2", **kw).bg_colors[0] for _ in range(200)}
+    palettes = {g: {tuple(int(v) for v in c) for c in p} for g, p in synthetic.BACKGROUND_GROUPS.items()}
+    assert firsts <= set().union(*palettes.values())
+    assert all(firsts & p for p in palettes.values())  # dark, light, mid-grey and coloured all drawn
+    assert max(_grey(c) for c in firsts) > 200 and (128, 128, 128) in firsts
+    light = synthetic.sample_spec(rng, combo, backgrounds="v2", bg_group="light", **kw)
+    assert all(0 <= v <= 255 for c in light.bg_colors for v in c) and light.bg_colors[1][0] < light.bg_colors[0][0]
+    with pytest.raises(ValueError, match="backgrounds must be one of"):
+        synthetic.sample_spec(rng, combo, backgrounds="v3", **kw)
+    with pytest.raises(ValueError, match="bg_group needs backgrounds='v2'"):
+        synthetic.sample_spec(rng, combo, bg_group="light", **kw)
+
+
+def test_low_contrast_clips_take_their_motion_score_from_a_dark_proxy():
+    kw = dict(frames=17, height=64, width=64, max_speed=0.6)
+    spec = synthetic.sample_spec(np.random.default_rng(1), ("large", "blue", "circle", "left"), **kw)
+    spec = dataclasses.replace(spec, speed=0.5, background="plain", bg_colors=((128, 128, 128),) * 2)
+    proxy = synthetic.motion_proxy(spec)
+    assert proxy is not None and proxy.background == "plain" and proxy.speed == spec.speed
+    on_grey = synthetic.clip_motion_score(synthetic.render_clip(spec, 17, 64, 64))
+    on_proxy = synthetic.clip_motion_score(synthetic.render_clip(proxy, 17, 64, 64))
+    assert on_proxy > 2 * on_grey  # the flow barely sees blue on mid-grey
+    dark = dataclasses.replace(spec, bg_colors=((30, 30, 38), (52, 52, 60)))
+    assert synthetic.motion_proxy(dark) is None
+
+
+def test_v2_dataset_heldout_groups_and_mid_grey_check(tmp_path):
+    summary = synthetic.write_dataset(str(tmp_path / "full"), num_train=4, num_heldout=8, seed=0, backgrounds="v2")
+    assert summary["backgrounds"] == "v2" and summary["train"] == 4
+    held = [json.loads(line) for line in open(tmp_path / "full" / "heldout" / "heldout.jsonl")]
+    groups = [h["bg_group"] for h in held]
+    assert {"light", "mid_grey"} <= set(groups) and len(held) == 8
+    check = tmp_path / "full" / "checks" / synthetic.MID_GREY_CHECK[0]
+    assert (check / "000.txt").read_text().strip() == "a large blue triangle moves right"
+    import cv2
+
+    image = cv2.imread(str(check / "000.png"))[:, :, ::-1]
+    assert (image == 128).all(axis=-1).mean() > 0.8  # a plain (128, 128, 128) background
+    assert (np.abs(image.astype(int) - (70, 120, 255)).sum(-1) < 30).any()  # and the blue shape
+    # The held-out-only writer replays the same draws (v2 included).
+    synthetic.write_heldout(str(tmp_path / "only"), num_train=4, num_heldout=8, seed=0, backgrounds="v2")
+    for sub in ("heldout/heldout.jsonl", f"checks/{synthetic.MID_GREY_CHECK[0]}/000.png"):
+        assert (tmp_path / "full" / sub).read_bytes() == (tmp_path / "only" / sub).read_bytes(), sub
+
+
+def test_words_outside_the_demo_vocabulary_are_named_once(caplog):
+    words = ClipTokenizer(DEMO_CLIP_TOKENIZER).whole_words()
+    assert {"red", "circle", "moves", "left"} <= words and "##e" not in words and "[UNK]" not in words
+    assert words_outside("A big red circle moves LEFT on a big grey field.", words) == ["big", "on", "grey", "field"]
+    assert words_outside("a small white square moves up", words) == []
+
+    class _Encoder:
+        clip_tokenizer = ClipTokenizer(DEMO_CLIP_TOKENIZER)
+
+    with caplog.at_level(logging.WARNING):
+        pipeline._warn_outside_vocabulary("a cat jumps", _Encoder())
+        pipeline._warn_outside_vocabulary("a red circle moves up", _Encoder())
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and lines[0].endswith(": cat, jumps") and "\n" not in lines[0]
+    assert get_config("demo").vocabulary_warning and not get_config("ti2v:tiny").vocabulary_warning
+
+
+def test_recipe_runs_every_vae_cycle_in_one_stage(tmp_path, monkeypatch):
+    from stepvideo_jax.training import loop
+
+    calls = []
+
+    def fake_train(config, run_dir):
+        calls.append((config.train.steps, config.optim.total_steps, run_dir))
+        return loop.TrainResult(losses={config.train.steps: 1.0}, final_step=config.train.steps, data_summary="")
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(loop, "load_trained_model", lambda config, run_dir: "vae")
+    monkeypatch.setattr(demo_recipe, "_components_with", lambda workdir, extra: None)
+    recipe = get_config("demo:recipe")
+    assert recipe.data.backgrounds == "v1"  # the shipped model's data stays the default
+    summary = demo_recipe._stage_vae(recipe, str(tmp_path))
+    run_dir = str(tmp_path / "vae")
+    assert calls == [(450, 450, run_dir), (900, 900, run_dir)] and summary["steps"] == 900
