@@ -6,7 +6,8 @@
 
 Each row is one `python sample.py ...` in its own process; its peak is that child's `ru_maxrss`
 (`os.wait4`), which on this CPU machine includes every parameter and activation (CPU "device" memory
-is host memory). The int8 rows quantize the bf16 checkpoint at restore (`--config.dit_quantize=int8`).
+is host memory). The int8 rows quantize the bf16 checkpoint at restore (`--config.dit_quantize=int8`;
+the released-width rows also `--config.text_quantize=int8`).
 
 "released_width": random bf16 weights at the release's widths for the parts that fit this 24 GB
 machine: the DiT at 6144 wide with 48 heads but 2 of its 48 layers, the Step-LLM at 6144 wide (65536
@@ -84,20 +85,23 @@ def _peak_rss(cmd: list[str], log: str) -> tuple[int, float]:
 ALL_RUNS = (("all", ""), ("sequential", ""), ("all", "int8"), ("sequential", "int8"))
 
 
-def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS) -> list[list[object]]:
+def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS, text_too: bool = False) -> list[list[object]]:
+    """One row per (residency, quantization); `text_too` quantizes the Step-LLM's linears with the DiT's."""
     rows, peaks = [], {}
     for residency, quant in runs:
         tag = f"{name.split()[0]}-{residency}-{quant or 'bf16'}"
         cmd = base + [f"--config.residency={residency}", f"--config.output_dir={out_dir}/{tag}"]
         if quant:
             cmd.append(f"--config.dit_quantize={quant}")
+            if text_too:
+                cmd.append(f"--config.text_quantize={quant}")
         peak, seconds = _peak_rss(cmd, os.path.join(out_dir, f"{tag}.log"))
         peaks[(residency, quant)] = peak
         rows.append(
             [
                 name,
                 residency,
-                quant or "bf16 (as converted)",
+                (quant + (" DiT + Step-LLM" if text_too else " DiT")) if quant else "bf16 (as converted)",
                 f"{peak / 2**30:.2f}",
                 f"{peak / peaks[('all', '')]:.2f}",
                 f"{seconds:.0f}",
@@ -115,6 +119,7 @@ def main(argv=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     py = [sys.executable, "sample.py", "--config.progress=False"]
     rows = []
+    print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}", flush=True)
     if "demo" in args.only:
         rows += _rows("demo", py[:2] + ["--config=configs/demo.py"] + py[2:], args.out)
     if "released_width" in args.only:
@@ -135,14 +140,9 @@ def main(argv=None) -> None:
                 "--config.crop_540p=False",
             ]
         )
-        # (all, int8) is left out to save time on this 2-core machine: int8 only changes the DiT stage.
-        rows += _rows(
-            "released widths (DiT, Step-LLM 2 layers)",
-            base,
-            args.out,
-            runs=(("all", ""), ("sequential", ""), ("sequential", "int8")),
-        )
-    print(md_table(["model", "residency", "DiT weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
+        rows += _rows("released widths (DiT, Step-LLM 2 layers)", base, args.out, text_too=True)
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+    print(md_table(["model", "residency", "weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
 
 
 if __name__ == "__main__":
