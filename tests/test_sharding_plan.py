@@ -66,3 +66,26 @@ def test_plan_cli_rejects_quantized_training_and_unknown_parts():
         main(["--parts=sample,train", "--quantize=int8"])
     with pytest.raises(SystemExit, match="unknown"):
         main(["--parts=sample,decode"])
+
+
+def test_gpu_fit_estimate_peaks_from_stage_reports():
+    from benchmarks.gpu_plan_tables import load_stages, residency_peaks, stage_estimates, tables
+
+    def rep(args, temp):
+        return dict(argument_bytes=args, output_bytes=1, temp_bytes=temp)
+
+    stages = {
+        "llm encode": {"bf16": rep(40, 80), "int8": rep(20, 2)},
+        "clip encode": {"bf16": rep(1, 3), "int8": rep(1, 3)},
+        "dit": {"bf16": rep(60, 130), "int8": rep(30, 16)},
+        "vae": {"bf16": rep(1, 25), "int8": rep(1, 25)},
+    }
+    est = stage_estimates(stages)
+    # bf16 stacked programs take the int8 programs' temporaries (no XLA:CPU float32 weight copies).
+    assert est["dit"]["bf16"]["temp"] == 16 and est["dit"]["bf16"]["peak"] == 60 + 1 + 16
+    peaks = residency_peaks(est)
+    assert peaks[("sequential", "bf16")] == 77  # the DiT stage; text stage = 40 + 1 + 4
+    assert peaks[("sequential", "int8")] == 47  # 30 + 1 + 16 vs text 20 + 1 + 4 and VAE 1 + 1 + 25
+    assert peaks[("all", "int8")] == 20 + 1 + 30 + 1 + 26  # every weight + the largest stage's temporaries
+    # The committed reports (benchmarks/gpu_plans/) render.
+    assert set(load_stages()) and "int8 sequential" in tables()
