@@ -30,31 +30,24 @@ def test_plan_reports_sharded_memory_and_flops():
     assert "sample" in format_report(report)
 
 
-def test_plan_quantize_shrinks_weight_arguments_and_compiles_clip_and_vae():
+def test_plan_quantize_shrinks_weight_arguments_and_compiles_clip():
+    # The Step-LLM (cheap to compile) stands for both quantized parts; the DiT's 30B figures are in
+    # benchmarks/gpu_plans (27.49 GiB int8 vs 54.75 bf16). clip and vae share one branch.
     from stepvideo_jax.testing import tiny_clip_config, tiny_step_llm_config
-    from stepvideo_jax.vae import VAEConfig
 
-    cfg = DiTConfig(
-        num_heads=4, head_dim=32, num_layers=2, in_channels=8, out_channels=8, caption_channels=(64, 32),
-        rope_split=(16, 8, 8), attention_kernel="chunked", param_dtype="bfloat16", dtype="bfloat16",
-    )  # fmt: skip
+    dit = DiTConfig(num_heads=2, head_dim=16, num_layers=1, caption_channels=(64, 32), rope_split=(8, 4, 4))
     sizes = PlanSizes(frames=17, height=64, width=64, llm_tokens=8, clip_tokens=4)
     llm = tiny_step_llm_config(param_dtype="bfloat16", dtype="bfloat16", vocab_size=64)
-    mesh = MeshConfig()  # fsdp over the test devices
-    kw = dict(what=("sample", "llm"), llm_cfg=llm, flops=False)
-    bf16, int8 = (plan(cfg, mesh, sizes, quantize=q, **kw) for q in ("none", "int8"))
+    clip = tiny_clip_config(param_dtype="bfloat16", dtype="bfloat16")
+    kw = dict(llm_cfg=llm, flops=False, part_configs=dict(clip=clip))
+    bf16 = plan(dit, MeshConfig(), sizes, what=("llm", "clip"), **kw)
+    int8 = plan(dit, MeshConfig(), sizes, what=("llm",), quantize="int8", **kw)
     assert int8["quantize"] == "int8" and "quantize" not in bf16
-    for part in ("sample", "llm"):  # int8 kernels (1 byte) + per-channel scales vs bf16 kernels (2 bytes)
-        assert int8[part]["argument_bytes"] < 0.8 * bf16[part]["argument_bytes"], part
-    other = plan(
-        cfg, mesh, sizes, what=("clip", "vae"), flops=False,
-        part_configs=dict(clip=tiny_clip_config(param_dtype="bfloat16", dtype="bfloat16"),
-                          vae=VAEConfig.tiny(param_dtype="bfloat16", dtype="bfloat16", conv_impl="conv3d")),
-    )  # fmt: skip
-    for part in ("clip", "vae"):
-        assert other[part]["argument_bytes"] > 0 and other[part]["temp_bytes"] > 0
-        assert other[part]["peak_bytes"] >= other[part]["argument_bytes"]
-    assert "vae" in format_report(other)
+    # int8 kernels (1 byte) + per-channel scales vs bf16 kernels (2 bytes)
+    assert int8["llm"]["argument_bytes"] < 0.8 * bf16["llm"]["argument_bytes"]
+    assert bf16["clip"]["argument_bytes"] > 0 and bf16["clip"]["temp_bytes"] > 0
+    assert bf16["clip"]["peak_bytes"] >= bf16["clip"]["argument_bytes"]
+    assert "clip" in format_report(bf16)
 
 
 def test_plan_cli_rejects_quantized_training_and_unknown_parts():
