@@ -10,10 +10,12 @@ is host memory). The int8 rows quantize the bf16 checkpoint at restore (`--confi
 the released-width rows also `--config.text_quantize=int8`).
 
 "released_width": random bf16 weights at the release's widths for the parts that fit this 24 GB
-machine: the DiT at 6144 wide with 48 heads but 2 of its 48 layers, the Step-LLM at 6144 wide (65536
-vocab) with 2 of its 48 layers, the whole HunyuanCLIP and the whole Video-VAE v2; a 17-frame 128x128
-video (3 x 8 x 8 latents), the tiny tokenizers. The checkpoint (~7 GB) is built once under
-`runs/bench_released_width` (git-ignored) and reused.
+machine: the DiT at 6144 wide with 48 heads but `--layers` (default 1) of its 48 layers, the Step-LLM
+at 6144 wide (65536 vocab) with as many of its 48 layers, the whole HunyuanCLIP and the whole
+Video-VAE v2; a 17-frame 128x128 video (3 x 8 x 8 latents), the tiny tokenizers. The checkpoint
+(~4 GB at 1 layer, ~7 GB at 2) is built once under `runs/bench_released_width_L<layers>` (git-ignored)
+and reused. With 2 layers the all-resident bf16 row was killed by the OOM killer at 13.2 GB RSS on the
+shared 24 GB machine (XLA:CPU also holds a float32 copy of the bf16 weights for its dots).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASED_WIDTH_DIR = os.path.join(REPO, "runs", "bench_released_width")
 
 
-def build_released_width_checkpoint(dst: str, layers: int = 2, seed: int = 0) -> None:
+def build_released_width_checkpoint(dst: str, layers: int = 1, seed: int = 0) -> None:
     """Random bf16 components at the released widths (DiT and Step-LLM with `layers` layers)."""
     from flax import nnx
 
@@ -86,7 +88,8 @@ ALL_RUNS = (("all", ""), ("sequential", ""), ("all", "int8"), ("sequential", "in
 
 
 def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS, text_too: bool = False) -> list[list[object]]:
-    """One row per (residency, quantization); `text_too` quantizes the Step-LLM's linears with the DiT's."""
+    """One row per (residency, quantization), each printed as it completes; `text_too` quantizes the
+    Step-LLM's linears with the DiT's. The ratio column is against the (all, bf16) row."""
     rows, peaks = [], {}
     for residency, quant in runs:
         tag = f"{name.split()[0]}-{residency}-{quant or 'bf16'}"
@@ -97,16 +100,12 @@ def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS, text_too: boo
                 cmd.append(f"--config.text_quantize={quant}")
         peak, seconds = _peak_rss(cmd, os.path.join(out_dir, f"{tag}.log"))
         peaks[(residency, quant)] = peak
-        rows.append(
-            [
-                name,
-                residency,
-                (quant + (" DiT + Step-LLM" if text_too else " DiT")) if quant else "bf16 (as converted)",
-                f"{peak / 2**30:.2f}",
-                f"{peak / peaks[('all', '')]:.2f}",
-                f"{seconds:.0f}",
-            ]
-        )
+        weights = (quant + (" DiT + Step-LLM" if text_too else " DiT")) if quant else "bf16 (as converted)"
+        rows.append([name, residency, weights, peak, f"{seconds:.0f}"])
+        print(f"row: {rows[-1]} (load average {os.getloadavg()})", flush=True)
+    for row in rows:
+        ratio = row[3] / peaks[("all", "")] if ("all", "") in peaks else float("nan")
+        row[3:4] = [f"{row[3] / 2**30:.2f}", f"{ratio:.2f}"]
     return rows
 
 
@@ -114,6 +113,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="demo,released_width")
     p.add_argument("--steps", type=int, default=2, help="denoising steps of the released-width runs")
+    p.add_argument("--layers", type=int, default=1, help="DiT and Step-LLM layers of the released-width runs")
     p.add_argument("--out", default=os.path.join(REPO, "runs", "bench_memory"))
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -123,14 +123,15 @@ def main(argv=None) -> None:
     if "demo" in args.only:
         rows += _rows("demo", py[:2] + ["--config=configs/demo.py"] + py[2:], args.out)
     if "released_width" in args.only:
-        if not os.path.isdir(RELEASED_WIDTH_DIR):
-            build_released_width_checkpoint(RELEASED_WIDTH_DIR)
+        ckpt = f"{RELEASED_WIDTH_DIR}_L{args.layers}"
+        if not os.path.isdir(ckpt):
+            build_released_width_checkpoint(ckpt, layers=args.layers)
         base = (
             py[:2]
             + ["--config=configs/ti2v.py"]
             + py[2:]
             + [
-                f"--config.checkpoint_dir={RELEASED_WIDTH_DIR}",
+                f"--config.checkpoint_dir={ckpt}",
                 "--config.image=synthetic",
                 "--config.frames=17",
                 "--config.height=128",
@@ -140,7 +141,10 @@ def main(argv=None) -> None:
                 "--config.crop_540p=False",
             ]
         )
-        rows += _rows("released widths (DiT, Step-LLM 2 layers)", base, args.out, text_too=True)
+        # Sequential rows first: each row is printed when done, so a row killed for memory on this
+        # shared machine leaves the others.
+        runs = (("sequential", ""), ("sequential", "int8"), ("all", "int8"), ("all", ""))
+        rows += _rows(f"released widths (DiT, Step-LLM {args.layers} layer(s))", base, args.out, runs, text_too=True)
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(md_table(["model", "residency", "weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
 
