@@ -114,8 +114,19 @@ def main(argv=None) -> None:
     p.add_argument("--only", default="demo,released_width")
     p.add_argument("--steps", type=int, default=2, help="denoising steps of the released-width runs")
     p.add_argument("--layers", type=int, default=1, help="DiT and Step-LLM layers of the released-width runs")
+    p.add_argument(
+        "--runs",
+        default="sequential:bf16,sequential:int8,all:int8,all:bf16",
+        help="released-width rows, RESIDENCY:WEIGHTS in order (residency all / sequential, weights bf16 / int8)",
+    )
     p.add_argument("--out", default=os.path.join(REPO, "runs", "bench_memory"))
     args = p.parse_args(argv)
+    runs = []
+    for item in args.runs.split(","):
+        residency, _, weights = item.partition(":")
+        if residency not in ("all", "sequential") or weights not in ("bf16", "int8"):
+            p.error(f"--runs item {item!r}: expected RESIDENCY:WEIGHTS with all|sequential and bf16|int8")
+        runs.append((residency, "" if weights == "bf16" else weights))
     os.makedirs(args.out, exist_ok=True)
     py = [sys.executable, "sample.py", "--config.progress=False"]
     rows = []
@@ -141,9 +152,8 @@ def main(argv=None) -> None:
                 "--config.crop_540p=False",
             ]
         )
-        # Sequential rows first: each row is printed when done, so a row killed for memory on this
-        # shared machine leaves the others.
-        runs = (("sequential", ""), ("sequential", "int8"), ("all", "int8"), ("all", ""))
+        # Sequential rows first by default: each row is printed when done, so a row killed for memory
+        # on this shared machine leaves the others.
         rows += _rows(f"released widths (DiT, Step-LLM {args.layers} layer(s))", base, args.out, runs, text_too=True)
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
     print(md_table(["model", "residency", "weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
