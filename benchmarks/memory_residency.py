@@ -13,7 +13,7 @@ the released-width rows also `--config.text_quantize=int8`).
 machine: the DiT at 6144 wide with 48 heads but `--layers` (default 1) of its 48 layers, the Step-LLM
 at 6144 wide (65536 vocab) with as many of its 48 layers, the whole HunyuanCLIP and the whole
 Video-VAE v2; a 17-frame 128x128 video (3 x 8 x 8 latents), the tiny tokenizers. The checkpoint
-(~4 GB at 1 layer, ~7 GB at 2) is built once under `runs/bench_released_width_L<layers>` (git-ignored)
+(5.0 GB at 1 layer, ~7 GB at 2) is built once under `runs/bench_released_width_L<layers>` (git-ignored)
 and reused. With 2 layers the all-resident bf16 row was killed by the OOM killer at 13.2 GB RSS on the
 shared 24 GB machine (XLA:CPU also holds a float32 copy of the bf16 weights for its dots).
 """
