@@ -6,13 +6,16 @@
 
 Each row is one `python sample.py ...` in its own process; its peak is that child's `ru_maxrss`
 (`os.wait4`), which on this CPU machine includes every parameter and activation (CPU "device" memory
-is host memory). The int8 rows quantize the bf16 checkpoint at restore (`--config.dit_quantize=int8`).
+is host memory). The int8 rows quantize the bf16 checkpoint at restore (`--config.dit_quantize=int8`;
+the released-width rows also `--config.text_quantize=int8`).
 
 "released_width": random bf16 weights at the release's widths for the parts that fit this 24 GB
-machine: the DiT at 6144 wide with 48 heads but 2 of its 48 layers, the Step-LLM at 6144 wide (65536
-vocab) with 2 of its 48 layers, the whole HunyuanCLIP and the whole Video-VAE v2; a 17-frame 128x128
-video (3 x 8 x 8 latents), the tiny tokenizers. The checkpoint (~7 GB) is built once under
-`runs/bench_released_width` (git-ignored) and reused.
+machine: the DiT at 6144 wide with 48 heads but `--layers` (default 1) of its 48 layers, the Step-LLM
+at 6144 wide (65536 vocab) with as many of its 48 layers, the whole HunyuanCLIP and the whole
+Video-VAE v2; a 17-frame 128x128 video (3 x 8 x 8 latents), the tiny tokenizers. The checkpoint
+(5.0 GB at 1 layer, ~7 GB at 2) is built once under `runs/bench_released_width_L<layers>` (git-ignored)
+and reused. With 2 layers the all-resident bf16 row was killed by the OOM killer at 13.2 GB RSS on the
+shared 24 GB machine (XLA:CPU also holds a float32 copy of the bf16 weights for its dots).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASED_WIDTH_DIR = os.path.join(REPO, "runs", "bench_released_width")
 
 
-def build_released_width_checkpoint(dst: str, layers: int = 2, seed: int = 0) -> None:
+def build_released_width_checkpoint(dst: str, layers: int = 1, seed: int = 0) -> None:
     """Random bf16 components at the released widths (DiT and Step-LLM with `layers` layers)."""
     from flax import nnx
 
@@ -84,25 +87,25 @@ def _peak_rss(cmd: list[str], log: str) -> tuple[int, float]:
 ALL_RUNS = (("all", ""), ("sequential", ""), ("all", "int8"), ("sequential", "int8"))
 
 
-def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS) -> list[list[object]]:
+def _rows(name: str, base: list[str], out_dir: str, runs=ALL_RUNS, text_too: bool = False) -> list[list[object]]:
+    """One row per (residency, quantization), each printed as it completes; `text_too` quantizes the
+    Step-LLM's linears with the DiT's. The ratio column is against the (all, bf16) row."""
     rows, peaks = [], {}
     for residency, quant in runs:
         tag = f"{name.split()[0]}-{residency}-{quant or 'bf16'}"
         cmd = base + [f"--config.residency={residency}", f"--config.output_dir={out_dir}/{tag}"]
         if quant:
             cmd.append(f"--config.dit_quantize={quant}")
+            if text_too:
+                cmd.append(f"--config.text_quantize={quant}")
         peak, seconds = _peak_rss(cmd, os.path.join(out_dir, f"{tag}.log"))
         peaks[(residency, quant)] = peak
-        rows.append(
-            [
-                name,
-                residency,
-                quant or "bf16 (as converted)",
-                f"{peak / 2**30:.2f}",
-                f"{peak / peaks[('all', '')]:.2f}",
-                f"{seconds:.0f}",
-            ]
-        )
+        weights = (quant + (" DiT + Step-LLM" if text_too else " DiT")) if quant else "bf16 (as converted)"
+        rows.append([name, residency, weights, peak, f"{seconds:.0f}"])
+        print(f"row: {rows[-1]} (load average {os.getloadavg()})", flush=True)
+    for row in rows:
+        ratio = row[3] / peaks[("all", "")] if ("all", "") in peaks else float("nan")
+        row[3:4] = [f"{row[3] / 2**30:.2f}", f"{ratio:.2f}"]
     return rows
 
 
@@ -110,22 +113,36 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="demo,released_width")
     p.add_argument("--steps", type=int, default=2, help="denoising steps of the released-width runs")
+    p.add_argument("--layers", type=int, default=1, help="DiT and Step-LLM layers of the released-width runs")
+    p.add_argument(
+        "--runs",
+        default="sequential:bf16,sequential:int8,all:int8,all:bf16",
+        help="released-width rows, RESIDENCY:WEIGHTS in order (residency all / sequential, weights bf16 / int8)",
+    )
     p.add_argument("--out", default=os.path.join(REPO, "runs", "bench_memory"))
     args = p.parse_args(argv)
+    runs = []
+    for item in args.runs.split(","):
+        residency, _, weights = item.partition(":")
+        if residency not in ("all", "sequential") or weights not in ("bf16", "int8"):
+            p.error(f"--runs item {item!r}: expected RESIDENCY:WEIGHTS with all|sequential and bf16|int8")
+        runs.append((residency, "" if weights == "bf16" else weights))
     os.makedirs(args.out, exist_ok=True)
     py = [sys.executable, "sample.py", "--config.progress=False"]
     rows = []
+    print(f"load average (1, 5, 15 min) at the start: {os.getloadavg()}", flush=True)
     if "demo" in args.only:
         rows += _rows("demo", py[:2] + ["--config=configs/demo.py"] + py[2:], args.out)
     if "released_width" in args.only:
-        if not os.path.isdir(RELEASED_WIDTH_DIR):
-            build_released_width_checkpoint(RELEASED_WIDTH_DIR)
+        ckpt = f"{RELEASED_WIDTH_DIR}_L{args.layers}"
+        if not os.path.isdir(ckpt):
+            build_released_width_checkpoint(ckpt, layers=args.layers)
         base = (
             py[:2]
             + ["--config=configs/ti2v.py"]
             + py[2:]
             + [
-                f"--config.checkpoint_dir={RELEASED_WIDTH_DIR}",
+                f"--config.checkpoint_dir={ckpt}",
                 "--config.image=synthetic",
                 "--config.frames=17",
                 "--config.height=128",
@@ -135,14 +152,11 @@ def main(argv=None) -> None:
                 "--config.crop_540p=False",
             ]
         )
-        # (all, int8) is left out to save time on this 2-core machine: int8 only changes the DiT stage.
-        rows += _rows(
-            "released widths (DiT, Step-LLM 2 layers)",
-            base,
-            args.out,
-            runs=(("all", ""), ("sequential", ""), ("sequential", "int8")),
-        )
-    print(md_table(["model", "residency", "DiT weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
+        # Sequential rows first by default: each row is printed when done, so a row killed for memory
+        # on this shared machine leaves the others.
+        rows += _rows(f"released widths (DiT, Step-LLM {args.layers} layer(s))", base, args.out, runs, text_too=True)
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+    print(md_table(["model", "residency", "weights", "peak RSS GiB", "vs all / bf16", "wall s"], rows))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ the DiT (CFG batch 2), one training step and the Step-LLM prompt encoding, and p
 memory (``memory_analysis()``) and FLOPs.
 
     python -m stepvideo_jax.tools.plan --config=configs/ti2v.py --devices=8 --mesh=fsdp=8
+    python -m stepvideo_jax.tools.plan --devices=1 --parts=sample,llm --quantize=int8 --noflops
+
+``--parts`` may also name ``clip`` and ``vae`` (the TPU plan's programs, compiled for the CPU mesh);
+``--quantize`` makes the DiT's and Step-LLM's linears weight-only int8 / fp8.
 
 With ``--target=TOPOLOGY`` (``v5p:2x2x1``, ``v6e:2x4``, or a slice name such as ``v5p-8``) the parts
 are compiled deviceless by the TPU compiler (libtpu) instead: see ``tools.tpu_plan`` (per-part HBM
@@ -207,9 +211,24 @@ def plan(
     train_cfg: DiTConfig | None = None,
     llm_cfg=None,
     flops: bool = True,
+    quantize: str = "none",
+    part_configs: dict | None = None,
 ) -> dict:
+    """`quantize` ("int8" / "fp8"): weight-only quantized DiT (sample) and Step-LLM (llm) linears;
+    `part_configs` overrides the clip / vae parts' configs (``tools.tpu_plan``'s builders, here on
+    the CPU mesh; default: the release's, bf16)."""
     mesh = make_mesh(mesh_cfg)
     report: dict = {"devices": len(jax.devices()), "mesh": dict(mesh.shape), "sizes": dataclasses.asdict(sizes)}
+    if quantize != "none":
+        if "train" in what:
+            raise ValueError("quantize applies to the sample and llm parts (training keeps float weights)")
+        from stepvideo_jax.text import StepLLMConfig
+
+        dit_cfg = dataclasses.replace(dit_cfg, quantize=quantize)
+        llm_cfg = dataclasses.replace(
+            llm_cfg or StepLLMConfig(param_dtype="bfloat16", dtype="bfloat16"), quantize=quantize
+        )
+        report["quantize"] = quantize
 
     def dit_program(cfg: DiTConfig, kind: str):
         graphdef, state, params = _abstract(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), mesh, DIT_SHARDING)
@@ -259,8 +278,14 @@ def plan(
             stats = _stats(_compile(encode, (params, ids), mesh, TEXT_SHARDING))
             n_params = sum(x.size for x in jax.tree.leaves(params))
             stats["model_flops_total"] = 2.0 * n_params * sizes.cfg_batch * sizes.llm_tokens
+        elif kind in ("clip", "vae"):  # the TPU plan's builders, compiled for the CPU mesh
+            from stepvideo_jax.tools.tpu_plan import PARTS
+
+            prog = PARTS[kind](mesh, sizes, (part_configs or {}).get(kind), None)
+            stats = _stats(_compile(prog.fn, prog.args, mesh, prog.rules, prog.donate))
+            stats["model_flops_total"] = prog.model_flops
         else:
-            raise ValueError(f"unknown plan part {kind!r}; expected sample, train or llm")
+            raise ValueError(f"unknown plan part {kind!r}; expected sample, train, llm, clip or vae")
         stats["peak_bytes"] = _peak(stats)
         stats["compile_seconds"] = round(time.time() - t0, 1)
         report[kind] = stats
@@ -303,7 +328,7 @@ def format_report(r: dict) -> str:
     lines.append(
         f"{'part':<8}{'args GiB':>10}{'out GiB':>10}{'temp GiB':>10}{'peak GiB':>10}{'TFLOP/dev':>11}{'model TFLOP':>13}"
     )
-    for kind in ("sample", "train", "llm"):
+    for kind in ("sample", "train", "llm", "clip", "vae"):
         if kind not in r:
             continue
         s = r[kind]
@@ -321,8 +346,8 @@ flags.DEFINE_string("config", "", "sampling or training config: NAME[:VARIANT] (
                     "default: the 30B release", flag_values=_FLAGS)  # fmt: skip
 flags.DEFINE_integer("devices", None, "simulated CPU devices (set before jax starts)", flag_values=_FLAGS)
 flags.DEFINE_string("mesh", "fsdp=-1", "MeshConfig spec, e.g. 'fsdp=2,tensor=4'", flag_values=_FLAGS)
-flags.DEFINE_string("parts", None, "comma-separated: sample, train, llm (and clip, vae with --target); default "
-                    "sample,train,llm (with --target: sample,llm,clip,vae)", flag_values=_FLAGS)  # fmt: skip
+flags.DEFINE_string("parts", None, "comma-separated: sample, train, llm, clip, vae; default sample,train,llm "
+                    "(with --target: sample,llm,clip,vae)", flag_values=_FLAGS)  # fmt: skip
 flags.DEFINE_integer("frames", None, "video frames (default: the release's 102)", flag_values=_FLAGS)
 flags.DEFINE_integer("height", None, "video height (default 544)", flag_values=_FLAGS)
 flags.DEFINE_integer("width", None, "video width (default 992)", flag_values=_FLAGS)
@@ -333,8 +358,8 @@ flags.DEFINE_string("target", "", "TPU topology (v5e:2x4, v5p:2x2x1, ...) or sli
                     "with libtpu's TPU compiler instead of simulated CPU devices", flag_values=_FLAGS)  # fmt: skip
 flags.DEFINE_bool("search", False, "with --target: compile the candidate meshes, rank them", flag_values=_FLAGS)
 flags.DEFINE_float("kernel_efficiency", None, "with --target: assumed splash efficiency", flag_values=_FLAGS)
-flags.DEFINE_enum("quantize", "none", ["none", "int8", "fp8"], "with --target: weight-only quantized DiT (sample), "
-                  "Step-LLM (llm) linears, as `convert_torch_weights.py --quantize` stores them, and the frozen base "
+flags.DEFINE_enum("quantize", "none", ["none", "int8", "fp8"], "weight-only quantized DiT (sample), Step-LLM (llm) "
+                  "linears, as `convert_torch_weights.py --quantize` stores them, and with --target the frozen base "
                   "of a LoRA training config (train: QLoRA)", flag_values=_FLAGS)  # fmt: skip
 # The spellings of the argparse version of this tool keep working.
 _RENAMED = {"--llm-layers": "--llm_layers", "--no-flops": "--noflops", "--kernel-efficiency": "--kernel_efficiency"}
@@ -380,10 +405,15 @@ def main(argv: list[str] | None = None) -> int:
 
         llm_cfg = StepLLMConfig(num_layers=a.llm_layers, hidden_size=256, num_heads=4, num_groups=2,
                                 ffn_hidden_size=512, vocab_size=1024, param_dtype="bfloat16", dtype="bfloat16")  # fmt: skip
+    parts = tuple(x.strip() for x in (a.parts or "sample,train,llm").split(",") if x.strip())
+    unknown = [x for x in parts if x not in ("sample", "train", "llm", "clip", "vae")]
+    if unknown:
+        raise SystemExit(f"--parts {unknown} unknown; expected some of sample, train, llm, clip, vae")
+    if a.quantize != "none" and "train" in parts:
+        raise SystemExit("--quantize applies to the sample and llm parts; leave train out of --parts")
     report = plan(
-        _dit_config_from(config, train=False), MeshConfig.parse(a.mesh), sizes,
-        what=tuple(x.strip() for x in (a.parts or "sample,train,llm").split(",") if x.strip()),
-        train_cfg=_dit_config_from(config, train=True), llm_cfg=llm_cfg, flops=not a.no_flops,
+        _dit_config_from(config, train=False), MeshConfig.parse(a.mesh), sizes, what=parts,
+        train_cfg=_dit_config_from(config, train=True), llm_cfg=llm_cfg, flops=not a.no_flops, quantize=a.quantize,
     )  # fmt: skip
     print(format_report(report))
     if a.json:
