@@ -215,3 +215,26 @@ def test_plan_cli_rejects_bad_target_and_search_without_target():
         main(["--search"])
     with pytest.raises(SystemExit, match="unknown"):
         main(["--target=v5e:2x2", "--parts=sample,decode"])
+    with pytest.raises(SystemExit, match="--vae_tile must be TH,TW"):
+        main(["--target=v5e:2x2", "--parts=vae", "--vae_tile=3,3"])
+    with pytest.raises(SystemExit, match="--vae_tile applies to the vae part"):
+        main(["--target=v5e:2x2", "--parts=sample", "--vae_tile=16,16"])
+
+
+def test_compiler_out_of_memory_is_a_does_not_fit_row_and_bounds_the_pipeline():
+    """The TPU compiler refuses a program whose buffers exceed HBM: the plan reports that as fits: false
+    with the compiler's required temporaries, and the pipeline names that stage as its peak."""
+    from stepvideo_jax.tools.tpu_plan import _OOM, Program, _does_not_fit, chip_spec, pipeline_summary
+
+    msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+           "(52.93G) exceeds available HBM (15.75G).")  # fmt: skip
+    assert _OOM.search(msg) and not _OOM.search("INVALID_ARGUMENT: bad sharding")
+    mesh = type("M", (), {"shape": {"fsdp": 4}})()
+    prog = Program(fn=None, args=(), rules=None, calls_per_video=1, notes=dict(tile=None))
+    r = _does_not_fit(msg, "vae", "v5e:2x2", "TPU v5 lite", 4, mesh, prog, chip_spec("TPU v5 lite"), 1.0)
+    assert r["fits"] is False and r["peak_bytes_per_device"] is None
+    assert r["temp_bytes"] == int(52.93 * 2**30) and r["compile_error"] == msg
+    sample = dict(calls_per_video=50, peak_bytes_per_device=12 * 2**30, fits=True, estimated_step_seconds=16.0)
+    p = pipeline_summary({"sample": sample, "vae": r})
+    assert p["peak_stage"] == "vae" and p["fits"] is False and p["estimated_video_seconds"] is None
+    assert p["stages"]["sample"]["estimated_seconds"] == 800.0

@@ -356,6 +356,13 @@ flags.DEFINE_bool("flops", True, "the extra unrolled compiles for FLOPs (--noflo
 flags.DEFINE_string("json", "", "also write the report as JSON here", flag_values=_FLAGS)
 flags.DEFINE_string("target", "", "TPU topology (v5e:2x4, v5p:2x2x1, ...) or slice name (v5p-8): compile deviceless "
                     "with libtpu's TPU compiler instead of simulated CPU devices", flag_values=_FLAGS)  # fmt: skip
+flags.DEFINE_string(
+    "vae_tile",
+    "",
+    "with --target: decode the vae part in spatial tiles of TH,TW latent pixels "
+    "(e.g. 16,16) where the whole chunk does not fit",
+    flag_values=_FLAGS,
+)
 flags.DEFINE_bool("search", False, "with --target: compile the candidate meshes, rank them", flag_values=_FLAGS)
 flags.DEFINE_float("kernel_efficiency", None, "with --target: assumed splash efficiency", flag_values=_FLAGS)
 flags.DEFINE_enum("quantize", "none", ["none", "int8", "fp8"], "weight-only quantized DiT (sample), Step-LLM (llm) "
@@ -378,8 +385,17 @@ def _parse(argv: list[str]):
     return types.SimpleNamespace(
         config=f.config, devices=f.devices, mesh=f.mesh, parts=f.parts, frames=f.frames, height=f.height,
         width=f.width, llm_layers=f.llm_layers, no_flops=not f.flops, json=f.json, target=f.target,
-        search=f.search, kernel_efficiency=f.kernel_efficiency, quantize=f.quantize,
+        search=f.search, kernel_efficiency=f.kernel_efficiency, quantize=f.quantize, vae_tile=_tile(f.vae_tile),
     )  # fmt: skip
+
+
+def _tile(value: str) -> tuple[int, int] | None:
+    if not value:
+        return None
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 4 for p in parts):
+        raise SystemExit(f"error: --vae_tile must be TH,TW latent pixels, each > 4 (the tile overlap); got {value!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main_target(a)
     if a.search:
         raise SystemExit("--search needs --target (a TPU topology such as v6e:2x4)")
+    if a.vae_tile:
+        raise SystemExit("--vae_tile needs --target (a TPU topology such as v5e:2x2)")
     if a.devices is not None and len(jax.devices()) != a.devices:
         raise SystemExit(
             f"--devices={a.devices} but jax sees {len(jax.devices())} devices (jax started before the flag was read)"
@@ -440,6 +458,8 @@ def _main_target(a) -> int:
         raise SystemExit(f"--parts {unknown} unknown; expected some of {', '.join(tpu_plan.PARTS)}")
     if a.devices is not None or a.llm_layers is not None:
         raise SystemExit("--devices and --llm-layers are for the simulated-CPU mode, not --target")
+    if a.vae_tile and "vae" not in parts:
+        raise SystemExit("--vae_tile applies to the vae part; add vae to --parts")
     sizes = PlanSizes()
     sizes = dataclasses.replace(
         sizes, **{k: v for k, v in dict(frames=a.frames, height=a.height, width=a.width).items() if v is not None}
@@ -464,8 +484,9 @@ def _main_target(a) -> int:
         mesh = tpu_plan.mesh_for(target, a.mesh)
         for part in parts:
             r = tpu_plan.plan_part(
-                target, mesh, part, config=_target_config(config, part, a.quantize), extrapolate=not a.no_flops, **kw
-            )
+                target, mesh, part, extrapolate=not a.no_flops, **kw,
+                config=(None, a.vae_tile) if part == "vae" and a.vae_tile else _target_config(config, part, a.quantize),
+            )  # fmt: skip
             report["parts"][part] = r
             report.update(device_kind=r["device_kind"], devices=r["devices"], mesh=r["mesh"])
         report["pipeline"] = tpu_plan.pipeline_summary(report["parts"])

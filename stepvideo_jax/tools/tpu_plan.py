@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -339,7 +340,7 @@ def clip_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Progr
 def vae_part(mesh: Mesh, sizes: PlanSizes, config, layers: int | None) -> Program:
     """Video-VAE v2 decode of one video's latents (6 chunks of 3 latent frames at 102 frames), the
     chunks spread over every mesh axis as ``sharding.sharded_vae_decode`` does, bf16, 3D convs;
-    ``config`` may be a ``VAEConfig`` or ``(VAEConfig, tile)`` with spatial tiles (latent pixels)."""
+    ``config`` may be a ``VAEConfig`` or ``(VAEConfig or None, tile)`` with spatial tiles (latent pixels)."""
     from stepvideo_jax.vae import VAEConfig, VideoVAE
     from stepvideo_jax.vae.model import blend_chunk_boundaries, tiled_map
 
@@ -381,6 +382,37 @@ def _compile(prog: Program, mesh: Mesh):
     with use_mesh_rules(mesh, prog.rules):
         lowered = jax.jit(prog.fn, donate_argnums=prog.donate, **kw).lower(*prog.args)
     return lowered.compile()
+
+
+_OOM = re.compile(
+    r"RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm|RESOURCE_EXHAUSTED: Ran out of memory on HBM"
+)
+_REQUIRED = re.compile(r"total memory required for HLO temporaries \(([\d.]+)G\)")
+
+
+def _compile_or_oom(prog: Program, mesh: Mesh):
+    """The compiled program, or the TPU compiler's out-of-memory message: a program whose buffers cannot
+    fit in HBM is refused at compile time, which is the plan's answer (fits: false), not a tool error.
+    Every other compile error propagates."""
+    try:
+        return _compile(prog, mesh)
+    except jax.errors.JaxRuntimeError as e:
+        if not _OOM.search(str(e)):
+            raise
+        return str(e).strip().splitlines()[0]
+
+
+def _does_not_fit(message: str, part, target, kind, n_dev, mesh, prog: Program, chip, seconds: float) -> dict:
+    m = _REQUIRED.search(message)
+    temp = int(float(m.group(1)) * 2**30) if m else None  # the compiler prints GiB with a "G"
+    return dict(
+        part=part, target=resolve_topology(target), device_kind=kind, devices=n_dev, mesh=dict(mesh.shape),
+        attention_kernel=prog.attention_kernel, **prog.notes, argument_bytes=None, output_bytes=None,
+        temp_bytes=temp, alias_bytes=None, peak_bytes_per_device=None, hbm_bytes_per_device=chip.hbm_bytes,
+        fits=False, headroom_bytes=None, compile_error=message, collectives={}, model_flops=prog.model_flops,
+        estimated_step_seconds=None, estimated_video_seconds=None, calls_per_video=prog.calls_per_video,
+        compile_seconds=round(seconds, 1), estimate_basis="not estimated: the TPU compiler refused the program (HBM)",
+    )  # fmt: skip
 
 
 def _read(compiled) -> dict:
@@ -431,7 +463,10 @@ def plan_part(
     build = PARTS[part]
     t0 = time.time()
     prog = build(mesh, sizes, config, None)
-    main = _read(_compile(prog, mesh))
+    compiled = _compile_or_oom(prog, mesh)
+    if isinstance(compiled, str):  # the compiler's verdict: the program cannot fit in this chip's HBM
+        return _does_not_fit(compiled, part, target, kind, n_dev, mesh, prog, chip, time.time() - t0)
+    main = _read(compiled)
     out: dict = dict(
         part=part, target=resolve_topology(target), device_kind=kind, devices=n_dev, mesh=dict(mesh.shape),
         attention_kernel=prog.attention_kernel, **prog.notes,
@@ -531,11 +566,16 @@ def pipeline_summary(parts: dict) -> dict | None:
     for p in stages:
         r = parts[p]
         calls = r["calls_per_video"] or 1
+        step = r["estimated_step_seconds"]
         rows[p] = dict(calls=calls, peak_bytes_per_device=r["peak_bytes_per_device"], fits=r["fits"],
-                       estimated_seconds=r["estimated_step_seconds"] * calls)  # fmt: skip
-    peak_stage = max(rows, key=lambda p: rows[p]["peak_bytes_per_device"])
+                       estimated_seconds=None if step is None else step * calls)  # fmt: skip
+    # A stage the compiler refused (no peak: it needs more than the HBM) bounds the peak.
+    peak_stage = max(
+        rows, key=lambda p: (rows[p]["peak_bytes_per_device"] is None, rows[p]["peak_bytes_per_device"] or 0)
+    )
+    secs = [r["estimated_seconds"] for r in rows.values()]
     return dict(
-        stages=rows, estimated_video_seconds=sum(r["estimated_seconds"] for r in rows.values()),
+        stages=rows, estimated_video_seconds=None if None in secs else sum(secs),
         peak_stage=peak_stage, peak_bytes_per_device=rows[peak_stage]["peak_bytes_per_device"],
         fits=all(r["fits"] for r in rows.values()), covers=list(stages),
         note="ESTIMATE; each stage compiled as its own program on the same mesh (weights of the other stages "
@@ -639,6 +679,9 @@ def format_parts(report: dict) -> str:
             f"{_secs(r['estimated_video_seconds']):>13}{('-' if mfu is None else f'{mfu:.0%}'):>9}"
         )
     for name, r in report["parts"].items():
+        if "compile_error" in r:
+            lines.append(f"{name} does not fit: {r['compile_error']}")
+            continue
         lines.append(
             f"{name} collectives per step: {_coll(r['collectives'])}; Mosaic kernels in HLO: {r['mosaic_kernels_in_hlo']}"
         )
