@@ -64,7 +64,7 @@ def part_rows(reports: list[dict]) -> str:
         for name, r in rep.get("parts", {}).items():
             mfu = r.get("estimated_mfu")
             rows.append([
-                f"`{r['target']}` ({r['devices']} chips)", f"`{_mesh(r['mesh'])}`", _part_label(rep, name, r),
+                f"`{r['target']}` ({r['devices']} chip{'s' if r['devices'] > 1 else ''})", f"`{_mesh(r['mesh'])}`", _part_label(rep, name, r),
                 r["attention_kernel"],
                 f"{_g(r['argument_bytes'])} / {_g(r['output_bytes'])} / {_g(r['temp_bytes'])}",
                 f"**{_g(r['peak_bytes_per_device'])}** of {_g(r['hbm_bytes_per_device'])}",
