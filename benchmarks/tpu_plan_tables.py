@@ -58,6 +58,12 @@ def _part_label(rep: dict, name: str, r: dict) -> str:
     return name if q == "none" or name not in ("sample", "llm") else f"{name} ({q})"
 
 
+def _fits(r: dict) -> str:
+    if "compile_error" in r:  # the TPU compiler refused the program: its buffers exceed HBM
+        return f"**no**: the compiler needs {_g(r['temp_bytes'])} GiB of temporaries"
+    return ("yes" if r["fits"] else "**no**") + f" ({_g(r['headroom_bytes'])})"
+
+
 def part_rows(reports: list[dict]) -> str:
     rows = []
     for rep in reports:
@@ -68,7 +74,7 @@ def part_rows(reports: list[dict]) -> str:
                 r["attention_kernel"],
                 f"{_g(r['argument_bytes'])} / {_g(r['output_bytes'])} / {_g(r['temp_bytes'])}",
                 f"**{_g(r['peak_bytes_per_device'])}** of {_g(r['hbm_bytes_per_device'])}",
-                ("yes" if r["fits"] else "**no**") + f" ({_g(r['headroom_bytes'])})",
+                _fits(r),
                 _coll(r["collectives"]), _s(r["estimated_step_seconds"]), _s(r["estimated_video_seconds"]),
                 "-" if mfu is None else f"{mfu:.0%}",
             ])  # fmt: skip
