@@ -133,7 +133,12 @@ def pipeline_rows(reports: list[dict]) -> str:
 
 def search_rows(rep: dict) -> str:
     rows = []
-    for i, r in enumerate(rep["search"], 1):
+    # The tool's ranking (a stopped search's report keeps the rows in compile order): fitting meshes by time first.
+    key = lambda r: (
+        not r["fits"],
+        (r["estimated_video_seconds"] or r["estimated_step_seconds"] or 0) if r["fits"] else 0,
+    )
+    for i, r in enumerate(sorted(rep["search"], key=key), 1):
         rows.append([
             i, f"`{r['mesh_spec']}`",
             _g(r["peak_bytes_per_device"]) if r["peak_bytes_per_device"] is not None
