@@ -30,6 +30,7 @@ __all__ = [
     "TINY_BERT_VOCAB",
     "build_tiny_tokenizers",
     "tiny_step_llm_config",
+    "tiny_dit_config",
     "tiny_clip_config",
     "build_tiny_prompt_encoder",
     "random_model",
@@ -115,6 +116,19 @@ def tiny_step_llm_config(**overrides) -> StepLLMConfig:
     )
     fields.update(overrides)
     return StepLLMConfig(**fields)
+
+
+def tiny_dit_config(**overrides):
+    """A 2-layer TI2V DiT (4 heads x 32, 8 latent channels, captions 16 / 12 wide), float32, `xla` attention."""
+    from stepvideo_jax.dit import DiTConfig
+
+    fields = dict(
+        num_heads=4, head_dim=32, in_channels=8, out_channels=8, num_layers=2, caption_channels=(16, 12),
+        rope_split=(16, 8, 8), use_additional_conditions=True, param_dtype="float32", dtype="float32",
+        attention_kernel="xla",
+    )  # fmt: skip
+    fields.update(overrides)
+    return DiTConfig(**fields)
 
 
 def tiny_clip_config(**overrides) -> ClipConfig:

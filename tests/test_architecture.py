@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from stepvideo_jax import components, configs
-from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
+from stepvideo_jax.dit import DIT_SHARDING, StepVideoDiT
 from stepvideo_jax.sharding import (
     MeshConfig,
     UnknownLogicalAxisError,
@@ -114,21 +114,9 @@ def test_unknown_logical_axis_raises_naming_the_name_and_the_table():
 
 
 def test_dit_restores_into_its_shardings_and_runs_without_the_caller_entering_rules(tmp_path):
-    from stepvideo_jax.testing import random_model
+    from stepvideo_jax.testing import random_model, tiny_dit_config
 
-    cfg = DiTConfig(
-        num_heads=4,
-        head_dim=32,
-        in_channels=8,
-        out_channels=8,
-        num_layers=2,
-        caption_channels=(16, 12),
-        rope_split=(16, 8, 8),
-        use_additional_conditions=True,
-        param_dtype="float32",
-        dtype="float32",
-        attention_kernel="xla",
-    )
+    cfg = tiny_dit_config()
     model = random_model(lambda: StepVideoDiT(cfg, rngs=nnx.Rngs(0)), seed=0)
     components.save_components(tmp_path / "ckpt", {"transformer": (model, None)}, source="test")
     mesh = make_mesh(MeshConfig(fsdp=-1))

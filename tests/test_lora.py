@@ -7,24 +7,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from stepvideo_jax.dit import DIT_SHARDING, DiTConfig, StepVideoDiT
+from stepvideo_jax.dit import DIT_SHARDING, StepVideoDiT
 from stepvideo_jax.lora import LoRAConfig, LoRAParam, adapter_arrays, apply_lora, lora_param_count, merge_lora
 from stepvideo_jax.sharding import MeshConfig, make_mesh, model_shardings, use_mesh
-from stepvideo_jax.testing import random_model
+from stepvideo_jax.testing import random_model, tiny_dit_config
 
-CFG = DiTConfig(
-    num_heads=4,
-    head_dim=32,
-    in_channels=8,
-    out_channels=8,
-    num_layers=2,
-    caption_channels=(16, 12),
-    rope_split=(16, 8, 8),
-    use_additional_conditions=True,
-    param_dtype="float32",
-    dtype="float32",
-    attention_kernel="xla",
-)
+CFG = tiny_dit_config()
 
 
 def _inputs(seed=0):
