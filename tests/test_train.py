@@ -234,6 +234,20 @@ def test_sharded_step_equals_single_device():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+def test_given_params_on_one_device_start_a_state_sharded_over_the_mesh():
+    """A converted checkpoint restored without a mesh sits on device 0; the 8-device run starts from it
+    (the mesh's jit refused such arguments before init_state placed them)."""
+    sharded = _trainer(make_mesh(MeshConfig.parse(TINY.mesh)))
+    params = _trainer(_single_device_mesh()).params_of(StepVideoDiT(DIT, rngs=nnx.Rngs(5)))
+    assert {d for leaf in jax.tree.leaves(params) for d in leaf.devices()} == {jax.devices()[0]}
+    state = sharded.init_state(0, params)
+    kernel = state["params"]["blocks"]["ff"]["w_in"]["kernel"]
+    assert kernel.sharding.spec == sharded.param_shardings["blocks"]["ff"]["w_in"]["kernel"].spec
+    assert len(kernel.devices()) == 8
+    for a, b in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_t2v_to_ti2v_init_reproduces_t2v():
     t2v_cfg = dataclasses.replace(DIT, use_additional_conditions=False, patch_size=2, num_layers=1)
     t2v = StepVideoDiT(t2v_cfg, rngs=nnx.Rngs(1))

@@ -9,7 +9,10 @@
 a DiT run, "vae" for a VAE run) of the `--base` checkpoint folder, whose other components (and
 tokenizers) are copied. The trained network must fit the base's others (the DiT's caption widths the
 text encoders', its latent channels the VAE's); a mismatch stops with one line before anything is
-written. `--param_dtype=bfloat16` casts every parameter on the way out.
+written. Parameters are written in the base's dtype by default (a run trained in float32 over the
+bfloat16 demo checkpoint comes out bfloat16, so the base's sampling config reads it);
+`--param_dtype=float32` (or any dtype name) casts every parameter instead, `--param_dtype=keep` keeps
+the trained dtype.
 """
 
 from __future__ import annotations
@@ -119,7 +122,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "the training run's folder", req
 _BASE = flags.DEFINE_string("base", None, "checkpoint folder with the other components", required=True)
 _OUT = flags.DEFINE_string("out", None, "checkpoint folder to write", required=True)
 _EMA = flags.DEFINE_bool("ema", True, "export the EMA weights when the run kept them")
-_DTYPE = flags.DEFINE_string("param_dtype", "", "cast every parameter to this dtype ('' = keep)")
+_DTYPE = flags.DEFINE_string(
+    "param_dtype", "base", "dtype of the written parameters: 'base' (the base checkpoint's), 'keep', or a dtype name"
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace --out if it exists")
 
 
@@ -127,13 +132,18 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
+        param_dtype = _DTYPE.value
+        if param_dtype == "base":
+            components.check_checkpoint_dir(_BASE.value)
+            network = _NETWORK_COMPONENT.get(_CONFIG.value.get("network", "dit"), "transformer")
+            param_dtype = components.component_config(_BASE.value, network).param_dtype
         manifest = export_trained(
             _CONFIG.value,
             _WORKDIR.value,
             _BASE.value,
             _OUT.value,
             use_ema=_EMA.value,
-            param_dtype=_DTYPE.value or None,
+            param_dtype=None if param_dtype == "keep" else param_dtype,
             overwrite=_OVERWRITE.value,
         )
     except (ValueError, FileNotFoundError) as e:

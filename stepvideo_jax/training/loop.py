@@ -24,12 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
 
-from stepvideo_jax.components import restore_component
+from stepvideo_jax.components import component_config, restore_component
 from stepvideo_jax.config import dataclass_from
 from stepvideo_jax.data.pipeline import DataConfig, make_dataset
 from stepvideo_jax.dit import DiTConfig, StepVideoDiT
@@ -145,6 +146,15 @@ def _vae_params_with_logvar_bias(trainer: Trainer, seed: int, bias: float) -> di
     return trainer.params_of(model)
 
 
+def _converted_params(trainer: Trainer, ckpt: str, name: str, model_cfg) -> dict:
+    """The trainable parameters of a converted component, in the training config's parameter dtype:
+    a bfloat16 checkpoint (the shipped demo, a release converted to bf16) starts float32 master weights."""
+    stored = component_config(ckpt, name)
+    model = restore_component(ckpt, name, config=dataclasses.replace(model_cfg, param_dtype=stored.param_dtype))
+    dtype = jnp.dtype(model_cfg.param_dtype)
+    return jax.tree.map(lambda x: x.astype(dtype), trainer.params_of(model))
+
+
 def _initial_params(config, trainer: Trainer, model_cfg, network: str = "dit"):
     """None for a random init, else parameters restored from a converted checkpoint (T2V ones widened)."""
     init = config.get("init", ml_collections.ConfigDict({"kind": "random"}))
@@ -156,11 +166,10 @@ def _initial_params(config, trainer: Trainer, model_cfg, network: str = "dit"):
     if network == "vae":
         if kind != "converted":
             raise ValueError(f"network 'vae' takes init.kind 'random' or 'converted'; got {kind!r}")
-        return trainer.params_of(restore_component(init.checkpoint, "vae", config=model_cfg))
+        return _converted_params(trainer, init.checkpoint, "vae", model_cfg)
 
     if kind == "converted":  # a converted TI2V transformer
-        model = restore_component(init.checkpoint, "transformer", config=model_cfg)
-        return trainer.params_of(model)
+        return _converted_params(trainer, init.checkpoint, "transformer", model_cfg)
     if kind == "t2v":  # a converted T2V transformer, widened to TI2V
         from stepvideo_jax.training.ti2v_init import widen_t2v_to_ti2v
 

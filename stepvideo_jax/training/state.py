@@ -164,6 +164,9 @@ class Trainer:
 
         seed = np.uint32(seed)
         if params is not None:
+            # Given parameters (a converted checkpoint restored on one device, or on another layout) go to
+            # their shardings first: a jit over the mesh refuses arguments committed to other devices.
+            params = jax.device_put(dict(params), self.param_shardings)
             return jax.jit(build, out_shardings=self.state_shardings)(seed, params)
         # A random init compiles once per model graph, optimizer and mesh (the seed is traced).
         key = ("init", self.graphdef, self.optim, self.mesh, self.rules)
