@@ -108,3 +108,52 @@ def test_recipe_runs_every_vae_cycle_in_one_stage(tmp_path, monkeypatch):
     summary = demo_recipe._stage_vae(recipe, str(tmp_path))
     run_dir = str(tmp_path / "vae")
     assert calls == [(450, 450, run_dir), (900, 900, run_dir)] and summary["steps"] == 900
+
+
+def test_recipe_continues_from_a_checkpoint(tmp_path, monkeypatch):
+    """`recipe.init_checkpoint`: the text encoders are the checkpoint's (tokenizers included), the VAE's
+    first cycle and the DiT start from its weights."""
+    from stepvideo_jax.components import tokenizer_dir
+    from stepvideo_jax.training import loop
+
+    recipe = get_config("demo:recipe")
+    recipe.init_checkpoint = os.path.join(os.path.dirname(DEMO_CLIP_TOKENIZER))
+    summary = demo_recipe._stage_text(recipe, str(tmp_path))
+    assert summary["copied_from"] == recipe.init_checkpoint
+    for name in ("step_llm", "hunyuan_clip"):
+        ours, theirs = tokenizer_dir(str(tmp_path / "components"), name), tokenizer_dir(recipe.init_checkpoint, name)
+        assert sorted(os.listdir(ours)) == sorted(os.listdir(theirs))
+        for f in os.listdir(theirs):
+            assert open(os.path.join(ours, f), "rb").read() == open(os.path.join(theirs, f), "rb").read(), f
+    inits = []
+
+    def fake_train(config, run_dir):
+        inits.append((config.network, config.init.kind, config.init.checkpoint))
+        return loop.TrainResult(losses={1: 1.0}, final_step=1, data_summary="")
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(loop, "load_trained_model", lambda config, run_dir: "vae")
+    monkeypatch.setattr(demo_recipe, "_components_with", lambda workdir, extra: None)
+    recipe.vae_cycles = ((3, 3),)
+    demo_recipe._stage_vae(recipe, str(tmp_path))
+    demo_recipe._stage_dit(recipe, str(tmp_path))
+    assert inits == [("vae", "converted", recipe.init_checkpoint), ("dit", "converted", recipe.init_checkpoint)]
+    recipe.init_checkpoint = str(tmp_path / "absent")
+    with pytest.raises(ValueError, match="absent"):
+        demo_recipe._stage_dit(recipe, str(tmp_path))
+
+
+def test_concept_dataset_on_v2_backgrounds(tmp_path):
+    """The LoRA data for a v2 base: star and replay clips on the v2 backgrounds, held-out items spread
+    over the groups; the v1 default is unchanged (tests/test_synthetic_concept.py pins it)."""
+    out = tmp_path / "concept"
+    synthetic.write_concept_dataset(
+        str(out), num_concept=12, num_replay=12, num_heldout=8, frames=13, height=32, width=32, backgrounds="v2"
+    )
+    held = [json.loads(line) for line in open(out / "heldout" / "heldout.jsonl")]
+    assert {"light", "mid_grey"} <= {h["bg_group"] for h in held}
+    clips = [np.load(out / e["video"]) for e in map(json.loads, open(out / "manifest.jsonl"))]
+    corner_grey = [_grey(c[0, 0, 0].astype(float)) for c in clips]
+    assert max(corner_grey) > 150  # some light backgrounds among the 24 clips (v1's are all dark)
+    with pytest.raises(ValueError, match="backgrounds must be one of"):
+        synthetic.write_concept_dataset(str(tmp_path / "x"), num_concept=1, num_replay=0, backgrounds="v3")

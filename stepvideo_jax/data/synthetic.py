@@ -551,12 +551,16 @@ def write_concept_dataset(
     width: int = 64,
     max_speed: float = 0.6,
     seed: int = 1,
+    backgrounds: str = "v1",
 ) -> dict[str, Any]:
     """A dataset that teaches a concept shape (`CONCEPT_SHAPES`): `num_concept` clips of the shape (every
     size, colour and direction, minus `num_heldout` captions written as held-out prompts under
     ``out_dir/heldout/<CONCEPT_CATEGORY>``) mixed with `num_replay` clips of the original training captions
     (those of ``write_dataset(num_heldout=base_num_heldout, seed=base_seed)``, so the original held-out
-    captions stay unseen). Same files as `write_dataset` (``clips/``, ``manifest.jsonl``, ``heldout/``)."""
+    captions stay unseen). Same files as `write_dataset` (``clips/``, ``manifest.jsonl``, ``heldout/``).
+    `backgrounds` is the base model's background set (as `write_dataset`'s), for every clip and held-out item."""
+    if backgrounds not in BACKGROUND_SETS:
+        raise ValueError(f"backgrounds must be one of {BACKGROUND_SETS}; got {backgrounds!r}")
     if num_concept < 1 or num_replay < 0 or num_heldout < 0:
         raise ValueError(
             f"num_concept must be >= 1, num_replay and num_heldout >= 0; got {num_concept}, {num_replay}, {num_heldout}"
@@ -571,8 +575,11 @@ def write_concept_dataset(
     for i, concept in enumerate(is_concept):
         pool = concept_train if concept else replay_train
         combo = pool[int(rng.integers(len(pool)))]
-        spec = sample_spec(rng, combo, frames=frames, height=height, width=width, max_speed=max_speed)
-        entries.append(_write_clip(out_dir, i, spec, frames, height, width))
+        spec = sample_spec(
+            rng, combo, frames=frames, height=height, width=width, max_speed=max_speed, backgrounds=backgrounds
+        )
+        proxy = motion_proxy(spec) if backgrounds == "v2" else None
+        entries.append(_write_clip(out_dir, i, spec, frames, height, width, proxy=proxy))
     scores = np.asarray([e.pop("motion_score_raw") for e in entries])
     write_manifest(os.path.join(out_dir, "manifest.jsonl"), entries)
     held = _write_heldout_items(
@@ -584,6 +591,7 @@ def write_concept_dataset(
         width=width,
         max_speed=max_speed,
         category=CONCEPT_CATEGORY,
+        backgrounds=backgrounds,
     )
     return {
         "concept_clips": num_concept,

@@ -107,9 +107,30 @@ def _text_components(recipe, workdir: str):
     return llm, step_dir, clip, clip_dir
 
 
+def _init_checkpoint(recipe) -> str:
+    """The checkpoint folder the recipe continues from ("" = train from nothing), checked up front."""
+    ckpt = recipe.get("init_checkpoint", "") or ""
+    if ckpt:
+        from stepvideo_jax.components import check_checkpoint_dir
+
+        check_checkpoint_dir(ckpt)
+    return ckpt
+
+
 def _stage_text(recipe, workdir: str) -> dict:
     from stepvideo_jax.components import save_components
 
+    init = _init_checkpoint(recipe)
+    if init:  # continuing: the text encoders the init DiT was trained with, tokenizers included
+        from stepvideo_jax.components import restore_component, tokenizer_dir
+
+        models = {
+            name: (restore_component(init, name), tokenizer_dir(init, name)) for name in ("step_llm", "hunyuan_clip")
+        }
+        save_components(
+            os.path.join(workdir, "components"), models, source=f"demo recipe: text encoders of {init}", overwrite=True
+        )
+        return {"copied_from": init, **{f"{n}_params": sum(x.size for x in _leaves(m)) for n, (m, _) in models.items()}}
     llm, step_dir, clip, clip_dir = _text_components(recipe, workdir)
     save_components(
         os.path.join(workdir, "components"),
@@ -153,6 +174,9 @@ def _stage_vae(recipe, workdir: str) -> dict:
 
     config = _load_demo_config("vae")
     config.data.manifest = os.path.join(workdir, "data", "manifest.jsonl")
+    init = _init_checkpoint(recipe)
+    if init:  # the first cycle starts from the init checkpoint's VAE (float32 master weights)
+        config.init.update(kind="converted", checkpoint=init)
     run_dir = os.path.join(workdir, "vae")
     losses: dict = {}
     for steps, total in recipe.vae_cycles:  # each cycle resumes the previous one's last checkpoint
@@ -205,6 +229,9 @@ def _stage_dit(recipe, workdir: str) -> dict:
 
     config = _load_demo_config("dit")
     config.data.manifest = os.path.join(workdir, "latents", "index.jsonl")
+    init = _init_checkpoint(recipe)
+    if init:
+        config.init.update(kind="converted", checkpoint=init)
     config.train.steps = config.optim.total_steps = int(recipe.dit_steps)
     config.optim.warmup_steps = min(int(config.optim.warmup_steps), int(recipe.dit_steps))
     result = train(config, os.path.join(workdir, "dit"))
