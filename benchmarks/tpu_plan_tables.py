@@ -131,6 +131,28 @@ def pipeline_rows(reports: list[dict]) -> str:
     )  # fmt: skip
 
 
+def training_rows(reports: list[dict]) -> str:
+    """Every training part: full training and LoRA / QLoRA side by side (what is trained, what state a chip holds)."""
+    rows = []
+    for rep in reports:
+        r = rep.get("parts", {}).get("train")
+        if r is None:
+            continue
+        q = _quantize(rep, r)
+        base = "bf16" if q == "none" else q
+        kind = f"LoRA r{r['lora_rank']}, {base} base frozen" if r.get("lora_rank") else "full (f32 master, AdamW, EMA)"
+        trainable = r.get("trainable_params")
+        rows.append([
+            f"`{r['target']}` ({r['devices']} chips)", f"`{_mesh(r['mesh'])}`", kind,
+            ("all" if not r.get("lora_rank") else "-") if trainable is None else f"{trainable / 1e6:,.1f} M",
+            f"**{_g(r['peak_bytes_per_device'])}** of {_g(r['hbm_bytes_per_device'])}", _fits(r),
+            _s(r["estimated_step_seconds"]),
+        ])  # fmt: skip
+    rows.sort(key=lambda row: (row[0], row[1], not row[2].startswith("full"), row[2]))
+    return md_table(["target", "mesh", "training", "trainable params", "peak GiB per chip (HBM)", "fits (headroom GiB)",
+                     "est. s/step"], rows)  # fmt: skip
+
+
 def search_rows(rep: dict) -> str:
     rows = []
     # The tool's ranking (a stopped search's report keeps the rows in compile order): fitting meshes by time first.
@@ -164,6 +186,10 @@ def main(paths: list[str]) -> None:
     if plans:
         print("Per part, per chip (TPU compiler; times are ESTIMATES):\n")
         print(part_rows(plans))
+        train = training_rows(plans)
+        if train.count("\n") > 1:
+            print("\nTraining the 30B, full and LoRA (batch 1 at 102 x 544 x 992, full remat; ESTIMATED times):\n")
+            print(train)
         pipes = pipeline_rows(plans)
         if pipes.count("\n") > 1:
             print("\nWhole pipeline per video (ESTIMATES):\n")
