@@ -1,15 +1,19 @@
-"""Trains the embedded demo model from nothing, on this machine, with the repo's own code.
+"""Trains the embedded demo model, on this machine, with the repo's own code.
 
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo            # every stage, ~70 min on 2 CPU cores
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo     # from nothing (v2 backgrounds)
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo_v1 --recipe.data.backgrounds=v1 \
+        --recipe.export_dir=runs/demo_v1/export --recipe.examples_dir=runs/demo_v1/examples   # the first model, ~70 min
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo_v2 --recipe.init_checkpoint=runs/demo_v1/export \
+        "--recipe.vae_cycles=((450,450),)" --recipe.dit_steps=1500    # the shipped one: the first, continued on v2
     python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=dit,export
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo2 --recipe.data.backgrounds=v2  # light/grey/colour too
 
 Stages (settings in ``configs/demo.py``; each stage reads what the previous ones wrote in WORKDIR):
 
   data     synthetic clips + manifest (motion scores from the motion-score code) and the held-out
            prompts in the Step-Video-TI2V-Eval layout          -> WORKDIR/data
   text     sentencepiece + BERT tokenizers trained on the caption vocabulary, tiny Step-LLM and
-           HunyuanCLIP with fixed random weights (frozen)      -> WORKDIR/components (step_llm, hunyuan_clip)
+           HunyuanCLIP with fixed random weights (frozen; with ``recipe.init_checkpoint``, that checkpoint's)
+                                                               -> WORKDIR/components (step_llm, hunyuan_clip)
   vae      the tiny Video-VAE v2 trained on the clips (``train.py`` network "vae"), one run per
            ``recipe.vae_cycles`` entry, each resuming the last  -> WORKDIR/vae, WORKDIR/components (+ vae)
   latents  VAE latents, condition latents, text states of every clip (``tools/precompute``)
