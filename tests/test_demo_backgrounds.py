@@ -104,7 +104,7 @@ def test_recipe_runs_every_vae_cycle_in_one_stage(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "load_trained_model", lambda config, run_dir: "vae")
     monkeypatch.setattr(demo_recipe, "_components_with", lambda workdir, extra: None)
     recipe = get_config("demo:recipe")
-    assert recipe.data.backgrounds == "v2"  # the shipped model's data is the default
+    assert recipe.data.backgrounds == "v1"  # the shipped model's data stays the default
     summary = demo_recipe._stage_vae(recipe, str(tmp_path))
     run_dir = str(tmp_path / "vae")
     assert calls == [(450, 450, run_dir), (900, 900, run_dir)] and summary["steps"] == 900

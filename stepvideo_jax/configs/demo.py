@@ -15,7 +15,7 @@ Variants (``--config=demo:VARIANT``):
   "lora"   training rank-8 adapters on the shipped DiT (base frozen; ``python train.py``, precomputed latents)
   "recipe" the whole recipe's settings (data, text encoders, stages), read by
            ``python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo`` (fields overridable
-           there: ``--recipe.data.backgrounds=v1``, ``--recipe.init_checkpoint=DIR``)
+           there: ``--recipe.data.backgrounds=v2``, ``--recipe.init_checkpoint=DIR``)
   "lora_recipe" teaching the shipped model the new shape word "star" with a LoRA (concept data, steps,
            evaluation), read by ``python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora``
 
@@ -214,10 +214,9 @@ def _recipe_config() -> config_dict.ConfigDict:
             width=WIDTH,
             max_speed=0.6,
             seed=0,
-            # "v2" (the shipped model's data): dark, light, mid-grey and coloured backgrounds
-            # (stepvideo_jax.data.synthetic), with a mid-grey frame-0 check for the evaluate stage;
-            # "v1": dark backgrounds only (the first demo model, which the shipped one continues).
-            backgrounds="v2",
+            # "v1": dark backgrounds only (the shipped model); "v2": dark, light, mid-grey and coloured
+            # (stepvideo_jax.data.synthetic), with a mid-grey frame-0 check for the evaluate stage.
+            backgrounds="v1",
         )
     )
     # VAE training cycles run one after the other in WORKDIR/vae, each resuming the previous one:

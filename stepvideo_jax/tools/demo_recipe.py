@@ -1,11 +1,12 @@
-"""Trains the embedded demo model, on this machine, with the repo's own code.
+"""Trains the embedded demo model from nothing, on this machine, with the repo's own code.
 
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo     # from nothing (v2 backgrounds)
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo_v1 --recipe.data.backgrounds=v1 \
-        --recipe.export_dir=runs/demo_v1/export --recipe.examples_dir=runs/demo_v1/examples   # the first model, ~70 min
-    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo_v2 --recipe.init_checkpoint=runs/demo_v1/export \
-        "--recipe.vae_cycles=((450,450),)" --recipe.dit_steps=1500    # the shipped one: the first, continued on v2
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo       # every stage, ~70 min on 2 CPU cores
     python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo --stages=dit,export
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo2 --recipe.data.backgrounds=v2  # light/grey/colour too
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo3 --recipe.data.backgrounds=v2 \
+        --recipe.init_checkpoint=stepvideo_jax/demo/checkpoint "--recipe.vae_cycles=((450,450),)" \
+        --recipe.dit_steps=1500 --recipe.export_dir=runs/demo3/export --recipe.examples_dir=runs/demo3/examples
+                                   # continues the shipped model instead (README: tried, misses the targets)
 
 Stages (settings in ``configs/demo.py``; each stage reads what the previous ones wrote in WORKDIR):
 
