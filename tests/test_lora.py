@@ -241,6 +241,7 @@ def test_qlora_adapters_on_a_quantized_base_equal_the_dequantized_float_model_wi
         merge_lora(qmodel)
 
 
+@pytest.mark.slow  # two demo-size training runs (~100 s); QLoRA == the dequantized float model stays in CI
 def test_qlora_training_through_the_loop_on_the_int8_demo_base(tmp_path):
     """`demo:lora` with `model.quantize=int8` (QLoRA: the shipped bf16 DiT quantized at restore, frozen
     under float32 adapters) trains through the loop: the first loss is the bf16 base's within int8's
