@@ -244,8 +244,8 @@ def _lora_recipe_config() -> config_dict.ConfigDict:
         dict(
             shape="star",
             # A replay share of the original training captions, so the original prompts keep working. Tried
-            # (README): 1000 / 1000, and 300 steps or cross-attention only with it -- no better on the original
-            # prompts' direction (90%) than this split (95%).
+            # (README): 1000 / 1000, and 300 steps, cross-attention only or learning rate 1e-3 with it -- no better
+            # on the original prompts' direction (90-95%) than this split (95%).
             num_concept=1500,
             num_replay=500,
             num_heldout=10,
