@@ -348,18 +348,24 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     unknown = [s for s in stages if s not in STAGES + EXTRA_STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES + EXTRA_STAGES)}")
+    return run_timed_stages(
+        workdir, [s for s in STAGES + EXTRA_STAGES if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
+    )
+
+
+def run_timed_stages(workdir: str, stages, run_stage) -> dict:
+    """Runs `run_stage(stage)` for each of `stages` in order, timing each; returns {stage: {"seconds": ...,
+    **summary}}, also written to WORKDIR/recipe_timings.json after every stage (merged with earlier runs')."""
     os.makedirs(workdir, exist_ok=True)
     record_path = os.path.join(workdir, "recipe_timings.json")
     record = {}
     if os.path.exists(record_path):
         with open(record_path) as f:
             record = json.load(f)
-    for stage in STAGES + EXTRA_STAGES:
-        if stage not in stages:
-            continue
+    for stage in stages:
         t0 = time.perf_counter()
         logging.info("stage %s ...", stage)
-        summary = _STAGE_FUNCS[stage](recipe, workdir)
+        summary = run_stage(stage)
         record[stage] = {"seconds": round(time.perf_counter() - t0, 1), **summary}
         logging.info("stage %s done: %s", stage, record[stage])
         write_json_atomic(record_path, record, indent=1, default=str)

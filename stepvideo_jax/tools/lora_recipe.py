@@ -31,9 +31,9 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from stepvideo_jax.files import write_json_atomic, write_text_atomic
+from stepvideo_jax.files import write_text_atomic
 
 __all__ = ["run_lora_recipe", "STAGES", "lora_table"]
 
@@ -222,24 +222,12 @@ def run_lora_recipe(workdir: str, stages=STAGES, recipe=None, arms=ARMS) -> dict
         raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES)}")
     if not arms or any(a not in ARMS for a in arms):
         raise ValueError(f"arms must be some of {', '.join(ARMS)}; got {','.join(arms)!r}")
-    os.makedirs(workdir, exist_ok=True)
-    record_path = os.path.join(workdir, "recipe_timings.json")
-    record = {}
-    if os.path.exists(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
-    for stage in STAGES:
-        if stage not in stages:
-            continue
-        t0 = time.perf_counter()
-        logging.info("stage %s ...", stage)
-        summary = (
-            _STAGE_FUNCS[stage](recipe, workdir, arms) if stage == "eval" else _STAGE_FUNCS[stage](recipe, workdir)
-        )
-        record[stage] = {"seconds": round(time.perf_counter() - t0, 1), **summary}
-        logging.info("stage %s done: %s", stage, record[stage])
-        write_json_atomic(record_path, record, indent=1, default=str)
-    return record
+    from stepvideo_jax.tools.demo_recipe import run_timed_stages
+
+    def run_stage(stage):
+        return _STAGE_FUNCS[stage](recipe, workdir, arms) if stage == "eval" else _STAGE_FUNCS[stage](recipe, workdir)
+
+    return run_timed_stages(workdir, [s for s in STAGES if s in stages], run_stage)
 
 
 def main(argv):
