@@ -117,7 +117,7 @@ def cover_resize_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
     new_h, new_w = max(new_h, height), max(new_w, width)
     channels = [
         np.asarray(
-            Image.fromarray(np.ascontiguousarray(image[..., c], np.float32), mode="F").resize(
+            Image.fromarray(np.ascontiguousarray(image[..., c], np.float32)).resize(
                 (new_w, new_h), Image.Resampling.BILINEAR
             )
         )

@@ -138,6 +138,17 @@ def test_recipe_continues_from_a_checkpoint(tmp_path, monkeypatch):
     demo_recipe._stage_vae(recipe, str(tmp_path))
     demo_recipe._stage_dit(recipe, str(tmp_path))
     assert inits == [("vae", "converted", recipe.init_checkpoint), ("dit", "converted", recipe.init_checkpoint)]
+    # init_components="vae": the DiT trains from nothing (the dit config's own init) on the continued VAE
+    recipe.init_components = "vae"
+    del inits[:]
+    demo_recipe._stage_vae(recipe, str(tmp_path))
+    demo_recipe._stage_dit(recipe, str(tmp_path))
+    dit_default = get_config("demo:dit").init
+    assert inits == [("vae", "converted", recipe.init_checkpoint), ("dit", dit_default.kind, dit_default.checkpoint)]
+    recipe.init_components = "vae,text"
+    with pytest.raises(ValueError, match="init_components.*text"):
+        demo_recipe._stage_dit(recipe, str(tmp_path))
+    recipe.init_components = "vae,dit"
     recipe.init_checkpoint = str(tmp_path / "absent")
     with pytest.raises(ValueError, match="absent"):
         demo_recipe._stage_dit(recipe, str(tmp_path))

@@ -226,6 +226,9 @@ def _recipe_config() -> config_dict.ConfigDict:
     # "" trains from nothing; a checkpoint folder (e.g. the shipped demo) is continued instead: its text
     # encoders are copied, the VAE's first cycle and the DiT start from its weights (shorter cycles then do).
     c.init_checkpoint = ""
+    # With init_checkpoint: which of its trained networks start the runs ("vae" alone: the DiT trains from
+    # nothing on the continued VAE's latents, whose space has moved under the old DiT).
+    c.init_components = "vae,dit"
     # evaluate stage: held-out prompts x these motion scores (and the v2 checks folder at the first).
     c.eval_motion_scores = (2.0, 5.0, 10.0)
     c.text = config_dict.ConfigDict(dict(seed=7, step_llm=STEP_LLM_MODEL, clip=CLIP_MODEL))
@@ -260,6 +263,9 @@ def _lora_recipe_config() -> config_dict.ConfigDict:
         )
     )
     c.precompute_seed = 1
+    # The replay clips' training targets: "clips" (the rendered clips) or "base" (the shipped model's own
+    # samples of them, the recipe's prior stage: prior preservation).
+    c.replay_targets = "clips"
     c.rank = 8
     # Attention projections only (self and cross): rank 8 on them is 4.1% of the DiT's parameters, with the FFN
     # as well (the "lora" default) 7.3% -- the demo DiT is 128 wide, so a rank-8 adapter is large beside it.

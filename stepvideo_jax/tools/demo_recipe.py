@@ -112,13 +112,23 @@ def _text_components(recipe, workdir: str):
     return llm, step_dir, clip, clip_dir
 
 
-def _init_checkpoint(recipe) -> str:
-    """The checkpoint folder the recipe continues from ("" = train from nothing), checked up front."""
+_INIT_COMPONENTS = ("vae", "dit")
+
+
+def _init_checkpoint(recipe, component: str | None = None) -> str:
+    """The checkpoint folder the recipe continues from ("" = train from nothing), checked up front;
+    with `component` ("vae" | "dit"), "" also when ``recipe.init_components`` leaves it out."""
     ckpt = recipe.get("init_checkpoint", "") or ""
+    names = [n.strip() for n in str(recipe.get("init_components", ",".join(_INIT_COMPONENTS))).split(",") if n.strip()]
+    unknown = [n for n in names if n not in _INIT_COMPONENTS]
+    if unknown:
+        raise ValueError(f"recipe.init_components: unknown {unknown}; expected a comma-separated subset of vae,dit")
     if ckpt:
         from stepvideo_jax.components import check_checkpoint_dir
 
         check_checkpoint_dir(ckpt)
+    if component is not None and component not in names:
+        return ""
     return ckpt
 
 
@@ -179,7 +189,7 @@ def _stage_vae(recipe, workdir: str) -> dict:
 
     config = _load_demo_config("vae")
     config.data.manifest = os.path.join(workdir, "data", "manifest.jsonl")
-    init = _init_checkpoint(recipe)
+    init = _init_checkpoint(recipe, "vae")
     if init:  # the first cycle starts from the init checkpoint's VAE (float32 master weights)
         config.init.update(kind="converted", checkpoint=init)
     run_dir = os.path.join(workdir, "vae")
@@ -234,7 +244,7 @@ def _stage_dit(recipe, workdir: str) -> dict:
 
     config = _load_demo_config("dit")
     config.data.manifest = os.path.join(workdir, "latents", "index.jsonl")
-    init = _init_checkpoint(recipe)
+    init = _init_checkpoint(recipe, "dit")
     if init:
         config.init.update(kind="converted", checkpoint=init)
     config.train.steps = config.optim.total_steps = int(recipe.dit_steps)

@@ -2,6 +2,7 @@
 
     python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora        # every stage, ~1 h on the shared 2-core machine
     python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora --stages=eval
+    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora --recipe.replay_targets=clips  # rendered replay
 
 The concept is the shape "star" (``stepvideo_jax.data.synthetic.CONCEPT_SHAPES``), which the demo model never
 saw: its tokenizers split the word into known pieces (sentencepiece "▁s t ar", BERT "s ##t ##a ##r"; no
@@ -15,6 +16,10 @@ Stages (settings in ``configs/demo.py`` variant "lora_recipe"; each reads what t
            captions; 10 held-out star prompts in the Step-Video-TI2V-Eval layout      -> WORKDIR/data
            and the demo's original 20 held-out prompts (``demo_recipe``'s heldout)  -> WORKDIR/original
   latents  VAE latents + text states with the shipped demo VAE and text encoders     -> WORKDIR/latents
+  prior    with ``recipe.replay_targets="base"``: each replay clip's target latents replaced by the shipped
+           model's own sample from the clip's first frame, caption, motion score (prior preservation, as
+           DreamBooth's class images: the adapter learns to leave the original prompts' videos as the base
+           makes them, not to move them toward the rendered clips)     -> WORKDIR/prior/index.jsonl
   lora     the adapters trained on the shipped DiT (``train.py``'s loop, ``demo:lora``)
                                                               -> WORKDIR/lora/adapter.safetensors
   eval     the evaluation tool on the star prompts and on the original prompts, base and with the
@@ -37,7 +42,7 @@ from stepvideo_jax.files import write_text_atomic
 
 __all__ = ["run_lora_recipe", "STAGES", "lora_table"]
 
-STAGES = ("data", "latents", "lora", "eval")
+STAGES = ("data", "latents", "prior", "lora", "eval")
 EVAL_SETS = ("concept", "original")
 ARMS = ("base", "lora")  # the shipped model alone, and with the adapter
 
@@ -86,9 +91,67 @@ def _stage_latents(recipe, workdir: str) -> dict:
     )
 
 
+REPLAY_TARGETS = ("clips", "base")
+
+
+def _replay_targets(recipe) -> str:
+    value = str(recipe.get("replay_targets", "clips"))
+    if value not in REPLAY_TARGETS:
+        raise ValueError(f"recipe.replay_targets must be one of {', '.join(REPLAY_TARGETS)}; got {value!r}")
+    return value
+
+
+def _stage_prior(recipe, workdir: str) -> dict:
+    import numpy as np
+
+    from stepvideo_jax.api import TI2VPipeline
+    from stepvideo_jax.data.manifest import iter_path_index
+    from stepvideo_jax.files import atomic_write, write_jsonl_atomic
+
+    if _replay_targets(recipe) == "clips":
+        return {"replay_targets": "clips"}
+    index = os.path.join(workdir, "latents", "index.jsonl")
+    out_dir = os.path.join(workdir, "prior")
+    os.makedirs(os.path.join(out_dir, "items"), exist_ok=True)
+    rows = [row for _, row in iter_path_index(index, "latents", '{"latents": path, "video": path, "caption": ...}')]
+    for row in rows:  # precompute writes the clip's path as the manifest resolved it
+        row["video"] = os.path.join(os.path.dirname(os.path.abspath(index)), row["video"])
+    word = f" {recipe.data.shape} "
+    replay = [i for i, row in enumerate(rows) if word not in f" {row['caption']} "]
+    pipe = TI2VPipeline.from_checkpoint(_demo_config("lora").init.checkpoint, progress=False)
+
+    def jobs():
+        for i in replay:
+            first = np.load(rows[i]["video"], mmap_mode="r")[0]  # uint8 [H, W, 3]: the clip's first frame
+            yield pipe.settings(
+                np.asarray(first),
+                prompt=rows[i]["caption"],
+                motion_score=float(rows[i]["motion_score"]),
+                seed=int(recipe.precompute_seed) * 1_000_003 + i,
+            )
+
+    new_rows = [{**row, "latents": os.path.relpath(row["latents"], out_dir)} for row in rows]
+    for i, out in zip(replay, pipe.generate_all(jobs(), total=len(replay), progress=True)):
+        with np.load(rows[i]["latents"]) as item:
+            arrays = dict(item)
+        if arrays["latents"].shape != out.latents.shape[1:]:
+            raise ValueError(
+                f"{rows[i]['latents']}: latents {arrays['latents'].shape} but the base model samples "
+                f"{out.latents.shape[1:]}; the data and the sampling config disagree on the clip size"
+            )
+        arrays["latents"] = out.latents[0].astype(np.float32)  # [F', h, w, C]: the base model's own video
+        name = os.path.join("items", os.path.basename(rows[i]["latents"]))
+        with atomic_write(os.path.join(out_dir, name)) as f:
+            np.savez(f, **arrays)
+        new_rows[i]["latents"] = name
+    write_jsonl_atomic(os.path.join(out_dir, "index.jsonl"), new_rows)
+    return {"replay_targets": "base", "replaced": len(replay), "kept": len(rows) - len(replay)}
+
+
 def _lora_train_config(recipe, workdir: str):
     config = _demo_config("lora")
-    config.data.manifest = os.path.join(workdir, "latents", "index.jsonl")
+    prior = _replay_targets(recipe) == "base"
+    config.data.manifest = os.path.join(workdir, "prior" if prior else "latents", "index.jsonl")
     config.lora.update(rank=int(recipe.rank), alpha=float(recipe.rank), targets=tuple(recipe.targets))
     config.train.steps = int(recipe.steps)
     config.optim.total_steps = int(recipe.steps)
@@ -209,7 +272,13 @@ def lora_table(summaries: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-_STAGE_FUNCS = {"data": _stage_data, "latents": _stage_latents, "lora": _stage_lora, "eval": _stage_eval}
+_STAGE_FUNCS = {
+    "data": _stage_data,
+    "latents": _stage_latents,
+    "prior": _stage_prior,
+    "lora": _stage_lora,
+    "eval": _stage_eval,
+}
 
 
 def run_lora_recipe(workdir: str, stages=STAGES, recipe=None, arms=ARMS) -> dict:
@@ -235,7 +304,7 @@ def main(argv):
     stages = [s.strip() for s in flags.FLAGS.stages.split(",") if s.strip()]
     try:
         arms = [a.strip() for a in flags.FLAGS.arms.split(",") if a.strip()]
-        record = run_lora_recipe(flags.FLAGS.workdir, stages, arms=arms)
+        record = run_lora_recipe(flags.FLAGS.workdir, stages, _RECIPE["flag"].value, arms=arms)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps(record, indent=1, default=str), file=sys.stdout)
@@ -245,6 +314,16 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", "runs/demo_lora", "folder for the concept data, latents, adapter and evaluation")
     flags.DEFINE_string("stages", ",".join(STAGES), f"comma-separated stages among {','.join(STAGES)}")
     flags.DEFINE_string("arms", ",".join(ARMS), "what the eval stage evaluates: base (shipped model), lora (+ adapter)")
+    from ml_collections import config_flags
+
+    from stepvideo_jax.configs import config_path
+
+    _RECIPE["flag"] = config_flags.DEFINE_config_file(
+        "recipe", config_path("demo") + ":lora_recipe", "The recipe's settings (--recipe.FIELD=VALUE overrides)."
+    )
+
+
+_RECIPE: dict = {}
 
 
 if __name__ == "__main__":
