@@ -228,6 +228,20 @@ def _recover_and_clean(dst: str) -> list[str]:
     return done
 
 
+def _make_temp_folder(parent: str, prefix: str) -> str:
+    """A new folder `parent/prefix<random>` created with mode 0o777 minus the umask (0755 under umask 022),
+    as `mkdir` would make the destination; `tempfile.mkdtemp`'s 0700 would stay on it after the rename."""
+    import secrets
+
+    while True:
+        path = os.path.join(parent, prefix + secrets.token_hex(4))
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+
+
 @contextlib.contextmanager
 def staged_folder(dst: str | os.PathLike, *, overwrite: bool, log=lambda line: None):
     """Yields a temporary folder beside `dst`; when the block finishes it replaces `dst` (only with
@@ -247,7 +261,7 @@ def staged_folder(dst: str | os.PathLike, *, overwrite: bool, log=lambda line: N
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
     tag = f".{os.path.basename(dst)}"
-    tmp = tempfile.mkdtemp(prefix=f"{tag}.tmp-{os.getpid()}-", dir=parent)
+    tmp = _make_temp_folder(parent, f"{tag}.tmp-{os.getpid()}-")
     try:
         yield tmp
         if os.path.exists(dst):

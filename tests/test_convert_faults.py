@@ -102,3 +102,19 @@ def test_crash_between_the_overwrite_renames_is_recovered(tmp_path, monkeypatch)
     assert (dst / "version").read_text() == "1" and _leftovers(tmp_path, "out") == []
     assert any("restored from" in line for line in logs), logs
     np.testing.assert_equal(len(logs), 3)
+
+
+def test_staged_folder_gets_the_umasks_mode_not_mkdtemps(tmp_path):
+    """The finished folder has mode 0o777 minus the umask, as `mkdir` would give it (0700 hides a
+    shared checkpoint from the other users of a machine)."""
+    old = os.umask(0o022)
+    try:
+        with checkpoint.staged_folder(tmp_path / "shared", overwrite=False) as tmp:
+            open(os.path.join(tmp, "x"), "w").close()
+        os.umask(0o027)
+        with checkpoint.staged_folder(tmp_path / "group", overwrite=False):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "group").stat().st_mode & 0o777 == 0o750

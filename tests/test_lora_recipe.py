@@ -37,6 +37,7 @@ def _fake_latents(workdir, captions):
                 "video": os.path.join(clips, f"{i:06d}.npy"),
             }
         )
+    np.savez(os.path.join(workdir, "latents", "null_prompt.npz"), llm_states=np.zeros((24, 64), np.float32))
     with open(os.path.join(workdir, "latents", "index.jsonl"), "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
     return rows
@@ -51,7 +52,7 @@ def test_prior_stage_replaces_replay_targets_with_the_base_models_samples(tmp_pa
     captions = ["a large red star moves left", "a small blue square moves up"]
     _fake_latents(workdir, captions)
     recipe = get_config("demo:lora_recipe")
-    assert recipe.replay_targets == "clips"
+    assert recipe.replay_targets == "clips" and recipe.prior_cfg == 1.0
     assert lora_recipe._stage_prior(recipe, workdir) == {"replay_targets": "clips"}  # nothing written
     assert not os.path.exists(os.path.join(workdir, "prior"))
     recipe.replay_targets = "base"
@@ -67,10 +68,12 @@ def test_prior_stage_replaces_replay_targets_with_the_base_models_samples(tmp_pa
             np.testing.assert_array_equal(got[key], old[key], err_msg=key)
         pipe = TI2VPipeline.from_checkpoint(get_config("demo:lora").init.checkpoint, progress=False)
         clip = np.load(os.path.join(workdir, "data", "clips", "000001.npy"))
-        expected = pipe(clip[0], captions[1], motion_score=5.0, seed=recipe.precompute_seed * 1_000_003 + 1)
+        expected = pipe(clip[0], captions[1], motion_score=5.0, cfg=1.0, seed=recipe.precompute_seed * 1_000_003 + 1)
         np.testing.assert_array_equal(got["latents"], expected.latents[0])
         assert not np.allclose(got["latents"], old["latents"])
-    # The lora stage trains on the prior index.
+    # The lora stage trains on the prior index, the dropped-caption text states beside it.
+    with np.load(os.path.join(workdir, "prior", "null_prompt.npz")) as null:
+        assert list(null) == ["llm_states"]
     assert lora_recipe._lora_train_config(recipe, workdir).data.manifest == os.path.join(
         workdir, "prior", "index.jsonl"
     )

@@ -266,6 +266,7 @@ def _lora_recipe_config() -> config_dict.ConfigDict:
     # The replay clips' training targets: "clips" (the rendered clips) or "base" (the shipped model's own
     # samples of them, the recipe's prior stage: prior preservation).
     c.replay_targets = "clips"
+    c.prior_cfg = 1.0  # guidance of those samples (1 = none; lora_recipe's docstring says why)
     c.rank = 8
     # Attention projections only (self and cross): rank 8 on them is 4.1% of the DiT's parameters, with the FFN
     # as well (the "lora" default) 7.3% -- the demo DiT is 128 wide, so a rank-8 adapter is large beside it.

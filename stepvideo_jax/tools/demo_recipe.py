@@ -7,6 +7,9 @@
         --recipe.init_checkpoint=stepvideo_jax/demo/checkpoint "--recipe.vae_cycles=((450,450),)" \
         --recipe.dit_steps=1500 --recipe.export_dir=runs/demo3/export --recipe.examples_dir=runs/demo3/examples
                                    # continues the shipped model instead (README: tried, misses the targets)
+    python -m stepvideo_jax.tools.demo_recipe --workdir=runs/demo4 --recipe.data.backgrounds=v2 \
+        --recipe.init_checkpoint=stepvideo_jax/demo/checkpoint --recipe.init_components=vae
+                                   # continues only the VAE (both cycles); the DiT trains from nothing on its latents
 
 Stages (settings in ``configs/demo.py``; each stage reads what the previous ones wrote in WORKDIR):
 

@@ -19,7 +19,10 @@ Stages (settings in ``configs/demo.py`` variant "lora_recipe"; each reads what t
   prior    with ``recipe.replay_targets="base"``: each replay clip's target latents replaced by the shipped
            model's own sample from the clip's first frame, caption, motion score (prior preservation, as
            DreamBooth's class images: the adapter learns to leave the original prompts' videos as the base
-           makes them, not to move them toward the rendered clips)     -> WORKDIR/prior/index.jsonl
+           makes them, not to move them toward the rendered clips). Sampled without guidance
+           (``recipe.prior_cfg`` = 1): the conditional branch then trains toward its own samples, while
+           guided samples as targets make sampling with guidance apply it twice (measured: more motion
+           at every requested score)                                    -> WORKDIR/prior/index.jsonl
   lora     the adapters trained on the shipped DiT (``train.py``'s loop, ``demo:lora``)
                                                               -> WORKDIR/lora/adapter.safetensors
   eval     the evaluation tool on the star prompts and on the original prompts, base and with the
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -107,6 +111,7 @@ def _stage_prior(recipe, workdir: str) -> dict:
     from stepvideo_jax.api import TI2VPipeline
     from stepvideo_jax.data.manifest import iter_path_index
     from stepvideo_jax.files import atomic_write, write_jsonl_atomic
+    from stepvideo_jax.training.loop import NULL_PROMPT_FILE
 
     if _replay_targets(recipe) == "clips":
         return {"replay_targets": "clips"}
@@ -127,6 +132,7 @@ def _stage_prior(recipe, workdir: str) -> dict:
                 np.asarray(first),
                 prompt=rows[i]["caption"],
                 motion_score=float(rows[i]["motion_score"]),
+                cfg=float(recipe.prior_cfg),
                 seed=int(recipe.precompute_seed) * 1_000_003 + i,
             )
 
@@ -144,6 +150,10 @@ def _stage_prior(recipe, workdir: str) -> dict:
         with atomic_write(os.path.join(out_dir, name)) as f:
             np.savez(f, **arrays)
         new_rows[i]["latents"] = name
+    # The dropped-caption text states travel with the index (the training loop reads them beside it).
+    null_prompt = os.path.join(os.path.dirname(index), NULL_PROMPT_FILE)
+    if os.path.isfile(null_prompt):
+        shutil.copyfile(null_prompt, os.path.join(out_dir, NULL_PROMPT_FILE))
     write_jsonl_atomic(os.path.join(out_dir, "index.jsonl"), new_rows)
     return {"replay_targets": "base", "replaced": len(replay), "kept": len(rows) - len(replay)}
 
