@@ -52,7 +52,8 @@ def test_prior_stage_replaces_replay_targets_with_the_base_models_samples(tmp_pa
     captions = ["a large red star moves left", "a small blue square moves up"]
     _fake_latents(workdir, captions)
     recipe = get_config("demo:lora_recipe")
-    assert recipe.replay_targets == "clips" and recipe.prior_cfg == 1.0
+    assert recipe.replay_targets == "base" and recipe.prior_cfg == 1.0
+    recipe.replay_targets = "clips"
     assert lora_recipe._stage_prior(recipe, workdir) == {"replay_targets": "clips"}  # nothing written
     assert not os.path.exists(os.path.join(workdir, "prior"))
     recipe.replay_targets = "base"

@@ -16,7 +16,7 @@ Stages (settings in ``configs/demo.py`` variant "lora_recipe"; each reads what t
            captions; 10 held-out star prompts in the Step-Video-TI2V-Eval layout      -> WORKDIR/data
            and the demo's original 20 held-out prompts (``demo_recipe``'s heldout)  -> WORKDIR/original
   latents  VAE latents + text states with the shipped demo VAE and text encoders     -> WORKDIR/latents
-  prior    with ``recipe.replay_targets="base"``: each replay clip's target latents replaced by the shipped
+  prior    with ``recipe.replay_targets="base"`` (the default): each replay clip's target latents replaced by the shipped
            model's own sample from the clip's first frame, caption, motion score (prior preservation, as
            DreamBooth's class images: the adapter learns to leave the original prompts' videos as the base
            makes them, not to move them toward the rendered clips). Sampled without guidance
