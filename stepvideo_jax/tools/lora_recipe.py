@@ -1,6 +1,6 @@
 """Teaches the shipped demo model a new word with a LoRA, on this machine, and measures it.
 
-    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora        # every stage, ~1 h on the shared 2-core machine
+    python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora        # every stage, ~14 min on an idle 2-core machine
     python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora --stages=eval
     python -m stepvideo_jax.tools.lora_recipe --workdir=runs/demo_lora --recipe.replay_targets=clips  # rendered replay
 
