@@ -168,3 +168,18 @@ def test_concept_dataset_on_v2_backgrounds(tmp_path):
     assert max(corner_grey) > 150  # some light backgrounds among the 24 clips (v1's are all dark)
     with pytest.raises(ValueError, match="backgrounds must be one of"):
         synthetic.write_concept_dataset(str(tmp_path / "x"), num_concept=1, num_replay=0, backgrounds="v3")
+
+
+def test_recipes_check_their_settings_before_the_first_stage(tmp_path):
+    """A bad `init_components` / `replay_targets` fails in one line before the data stage writes anything."""
+    from stepvideo_jax.tools import lora_recipe
+
+    recipe = get_config("demo:recipe")
+    recipe.init_components = "vae,text"
+    with pytest.raises(ValueError, match="init_components: unknown \\['text'\\]"):
+        demo_recipe.run_recipe(str(tmp_path / "demo"), ["data"], recipe)
+    lora = get_config("demo:lora_recipe")
+    lora.replay_targets = "teacher"
+    with pytest.raises(ValueError, match="replay_targets must be one of clips, base; got 'teacher'"):
+        lora_recipe.run_lora_recipe(str(tmp_path / "lora"), ["data"], lora)
+    assert os.listdir(tmp_path) == []

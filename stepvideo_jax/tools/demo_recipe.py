@@ -361,6 +361,7 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     unknown = [s for s in stages if s not in STAGES + EXTRA_STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES + EXTRA_STAGES)}")
+    _init_checkpoint(recipe)  # init_checkpoint / init_components checked before the data stage's minutes
     return run_timed_stages(
         workdir, [s for s in STAGES + EXTRA_STAGES if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
     )

@@ -133,7 +133,7 @@ def _stage_prior(recipe, workdir: str) -> dict:
                 prompt=rows[i]["caption"],
                 motion_score=float(rows[i]["motion_score"]),
                 cfg=float(recipe.prior_cfg),
-                seed=int(recipe.precompute_seed) * 1_000_003 + i,
+                seed=int(recipe.precompute_seed) * 1_000_003 + i,  # one noise draw per clip, fixed by the recipe
             )
 
     new_rows = [{**row, "latents": os.path.relpath(row["latents"], out_dir)} for row in rows]
@@ -301,6 +301,7 @@ def run_lora_recipe(workdir: str, stages=STAGES, recipe=None, arms=ARMS) -> dict
         raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES)}")
     if not arms or any(a not in ARMS for a in arms):
         raise ValueError(f"arms must be some of {', '.join(ARMS)}; got {','.join(arms)!r}")
+    _replay_targets(recipe)  # a bad value fails here, before the data and latents stages' minutes
     from stepvideo_jax.tools.demo_recipe import run_timed_stages
 
     def run_stage(stage):
