@@ -183,3 +183,27 @@ def test_recipes_check_their_settings_before_the_first_stage(tmp_path):
     with pytest.raises(ValueError, match="replay_targets must be one of clips, base; got 'teacher'"):
         lora_recipe.run_lora_recipe(str(tmp_path / "lora"), ["data"], lora)
     assert os.listdir(tmp_path) == []
+
+
+def test_recipe_sets_the_vae_latent_scale_to_the_requested_std(tmp_path):
+    """`recipe.latent_std` > 0: after the VAE stage the components' VAE hands out latents of that std on
+    the training clips (its weights unchanged); 0 leaves the VAE as trained."""
+    import shutil
+
+    from stepvideo_jax.components import restore_component
+
+    shipped = os.path.dirname(DEMO_CLIP_TOKENIZER)
+    shutil.copytree(shipped, tmp_path / "components")
+    synthetic.write_dataset(str(tmp_path / "data"), num_train=3, num_heldout=1, seed=0, backgrounds="v2")
+    recipe = get_config("demo:recipe")
+    assert recipe.latent_std == 0.0 and demo_recipe._set_latent_scale(recipe, str(tmp_path)) == {}
+    recipe.latent_std, recipe.latent_std_clips = 0.5, 2
+    summary = demo_recipe._set_latent_scale(recipe, str(tmp_path))
+    vae = restore_component(str(tmp_path / "components"), "vae")
+    assert vae.cfg.latent_scale == summary["latent_scale"] == pytest.approx(0.5 / summary["vae_latent_std"], 1e-3)
+    entries = [json.loads(line) for line in open(tmp_path / "data" / "manifest.jsonl")][:2]
+    clips = np.stack([np.load(tmp_path / "data" / e["video"]) for e in entries]).astype(np.float32) / 127.5 - 1
+    assert float(np.std(np.asarray(vae.encode_channels_last(clips)))) == pytest.approx(0.5, rel=2e-3)
+    original = restore_component(shipped, "vae")
+    for a, b in zip(demo_recipe._leaves(vae), demo_recipe._leaves(original)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

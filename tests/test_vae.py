@@ -146,6 +146,33 @@ def test_chunks_in_one_program_equal_separate_decodes_then_blend(model, fixture)
     assert rel_l2(batched, expected) <= 1e-6
 
 
+def test_latent_scale_scales_what_encode_gives_and_decode_takes(model, fixture):
+    """`latent_scale` s: encode gives s x the VAE's own latents (mean and posterior sample), decode
+    takes them back to the same video; stored as "scaling_factor", absent from release configs. The
+    scale is a power of two, so scaling and unscaling are exact in float32 and the videos equal."""
+    import dataclasses
+
+    from flax import nnx
+
+    assert "scaling_factor" not in model.cfg.to_release()
+    cfg = dataclasses.replace(model.cfg, latent_scale=0.5)
+    assert VAEConfig.from_release(cfg.to_release()) == cfg and cfg.to_release()["scaling_factor"] == 0.5
+    graphdef, state = nnx.split(model)
+    scaled = nnx.merge(graphdef, state)
+    scaled.cfg = cfg
+    video = jnp.asarray(fixture.tensor("video"))
+    key = jax.random.key(3)
+    for rng in (None, key):
+        own = np.asarray(model.encode(video, rng=rng), np.float64)
+        np.testing.assert_allclose(np.asarray(scaled.encode(video, rng=rng)), 0.5 * own, rtol=0, atol=0)
+    mean = jnp.asarray(fixture.tensor("mean"))
+    expected = np.asarray(model.decode(mean))
+    np.testing.assert_array_equal(np.asarray(scaled.decode(mean * 0.5)), expected)
+    assert np.max(np.abs(np.asarray(scaled.decode(mean)) - expected)) > 1e-3  # the scale is not ignored
+    with pytest.raises(ValueError, match="latent_scale"):
+        VAEConfig.tiny(latent_scale=0.0)
+
+
 def test_blend_chunk_boundaries_three_chunks():
     x = np.arange(3 * 4, dtype=np.float32).reshape(1, 12, 1) * 10.0  # 3 chunks of 4 frames
     y = np.asarray(blend_chunk_boundaries(jnp.asarray(x), 4, 0.6))

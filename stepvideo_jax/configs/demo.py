@@ -229,6 +229,10 @@ def _recipe_config() -> config_dict.ConfigDict:
     # With init_checkpoint: which of its trained networks start the runs ("vae" alone: the DiT trains from
     # nothing on the continued VAE's latents, whose space has moved under the old DiT).
     c.init_components = "vae,dit"
+    # > 0: after the VAE stage, the VAE's latent_scale is set so that its latents of the first
+    # latent_std_clips training clips have this std (0: the VAE's own scale, as the shipped v1 model).
+    c.latent_std = 0.0
+    c.latent_std_clips = 32
     # evaluate stage: held-out prompts x these motion scores (and the v2 checks folder at the first).
     c.eval_motion_scores = (2.0, 5.0, 10.0)
     c.text = config_dict.ConfigDict(dict(seed=7, step_llm=STEP_LLM_MODEL, clip=CLIP_MODEL))

@@ -209,7 +209,39 @@ def _stage_vae(recipe, workdir: str) -> dict:
         "steps": result.final_step,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
+        **_set_latent_scale(recipe, workdir),
     }
+
+
+def _set_latent_scale(recipe, workdir: str) -> dict:
+    """With ``recipe.latent_std`` > 0: measures the std of WORKDIR/components' VAE's own latents (posterior
+    means of the first ``recipe.latent_std_clips`` training clips) and stores ``latent_scale`` = latent_std /
+    that in its config, so the DiT trains on latents of that std whatever scale the VAE's training drifted
+    to (its flow-matching noise is unit-variance; 0 keeps the VAE's own scale)."""
+    import dataclasses
+
+    import numpy as np
+
+    from stepvideo_jax.components import restore_component
+
+    target = float(recipe.get("latent_std", 0.0) or 0.0)
+    if target <= 0:
+        return {}
+    vae = restore_component(os.path.join(workdir, "components"), "vae")
+    vae.cfg = dataclasses.replace(vae.cfg, latent_scale=1.0)
+    data_dir = os.path.join(workdir, "data")
+    with open(os.path.join(data_dir, "manifest.jsonl")) as f:
+        items = [json.loads(line) for line, _ in zip(f, range(int(recipe.get("latent_std_clips", 32))))]
+    own = []
+    for item in items:
+        clip = np.load(os.path.join(data_dir, item["video"]))  # uint8 [F, H, W, 3]
+        video = clip[None].astype(np.float32) / 127.5 - 1.0
+        own.append(np.asarray(vae.encode_channels_last(video), np.float64))
+    measured = float(np.std(np.concatenate(own)))
+    scale = float(f"{target / measured:.4g}")
+    vae.cfg = dataclasses.replace(vae.cfg, latent_scale=scale)
+    _components_with(workdir, {"vae": (vae, None)})
+    return {"vae_latent_std": round(measured, 4), "latent_scale": scale}
 
 
 def _stage_latents(recipe, workdir: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,10 @@ class VAEConfig(DtypeFields):
     norm_eps: float = 1e-5  # torch.nn.GroupNorm default
     logvar_clip: tuple[float, float] = (-30.0, 20.0)
     blend_keep: float = 0.6  # chunk-boundary mix: b = keep*b + (1-keep)*a, then a likewise
+    # The latents the VAE hands out (encode) and takes (decode) are its own times this; 1.0 in the
+    # release. A model trained here sets it so that its DiT sees latents of the scale the unit-variance
+    # noise schedule was tuned for (the demo recipe's `latent_std`); stored as "scaling_factor".
+    latent_scale: float = 1.0
     # Runtime knobs (not part of the released config).
     param_dtype: str = "float32"
     dtype: str = "float32"
@@ -46,6 +51,8 @@ class VAEConfig(DtypeFields):
     def __post_init__(self):
         dtype_from_name(self.param_dtype)
         dtype_from_name(self.dtype)
+        if not (math.isfinite(self.latent_scale) and self.latent_scale > 0):
+            raise ValueError(f"latent_scale must be a finite number > 0; got {self.latent_scale}")
         if self.conv_impl not in ("auto", "conv3d", "frame_taps"):
             raise ValueError(f"conv_impl must be 'auto', 'conv3d' or 'frame_taps'; got {self.conv_impl!r}")
         for name in ("encoder_ch_mult", "decoder_ch_mult"):
@@ -142,7 +149,8 @@ class VAEConfig(DtypeFields):
         """From the release's constructor arguments as the fixtures record them:
         {version, z_channels, in_channels, out_channels, num_res_blocks, encoder: {ch, ch_mult,
         down_sampling_layer}, decoder: {ch, ch_mult, temporal_up_layers, temporal_downsample},
-        frame_len, latent_len}. Missing fields take the released defaults."""
+        frame_len, latent_len} (+ "scaling_factor", written only by models trained here). Missing fields
+        take the released defaults."""
         version = int(cfg.get("version", 2))
         if version != 2:
             raise ValueError(f"only Video-VAE version 2 is implemented; got version {version}")
@@ -163,13 +171,14 @@ class VAEConfig(DtypeFields):
             frame_len=int(cfg.get("frame_len", 17)),
             latent_len=int(cfg.get("latent_len", 3)),
             norm_groups=int(cfg.get("norm_groups", 32)),
+            latent_scale=float(cfg.get("scaling_factor", 1.0)),
         )
         fields.update(overrides)
         return cls(**fields)
 
     def to_release(self) -> dict[str, Any]:
         """The inverse of `from_release` (the fixtures' config layout)."""
-        return {
+        out = {
             "version": 2,
             "z_channels": self.z_channels,
             "in_channels": self.in_channels,
@@ -190,3 +199,6 @@ class VAEConfig(DtypeFields):
             "latent_len": self.latent_len,
             "norm_groups": self.norm_groups,  # not a release argument (always 32 there); kept for small models
         }
+        if self.latent_scale != 1.0:  # release configs stay as they were
+            out["scaling_factor"] = self.latent_scale
+        return out

@@ -326,13 +326,21 @@ class VideoVAE(nnx.Module):
     def encode_channels_last(
         self, video: jax.Array, *, rng: jax.Array | None = None, sequential: bool = True
     ) -> jax.Array:
-        """Latents [B, F', H/s, W/s, z]: a posterior sample when `rng` is a key (as the release), else the mean."""
+        """Latents [B, F', H/s, W/s, z]: a posterior sample when `rng` is a key (as the release), else the
+        mean; times `cfg.latent_scale` (the moments are the VAE's own)."""
         moments = self.encode_moments_channels_last(video, sequential=sequential)
         mean, logvar = jnp.split(moments, 2, axis=-1)
         if rng is None:
-            return mean
+            return self._scaled(mean)
         std = jnp.exp(0.5 * jnp.clip(logvar, *self.cfg.logvar_clip))
-        return mean + std * jax.random.normal(rng, mean.shape, mean.dtype)
+        return self._scaled(mean + std * jax.random.normal(rng, mean.shape, mean.dtype))
+
+    def _scaled(self, latents: jax.Array) -> jax.Array:
+        return latents if self.cfg.latent_scale == 1.0 else latents * self.cfg.latent_scale
+
+    def unscaled(self, latents: jax.Array) -> jax.Array:
+        """Latents as `encode_channels_last` gives them -> the VAE's own (what `decoder` takes)."""
+        return latents if self.cfg.latent_scale == 1.0 else latents / self.cfg.latent_scale
 
     @enters_rules(VAE_SHARDING)
     def decode_channels_last(
@@ -352,7 +360,8 @@ class VideoVAE(nnx.Module):
             if min(tile) <= overlap or overlap < 0:
                 raise ValueError(f"tile {tile} must be larger than overlap {overlap} >= 0 (latent pixels)")
         graphdef, state = nnx.split(self)
-        return _decode_program(graphdef, state, jnp.asarray(latents), sequential=sequential, tile=tile, overlap=overlap)
+        latents = self.unscaled(jnp.asarray(latents))
+        return _decode_program(graphdef, state, latents, sequential=sequential, tile=tile, overlap=overlap)
 
     # ------------------------------------------------------------------ release layouts
     def encode_moments(self, video: jax.Array, **kw) -> jax.Array:
@@ -403,4 +412,4 @@ def sharded_vae_decode(vae: VideoVAE, latents: jax.Array, mesh: Mesh) -> jax.Arr
         return blend_chunk_boundaries(ys, cfg.decoded_frames(chunk), cfg.blend_keep)
 
     with use_mesh_rules(mesh, rules):
-        return jax.jit(run)(state, latents)
+        return jax.jit(run)(state, vae.unscaled(latents))
