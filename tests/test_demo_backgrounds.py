@@ -178,6 +178,9 @@ def test_recipes_check_their_settings_before_the_first_stage(tmp_path):
     recipe.init_components = "vae,text"
     with pytest.raises(ValueError, match="init_components: unknown \\['text'\\]"):
         demo_recipe.run_recipe(str(tmp_path / "demo"), ["data"], recipe)
+    recipe = get_config("demo:recipe")  # latent_std 0: the stage that only sets the latent scale has nothing to do
+    with pytest.raises(ValueError, match="stage latent_scale needs recipe.latent_std > 0; got 0.0"):
+        demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "latent_scale"], recipe)
     lora = get_config("demo:lora_recipe")
     lora.replay_targets = "teacher"
     with pytest.raises(ValueError, match="replay_targets must be one of clips, base; got 'teacher'"):
@@ -198,7 +201,7 @@ def test_recipe_sets_the_vae_latent_scale_to_the_requested_std(tmp_path):
     recipe = get_config("demo:recipe")
     assert recipe.latent_std == 0.0 and demo_recipe._set_latent_scale(recipe, str(tmp_path)) == {}
     recipe.latent_std, recipe.latent_std_clips = 0.5, 2
-    summary = demo_recipe._set_latent_scale(recipe, str(tmp_path))
+    summary = demo_recipe.run_recipe(str(tmp_path), ["latent_scale"], recipe)["latent_scale"]
     vae = restore_component(str(tmp_path / "components"), "vae")
     assert vae.cfg.latent_scale == summary["latent_scale"] == pytest.approx(0.5 / summary["vae_latent_std"], 1e-3)
     entries = [json.loads(line) for line in open(tmp_path / "data" / "manifest.jsonl")][:2]

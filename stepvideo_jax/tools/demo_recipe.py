@@ -32,6 +32,9 @@ Extra stage (not in the default list):
 
   heldout  only the held-out prompts of the data stage (the same files, in a second, without the
            training clips): ``--stages=heldout`` -> WORKDIR/data/heldout, what the evaluation reads
+  latent_scale  only the VAE stage's last step: WORKDIR/components' VAE gets the latent scale of
+           ``recipe.latent_std`` (runs right after the vae stage; e.g. ``--stages=latent_scale,latents,dit``
+           on a VAE trained earlier)
 
 Stage timings go to WORKDIR/recipe_timings.json. Recipe fields are overridden with
 ``--recipe.FIELD=VALUE`` (``configs/demo.py:recipe``).
@@ -55,7 +58,9 @@ __all__ = ["run_recipe", "STAGES", "TARGETS", "REFERENCE_SAMPLE", "reference_sam
 STAGES = ("data", "text", "vae", "latents", "dit", "export", "evaluate")
 # The demo model's evaluation targets (issue 19): held-out prompts, and the v2 mid-grey frame-0 check.
 TARGETS = {"first_frame_psnr_db": 28.0, "motion_monotonic": 0.9, "direction_match": 0.8, "mid_grey_psnr_db": 25.0}
-EXTRA_STAGES = ("heldout",)
+EXTRA_STAGES = ("heldout", "latent_scale")
+# The order stages run in when several are given (extras where they belong).
+_STAGE_ORDER = ("heldout", "data", "text", "vae", "latent_scale", "latents", "dit", "export", "evaluate")
 REFERENCE_SAMPLE = "reference_sample.npz"
 # Bundled example images: (file stem, caption combo (size, colour, shape, direction), rng seed).
 EXAMPLES = (
@@ -213,7 +218,7 @@ def _stage_vae(recipe, workdir: str) -> dict:
     }
 
 
-def _set_latent_scale(recipe, workdir: str) -> dict:
+def _set_latent_scale(recipe, workdir: str, *, required: bool = False) -> dict:
     """With ``recipe.latent_std`` > 0: measures the std of WORKDIR/components' VAE's own latents (posterior
     means of the first ``recipe.latent_std_clips`` training clips) and stores ``latent_scale`` = latent_std /
     that in its config, so the DiT trains on latents of that std whatever scale the VAE's training drifted
@@ -226,6 +231,8 @@ def _set_latent_scale(recipe, workdir: str) -> dict:
 
     target = float(recipe.get("latent_std", 0.0) or 0.0)
     if target <= 0:
+        if required:
+            raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {target}")
         return {}
     vae = restore_component(os.path.join(workdir, "components"), "vae")
     vae.cfg = dataclasses.replace(vae.cfg, latent_scale=1.0)
@@ -383,6 +390,7 @@ _STAGE_FUNCS = {
     "export": _stage_export,
     "evaluate": _stage_evaluate,
     "heldout": _stage_heldout,
+    "latent_scale": lambda recipe, workdir: _set_latent_scale(recipe, workdir, required=True),
 }
 
 
@@ -394,8 +402,10 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     if unknown:
         raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES + EXTRA_STAGES)}")
     _init_checkpoint(recipe)  # init_checkpoint / init_components checked before the data stage's minutes
+    if "latent_scale" in stages and not float(recipe.get("latent_std", 0.0) or 0.0) > 0:
+        raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {recipe.get('latent_std', 0.0)}")
     return run_timed_stages(
-        workdir, [s for s in STAGES + EXTRA_STAGES if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
+        workdir, [s for s in _STAGE_ORDER if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
     )
 
 
