@@ -218,7 +218,11 @@ def _stage_vae(recipe, workdir: str) -> dict:
     }
 
 
-def _set_latent_scale(recipe, workdir: str, *, required: bool = False) -> dict:
+def _latent_std(recipe) -> float:
+    return float(recipe.get("latent_std", 0.0) or 0.0)
+
+
+def _set_latent_scale(recipe, workdir: str) -> dict:
     """With ``recipe.latent_std`` > 0: measures the std of WORKDIR/components' VAE's own latents (posterior
     means of the first ``recipe.latent_std_clips`` training clips) and stores ``latent_scale`` = latent_std /
     that in its config, so the DiT trains on latents of that std whatever scale the VAE's training drifted
@@ -228,22 +232,19 @@ def _set_latent_scale(recipe, workdir: str, *, required: bool = False) -> dict:
     import numpy as np
 
     from stepvideo_jax.components import restore_component
+    from stepvideo_jax.data.manifest import read_manifest
+    from stepvideo_jax.data.video import read_clip
 
-    target = float(recipe.get("latent_std", 0.0) or 0.0)
+    target = _latent_std(recipe)
     if target <= 0:
-        if required:
-            raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {target}")
         return {}
     vae = restore_component(os.path.join(workdir, "components"), "vae")
     vae.cfg = dataclasses.replace(vae.cfg, latent_scale=1.0)
-    data_dir = os.path.join(workdir, "data")
-    with open(os.path.join(data_dir, "manifest.jsonl")) as f:
-        items = [json.loads(line) for line, _ in zip(f, range(int(recipe.get("latent_std_clips", 32))))]
+    entries = read_manifest(os.path.join(workdir, "data", "manifest.jsonl"))[: int(recipe.latent_std_clips)]
     own = []
-    for item in items:
-        clip = np.load(os.path.join(data_dir, item["video"]))  # uint8 [F, H, W, 3]
-        video = clip[None].astype(np.float32) / 127.5 - 1.0
-        own.append(np.asarray(vae.encode_channels_last(video), np.float64))
+    for entry in entries:
+        clip = read_clip(entry["video"], int(recipe.data.frames))  # uint8 [F, H, W, 3]
+        own.append(np.asarray(vae.encode_channels_last(clip[None].astype(np.float32) / 127.5 - 1.0), np.float64))
     measured = float(np.std(np.concatenate(own)))
     scale = float(f"{target / measured:.4g}")
     vae.cfg = dataclasses.replace(vae.cfg, latent_scale=scale)
@@ -390,7 +391,7 @@ _STAGE_FUNCS = {
     "export": _stage_export,
     "evaluate": _stage_evaluate,
     "heldout": _stage_heldout,
-    "latent_scale": lambda recipe, workdir: _set_latent_scale(recipe, workdir, required=True),
+    "latent_scale": _set_latent_scale,
 }
 
 
@@ -402,8 +403,8 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     if unknown:
         raise ValueError(f"unknown stages {unknown}; expected some of {', '.join(STAGES + EXTRA_STAGES)}")
     _init_checkpoint(recipe)  # init_checkpoint / init_components checked before the data stage's minutes
-    if "latent_scale" in stages and not float(recipe.get("latent_std", 0.0) or 0.0) > 0:
-        raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {recipe.get('latent_std', 0.0)}")
+    if "latent_scale" in stages and not _latent_std(recipe) > 0:
+        raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {_latent_std(recipe)}")
     return run_timed_stages(
         workdir, [s for s in _STAGE_ORDER if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
     )
