@@ -181,6 +181,8 @@ def test_recipes_check_their_settings_before_the_first_stage(tmp_path):
     recipe = get_config("demo:recipe")  # latent_std 0: the stage that only sets the latent scale has nothing to do
     with pytest.raises(ValueError, match="stage latent_scale needs recipe.latent_std > 0; got 0.0"):
         demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "latent_scale"], recipe)
+    with pytest.raises(ValueError, match="stage decoder needs recipe.decoder_cycles"):
+        demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "decoder"], recipe)
     lora = get_config("demo:lora_recipe")
     lora.replay_targets = "teacher"
     with pytest.raises(ValueError, match="replay_targets must be one of clips, base; got 'teacher'"):
@@ -210,3 +212,35 @@ def test_recipe_sets_the_vae_latent_scale_to_the_requested_std(tmp_path):
     original = restore_component(shipped, "vae")
     for a, b in zip(demo_recipe._leaves(vae), demo_recipe._leaves(original)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow  # two VAE training steps: ~40 s of compiling on 2 cores
+def test_recipe_decoder_stage_trains_the_decoder_alone(tmp_path):
+    """The extra stage `decoder`: the components' VAE comes back with its encoder (and so its latents
+    and latent scale) exactly as it was and a changed decoder."""
+    import shutil
+
+    import jax
+    from flax import nnx
+
+    from stepvideo_jax.components import restore_component
+
+    shutil.copytree(os.path.dirname(DEMO_CLIP_TOKENIZER), tmp_path / "components")
+    synthetic.write_dataset(str(tmp_path / "data"), num_train=3, num_heldout=1, seed=0, backgrounds="v2")
+    before = restore_component(str(tmp_path / "components"), "vae")
+    before.cfg = dataclasses.replace(before.cfg, latent_scale=0.5)
+    demo_recipe._components_with(str(tmp_path), {"vae": (before, None)})
+    recipe = get_config("demo:recipe")
+    recipe.decoder_cycles = ((1, 1), (2, 2))  # the second cycle resumes the first
+    summary = demo_recipe.run_recipe(str(tmp_path), ["decoder"], recipe)["decoder"]
+    assert summary["steps"] == 2
+    after = restore_component(str(tmp_path / "components"), "vae")
+    assert after.cfg.latent_scale == 0.5
+
+    def leaves(module):  # float32 (the components may be stored in another dtype than trained)
+        return [np.asarray(x, np.float32) for x in jax.tree.leaves(nnx.state(module, nnx.Param))]
+
+    for a, b in zip(leaves(after.encoder), leaves(before.encoder), strict=True):
+        np.testing.assert_array_equal(a, b)
+    changed = [not np.array_equal(a, b) for a, b in zip(leaves(after.decoder), leaves(before.decoder), strict=True)]
+    assert sum(changed) > len(changed) // 2

@@ -11,12 +11,21 @@ from PIL import Image
 from stepvideo_jax import evaluation as evaluate
 from stepvideo_jax.configs import get_config
 from stepvideo_jax.data import synthetic
+from stepvideo_jax.motion import to_work_gray
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _clip(direction: str, speed: float, *, background: str = "stripes", frames: int = 17, size: int = 64) -> np.ndarray:
-    """A small circle starting at the centre and moving `speed` px/frame (stays inside the frame)."""
+def _clip(
+    direction: str,
+    speed: float,
+    *,
+    background: str = "stripes",
+    frames: int = 17,
+    size: int = 64,
+    bg_colors=((30, 30, 38), (52, 52, 60)),
+) -> np.ndarray:
+    """A small yellow circle starting at the centre and moving `speed` px/frame (stays inside the frame)."""
     spec = synthetic.ClipSpec(
         shape="circle",
         color="yellow",
@@ -26,7 +35,7 @@ def _clip(direction: str, speed: float, *, background: str = "stripes", frames: 
         radius=7.0,
         start=(size / 2, size / 2),
         speed=speed,
-        bg_colors=((30, 30, 38), (52, 52, 60)),
+        bg_colors=bg_colors,
         bg_period=16.0,
         bg_angle=0.7,
     )
@@ -71,6 +80,34 @@ def test_direction_of_rendered_clips(direction, background):
 def test_direction_of_a_static_clip_is_none():
     label, dx, dy = evaluate.motion_direction(_clip("left", 0.0))
     assert label == "none" and np.hypot(dx, dy) < evaluate.DIRECTION_MIN_FLOW
+
+
+def test_direction_of_a_shape_with_its_backgrounds_grey_level():
+    # Yellow (240, 215, 40) on (205, 205, 205): grey levels 203 vs 205, so grey-level flow sees no shape;
+    # the blue channel (40 vs 205) does.
+    clip = _clip("right", 0.5, background="plain", bg_colors=((205, 205, 205), (205, 205, 205)))
+    grey = to_work_gray(clip[0])  # [256, 256]
+    assert grey.max() - grey.min() < 4.0
+    label, dx, dy = evaluate.motion_direction(clip)
+    assert label == "right" and dx > 4 * evaluate.DIRECTION_MIN_FLOW, (dx, dy)
+
+
+@pytest.mark.parametrize("group", sorted(synthetic.BACKGROUND_GROUPS))
+def test_direction_reads_v2_ground_truth(group):
+    # Rendered training-like clips of one v2 background group, the ones with clear motion (score > 5).
+    rng = np.random.default_rng(3)
+    combos, _ = synthetic.split_captions(20, 0)
+    right, total = 0, 0
+    while total < 12:
+        combo = combos[int(rng.integers(len(combos)))]
+        spec = synthetic.sample_spec(
+            rng, combo, frames=17, height=64, width=64, max_speed=0.6, backgrounds="v2", bg_group=group
+        )
+        clip = synthetic.render_clip(spec, 17, 64, 64)
+        if synthetic.clip_motion_score(clip) > 5:
+            total += 1
+            right += evaluate.motion_direction(clip)[0] == spec.direction
+    assert right >= 11, f"{right} of {total}"
 
 
 def test_measured_motion_grows_with_speed():

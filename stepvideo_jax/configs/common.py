@@ -52,6 +52,8 @@ def optim(**overrides) -> config_dict.ConfigDict:
             weight_decay=0.0,
             grad_clip=1.0,
             ema_decay=0.9999,
+            # parameter path prefixes that stay fixed, e.g. ("encoder",): a decoder-only VAE run
+            frozen=(),
         ),
         overrides,
     )

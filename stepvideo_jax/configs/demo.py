@@ -156,7 +156,9 @@ def _vae_config() -> config_dict.ConfigDict:
     vae_objective = config_dict.ConfigDict(dict(recon="l2", kl_weight=1e-4, image_weight=1.0))
     c = common.train_config(
         "vae",
-        dict(VAE_MODEL, param_dtype="float32", dtype="float32"),
+        # latent_scale: what it hands the DiT (1 = its own latents; the recipe's latent_std sets it after
+        # training; a decoder-only run over such a VAE keeps its value).
+        dict(VAE_MODEL, param_dtype="float32", dtype="float32", latent_scale=1.0),
         objective=vae_objective,
         optim=common.optim(
             learning_rate=2e-3, warmup_steps=20, total_steps=450, end_lr_factor=0.05, b2=0.99, ema_decay=0.0
@@ -233,6 +235,10 @@ def _recipe_config() -> config_dict.ConfigDict:
     # latent_std_clips training clips have this std (0: the VAE's own scale, as the shipped v1 model).
     c.latent_std = 0.0
     c.latent_std_clips = 32
+    # The extra stage `decoder`: (train.steps, optim.total_steps) cycles of the VAE's decoder alone (encoder
+    # frozen, so the DiT's latents stay valid) after the DiT, at this peak learning rate.
+    c.decoder_cycles = ()
+    c.decoder_learning_rate = 5e-4
     # evaluate stage: held-out prompts x these motion scores (and the v2 checks folder at the first).
     c.eval_motion_scores = (2.0, 5.0, 10.0)
     c.text = config_dict.ConfigDict(dict(seed=7, step_llm=STEP_LLM_MODEL, clip=CLIP_MODEL))

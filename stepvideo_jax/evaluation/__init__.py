@@ -3,6 +3,7 @@ folder runs (``runner``); the command line is ``python -m stepvideo_jax.tools.ev
 
 from stepvideo_jax.evaluation.metrics import (
     DIRECTION_MIN_FLOW,
+    DIRECTION_PAIRS,
     PSNR_MAX_DB,
     check_video,
     evaluate_video,
@@ -25,6 +26,7 @@ __all__ = [
     "BENCH_LAYOUT",
     "CSV_COLUMNS",
     "DIRECTION_MIN_FLOW",
+    "DIRECTION_PAIRS",
     "IMAGE_EXTENSIONS",
     "PSNR_MAX_DB",
     "SHEET_FRAMES",

@@ -35,6 +35,10 @@ Extra stage (not in the default list):
   latent_scale  only the VAE stage's last step: WORKDIR/components' VAE gets the latent scale of
            ``recipe.latent_std`` (runs right after the vae stage; e.g. ``--stages=latent_scale,latents,dit``
            on a VAE trained earlier)
+  decoder  decoder-only VAE cycles (``recipe.decoder_cycles``, learning rate ``recipe.decoder_learning_rate``)
+           over WORKDIR/components' VAE with its encoder frozen: the latents, and so what the DiT learned,
+           stay valid while frame fidelity improves; runs after the dit stage -> WORKDIR/decoder,
+           WORKDIR/components (vae)
 
 Stage timings go to WORKDIR/recipe_timings.json. Recipe fields are overridden with
 ``--recipe.FIELD=VALUE`` (``configs/demo.py:recipe``).
@@ -58,9 +62,9 @@ __all__ = ["run_recipe", "STAGES", "TARGETS", "REFERENCE_SAMPLE", "reference_sam
 STAGES = ("data", "text", "vae", "latents", "dit", "export", "evaluate")
 # The demo model's evaluation targets (issue 19): held-out prompts, and the v2 mid-grey frame-0 check.
 TARGETS = {"first_frame_psnr_db": 28.0, "motion_monotonic": 0.9, "direction_match": 0.8, "mid_grey_psnr_db": 25.0}
-EXTRA_STAGES = ("heldout", "latent_scale")
+EXTRA_STAGES = ("heldout", "latent_scale", "decoder")
 # The order stages run in when several are given (extras where they belong).
-_STAGE_ORDER = ("heldout", "data", "text", "vae", "latent_scale", "latents", "dit", "export", "evaluate")
+_STAGE_ORDER = ("heldout", "data", "text", "vae", "latent_scale", "latents", "dit", "decoder", "export", "evaluate")
 REFERENCE_SAMPLE = "reference_sample.npz"
 # Bundled example images: (file stem, caption combo (size, colour, shape, direction), rng seed).
 EXAMPLES = (
@@ -302,6 +306,33 @@ def _stage_dit(recipe, workdir: str) -> dict:
     }
 
 
+def _stage_decoder(recipe, workdir: str) -> dict:
+    from stepvideo_jax.components import component_config
+    from stepvideo_jax.training.loop import load_trained_model, train
+
+    config = _load_demo_config("vae")
+    config.data.manifest = os.path.join(workdir, "data", "manifest.jsonl")
+    components = os.path.join(workdir, "components")
+    # The first cycle starts from the components' VAE (the recipe's float32 one), keeping its latent scale.
+    config.init.update(kind="converted", checkpoint=components)
+    config.model.latent_scale = component_config(components, "vae").latent_scale
+    config.optim.update(frozen=("encoder",), learning_rate=float(recipe.decoder_learning_rate))
+    run_dir = os.path.join(workdir, "decoder")
+    losses: dict = {}
+    for steps, total in recipe.decoder_cycles:  # each cycle resumes the previous one's last checkpoint
+        config.train.steps, config.optim.total_steps = int(steps), int(total)
+        config.optim.warmup_steps = min(10, int(total))
+        result = train(config, run_dir)
+        losses.update(result.losses)
+    _components_with(workdir, {"vae": (load_trained_model(config, run_dir), None)})
+    losses = [losses[k] for k in sorted(losses)]
+    return {
+        "steps": result.final_step,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
 def _stage_export(recipe, workdir: str) -> dict:
     import numpy as np
 
@@ -392,6 +423,7 @@ _STAGE_FUNCS = {
     "evaluate": _stage_evaluate,
     "heldout": _stage_heldout,
     "latent_scale": _set_latent_scale,
+    "decoder": _stage_decoder,
 }
 
 
@@ -405,6 +437,8 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     _init_checkpoint(recipe)  # init_checkpoint / init_components checked before the data stage's minutes
     if "latent_scale" in stages and not _latent_std(recipe) > 0:
         raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {_latent_std(recipe)}")
+    if "decoder" in stages and not tuple(recipe.get("decoder_cycles", ())):
+        raise ValueError("stage decoder needs recipe.decoder_cycles, e.g. ((150,150),(300,300)); got none")
     return run_timed_stages(
         workdir, [s for s in _STAGE_ORDER if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
     )
