@@ -244,3 +244,11 @@ def test_recipe_decoder_stage_trains_the_decoder_alone(tmp_path):
         np.testing.assert_array_equal(a, b)
     changed = [not np.array_equal(a, b) for a, b in zip(leaves(after.decoder), leaves(before.decoder), strict=True)]
     assert sum(changed) > len(changed) // 2
+    # Loading the run needs only its weights: the plain VAE config (no frozen prefixes, so another optax
+    # chain than the run's) reads the same network (what `tools.export --config=demo:vae` does).
+    from stepvideo_jax.training.loop import load_trained_model
+
+    plain = get_config("demo:vae")
+    plain.model.latent_scale = 0.5
+    for a, b in zip(leaves(load_trained_model(plain, str(tmp_path / "decoder"))), leaves(after), strict=True):
+        np.testing.assert_array_equal(a, b)

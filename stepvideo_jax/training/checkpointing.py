@@ -71,6 +71,15 @@ class RunCheckpoints:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def restore_weights(self, step: int, abstract_state: Any) -> dict:
+        """Only the network weights of a step ("params", and "ema" when ``abstract_state`` has it) into
+        their shardings there: what exporting and sampling need, whatever optimizer the run used (frozen
+        prefixes, another optax chain), so its state's other entries need not match."""
+        wanted = {k: abstract_state[k] for k in ("params", "ema") if k in abstract_state}
+        restore_args = ocp.checkpoint_utils.construct_restore_args(wanted)
+        args = ocp.args.PyTreeRestore(wanted, restore_args=restore_args, partial_restore=True)
+        return self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
+
     def restore_newest_readable(
         self, abstract_state: Any, data_iterator: grain.DatasetIterator | None, *, warn=print
     ) -> tuple[int | None, Any]:

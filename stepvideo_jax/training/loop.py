@@ -233,14 +233,15 @@ def _prepare_lora(config, trainer: Trainer, model_cfg, workdir: str):
 
 def load_trained_model(config: ml_collections.ConfigDict, workdir: str, *, use_ema: bool = True):
     """The network of the latest checkpoint in ``workdir/checkpoints`` (its EMA weights when the run
-    kept them and ``use_ema``), as an nnx module with the trained config."""
+    kept them and ``use_ema``), as an nnx module with the trained config. Only the weights are read: the
+    config's optimizer settings (e.g. ``optim.frozen``) need not be the run's."""
     _, trainer, _, _ = _build_trainer(config)
     checkpoints = RunCheckpoints(os.path.join(workdir, "checkpoints"), save_every=1, max_to_keep=1, async_save=False)
     try:
         step = checkpoints.latest_step()
         if step is None:
             raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint to load")
-        state = checkpoints.restore(step, trainer.abstract_state(), None)
+        state = checkpoints.restore_weights(step, trainer.abstract_state())
     finally:
         checkpoints.close()
     params = state["ema"] if use_ema and "ema" in state else state["params"]
