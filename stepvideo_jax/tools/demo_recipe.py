@@ -197,28 +197,33 @@ def _components_with(workdir: str, extra: dict, *, dst: str | None = None, param
 
 
 def _stage_vae(recipe, workdir: str) -> dict:
-    from stepvideo_jax.training.loop import load_trained_model, train
 
     config = _load_demo_config("vae")
     config.data.manifest = os.path.join(workdir, "data", "manifest.jsonl")
     init = _init_checkpoint(recipe, "vae")
     if init:  # the first cycle starts from the init checkpoint's VAE (float32 master weights)
         config.init.update(kind="converted", checkpoint=init)
-    run_dir = os.path.join(workdir, "vae")
+    summary = _train_vae_cycles(config, os.path.join(workdir, "vae"), recipe.vae_cycles, workdir)
+    return {**summary, **_set_latent_scale(recipe, workdir)}
+
+
+def _train_vae_cycles(config, run_dir: str, cycles, workdir: str) -> dict:
+    """Trains `config`'s VAE for each (train.steps, optim.total_steps) of `cycles` in `run_dir`, each
+    cycle resuming the previous one's last checkpoint; writes the result into WORKDIR/components."""
+    from stepvideo_jax.training.loop import load_trained_model, train
+
     losses: dict = {}
-    for steps, total in recipe.vae_cycles:  # each cycle resumes the previous one's last checkpoint
+    for steps, total in cycles:
         config.train.steps, config.optim.total_steps = int(steps), int(total)
         config.optim.warmup_steps = min(int(config.optim.warmup_steps), int(total))
         result = train(config, run_dir)
         losses.update(result.losses)
-    vae = load_trained_model(config, run_dir)
-    _components_with(workdir, {"vae": (vae, None)})
+    _components_with(workdir, {"vae": (load_trained_model(config, run_dir), None)})
     losses = [losses[k] for k in sorted(losses)]
     return {
         "steps": result.final_step,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
-        **_set_latent_scale(recipe, workdir),
     }
 
 
@@ -308,7 +313,6 @@ def _stage_dit(recipe, workdir: str) -> dict:
 
 def _stage_decoder(recipe, workdir: str) -> dict:
     from stepvideo_jax.components import component_config
-    from stepvideo_jax.training.loop import load_trained_model, train
 
     config = _load_demo_config("vae")
     config.data.manifest = os.path.join(workdir, "data", "manifest.jsonl")
@@ -316,21 +320,8 @@ def _stage_decoder(recipe, workdir: str) -> dict:
     # The first cycle starts from the components' VAE (the recipe's float32 one), keeping its latent scale.
     config.init.update(kind="converted", checkpoint=components)
     config.model.latent_scale = component_config(components, "vae").latent_scale
-    config.optim.update(frozen=("encoder",), learning_rate=float(recipe.decoder_learning_rate))
-    run_dir = os.path.join(workdir, "decoder")
-    losses: dict = {}
-    for steps, total in recipe.decoder_cycles:  # each cycle resumes the previous one's last checkpoint
-        config.train.steps, config.optim.total_steps = int(steps), int(total)
-        config.optim.warmup_steps = min(10, int(total))
-        result = train(config, run_dir)
-        losses.update(result.losses)
-    _components_with(workdir, {"vae": (load_trained_model(config, run_dir), None)})
-    losses = [losses[k] for k in sorted(losses)]
-    return {
-        "steps": result.final_step,
-        "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None,
-    }
+    config.optim.update(frozen=("encoder",), learning_rate=float(recipe.decoder_learning_rate), warmup_steps=10)
+    return _train_vae_cycles(config, os.path.join(workdir, "decoder"), recipe.decoder_cycles, workdir)
 
 
 def _stage_export(recipe, workdir: str) -> dict:
