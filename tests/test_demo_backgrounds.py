@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -183,6 +184,14 @@ def test_recipes_check_their_settings_before_the_first_stage(tmp_path):
         demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "latent_scale"], recipe)
     with pytest.raises(ValueError, match="stage decoder needs recipe.decoder_cycles"):
         demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "decoder"], recipe)
+    recipe.decoder_cycles = ((1, 1),)
+    for run in ("dit", "../x", ""):  # another stage's folder, or not a folder inside WORKDIR
+        recipe.decoder_run = run
+        with pytest.raises(ValueError, match=f"recipe.decoder_run must be a new folder name .*; got '{re.escape(run)}'"):
+            demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "decoder"], recipe)
+    recipe.decoder_run, recipe.decoder_batch_size = "decoder2", -1
+    with pytest.raises(ValueError, match="recipe.decoder_batch_size must be >= 0 .*; got -1"):
+        demo_recipe.run_recipe(str(tmp_path / "demo"), ["data", "decoder"], recipe)
     lora = get_config("demo:lora_recipe")
     lora.replay_targets = "teacher"
     with pytest.raises(ValueError, match="replay_targets must be one of clips, base; got 'teacher'"):
@@ -232,6 +241,7 @@ def test_recipe_decoder_stage_trains_the_decoder_alone(tmp_path):
     demo_recipe._components_with(str(tmp_path), {"vae": (before, None)})
     recipe = get_config("demo:recipe")
     recipe.decoder_cycles = ((1, 1), (2, 2))  # the second cycle resumes the first
+    recipe.decoder_run, recipe.decoder_batch_size = "decoder_b2", 2
     summary = demo_recipe.run_recipe(str(tmp_path), ["decoder"], recipe)["decoder"]
     assert summary["steps"] == 2
     after = restore_component(str(tmp_path / "components"), "vae")
@@ -250,5 +260,5 @@ def test_recipe_decoder_stage_trains_the_decoder_alone(tmp_path):
 
     plain = get_config("demo:vae")
     plain.model.latent_scale = 0.5
-    for a, b in zip(leaves(load_trained_model(plain, str(tmp_path / "decoder"))), leaves(after), strict=True):
+    for a, b in zip(leaves(load_trained_model(plain, str(tmp_path / "decoder_b2"))), leaves(after), strict=True):
         np.testing.assert_array_equal(a, b)

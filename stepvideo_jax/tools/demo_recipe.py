@@ -37,8 +37,8 @@ Extra stage (not in the default list):
            on a VAE trained earlier)
   decoder  decoder-only VAE cycles (``recipe.decoder_cycles``, learning rate ``recipe.decoder_learning_rate``)
            over WORKDIR/components' VAE with its encoder frozen: the latents, and so what the DiT learned,
-           stay valid while frame fidelity improves; runs after the dit stage -> WORKDIR/decoder,
-           WORKDIR/components (vae)
+           stay valid while frame fidelity improves (``recipe.decoder_batch_size`` clips per step); runs
+           after the dit stage -> WORKDIR/<recipe.decoder_run> (default decoder), WORKDIR/components (vae)
 
 Stage timings go to WORKDIR/recipe_timings.json. Recipe fields are overridden with
 ``--recipe.FIELD=VALUE`` (``configs/demo.py:recipe``).
@@ -66,6 +66,8 @@ EXTRA_STAGES = ("heldout", "latent_scale", "decoder")
 # The order stages run in when several are given (extras where they belong).
 _STAGE_ORDER = ("heldout", "data", "text", "vae", "latent_scale", "latents", "dit", "decoder", "export", "evaluate")
 REFERENCE_SAMPLE = "reference_sample.npz"
+# WORKDIR folders the other stages own (a decoder run may not reuse one).
+_WORKDIR_FOLDERS = ("data", "text", "vae", "latents", "dit", "components", "eval", "reference_sample")
 # Bundled example images: (file stem, caption combo (size, colour, shape, direction), rng seed).
 EXAMPLES = (
     ("red_circle", ("large", "red", "circle", "right"), 11),
@@ -321,7 +323,9 @@ def _stage_decoder(recipe, workdir: str) -> dict:
     config.init.update(kind="converted", checkpoint=components)
     config.model.latent_scale = component_config(components, "vae").latent_scale
     config.optim.update(frozen=("encoder",), learning_rate=float(recipe.decoder_learning_rate), warmup_steps=10)
-    return _train_vae_cycles(config, os.path.join(workdir, "decoder"), recipe.decoder_cycles, workdir)
+    if int(recipe.decoder_batch_size) > 0:
+        config.data.batch_size = int(recipe.decoder_batch_size)
+    return _train_vae_cycles(config, os.path.join(workdir, recipe.decoder_run), recipe.decoder_cycles, workdir)
 
 
 def _stage_export(recipe, workdir: str) -> dict:
@@ -430,6 +434,11 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
         raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {_latent_std(recipe)}")
     if "decoder" in stages and not tuple(recipe.get("decoder_cycles", ())):
         raise ValueError("stage decoder needs recipe.decoder_cycles, e.g. ((150,150),(300,300)); got none")
+    run = str(recipe.get("decoder_run", "decoder"))
+    if "decoder" in stages and (not run or os.sep in run or run.startswith(".") or run in _WORKDIR_FOLDERS):
+        raise ValueError(f"recipe.decoder_run must be a new folder name inside WORKDIR, e.g. decoder2; got {run!r}")
+    if "decoder" in stages and int(recipe.get("decoder_batch_size", 0)) < 0:
+        raise ValueError(f"recipe.decoder_batch_size must be >= 0 (0: the VAE config's); got {recipe.decoder_batch_size}")
     return run_timed_stages(
         workdir, [s for s in _STAGE_ORDER if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
     )
