@@ -163,7 +163,9 @@ def main() -> int:
         "Every figure is a median over repeated runs after warm-up unless its section says otherwise; ratios "
         "are measured within one run. Projections are marked as such. Direction columns before 2026-12-02 used "
         "the evaluation's earlier rule (grey flow from the first to the last frame; the shipped demo model "
-        "rescored with the current one: unchanged, 20/20).\n"
+        "rescored with the current one: unchanged, 20/20). Demo-model rows measured before the evening of "
+        "2026-12-02 are the first shipped model's (v1, dark backgrounds only); the v2-background model that "
+        "replaced it is scored in the README's demo section, and rows measured on it say so.\n"
     )
     if only and os.path.exists(args.output):
         sections = _merge_sections(args.output, sections)
