@@ -328,6 +328,16 @@ def _stage_decoder(recipe, workdir: str) -> dict:
     return _train_vae_cycles(config, os.path.join(workdir, recipe.decoder_run), recipe.decoder_cycles, workdir)
 
 
+def _check_decoder_settings(recipe) -> None:
+    if not tuple(recipe.decoder_cycles):
+        raise ValueError("stage decoder needs recipe.decoder_cycles, e.g. ((150,150),(300,300)); got none")
+    run = str(recipe.decoder_run)
+    if not run or os.sep in run or run.startswith(".") or run in _WORKDIR_FOLDERS:
+        raise ValueError(f"recipe.decoder_run must be a new folder name inside WORKDIR, e.g. decoder2; got {run!r}")
+    if int(recipe.decoder_batch_size) < 0:
+        raise ValueError(f"recipe.decoder_batch_size must be >= 0 (0: the VAE config's); got {recipe.decoder_batch_size}")
+
+
 def _stage_export(recipe, workdir: str) -> dict:
     import numpy as np
 
@@ -432,13 +442,8 @@ def run_recipe(workdir: str, stages=STAGES, recipe=None) -> dict:
     _init_checkpoint(recipe)  # init_checkpoint / init_components checked before the data stage's minutes
     if "latent_scale" in stages and not _latent_std(recipe) > 0:
         raise ValueError(f"stage latent_scale needs recipe.latent_std > 0; got {_latent_std(recipe)}")
-    if "decoder" in stages and not tuple(recipe.get("decoder_cycles", ())):
-        raise ValueError("stage decoder needs recipe.decoder_cycles, e.g. ((150,150),(300,300)); got none")
-    run = str(recipe.get("decoder_run", "decoder"))
-    if "decoder" in stages and (not run or os.sep in run or run.startswith(".") or run in _WORKDIR_FOLDERS):
-        raise ValueError(f"recipe.decoder_run must be a new folder name inside WORKDIR, e.g. decoder2; got {run!r}")
-    if "decoder" in stages and int(recipe.get("decoder_batch_size", 0)) < 0:
-        raise ValueError(f"recipe.decoder_batch_size must be >= 0 (0: the VAE config's); got {recipe.decoder_batch_size}")
+    if "decoder" in stages:
+        _check_decoder_settings(recipe)
     return run_timed_stages(
         workdir, [s for s in _STAGE_ORDER if s in stages], lambda s: _STAGE_FUNCS[s](recipe, workdir)
     )
